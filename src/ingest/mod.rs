@@ -1,0 +1,252 @@
+//! Inbound HTTP: accepts webhooks on `server.listen`, routes them by path to a
+//! source, enforces method, size and time limits, verifies, and hands the
+//! request to the appender. Answers the sender only after the appender says the
+//! message is durable. Must not touch sled or delivery state directly.
+
+mod response;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
+use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
+pub use response::IngestError;
+
+/// How long open connections get to finish their requests after shutdown starts.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Cap on request header bytes (HTTP/1 buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Inbound headers that are never stored: hop-by-hop, framing, and credentials.
+const NOT_STORED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+];
+
+/// Per-source request counters for the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub received: AtomicU64,
+    pub rejected: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+struct Route {
+    source: SourceConfig,
+    stats: Arc<SourceStats>,
+}
+
+/// Everything a request handler needs; shared by all connections.
+pub struct Ingest {
+    routes: HashMap<String, Route>,
+    appender: Appender,
+    max_body_bytes: u64,
+    request_timeout: Duration,
+}
+
+impl Ingest {
+    /// Builds the routing table from the config.
+    pub fn new(config: &Config, appender: Appender) -> Ingest {
+        let routes = config
+            .sources
+            .iter()
+            .map(|s| {
+                let route = Route {
+                    source: s.clone(),
+                    stats: Arc::default(),
+                };
+                (s.path.clone(), route)
+            })
+            .collect();
+        Ingest {
+            routes,
+            appender,
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout,
+        }
+    }
+
+    /// Counters of every source, by name.
+    pub fn stats(&self) -> Vec<(String, Arc<SourceStats>)> {
+        self.routes
+            .values()
+            .map(|r| (r.source.name.to_string(), r.stats.clone()))
+            .collect()
+    }
+}
+
+/// Serves webhooks on `listener` until `shutdown`, then lets open requests finish
+/// (bounded by [`DRAIN_GRACE`]). Returning drops the last appender handle.
+pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ingest.request_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(256);
+    let graceful = GracefulShutdown::new();
+    // Connection tasks live here so that any still open after the drain grace
+    // can be aborted; each holds the appender handle, which must go away.
+    let mut conns = JoinSet::new();
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let ingest = ingest.clone();
+        let service = service_fn(move |req| {
+            let ingest = ingest.clone();
+            async move { Ok::<_, Infallible>(handle(&ingest, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "inbound connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("inbound connections still open after the drain grace; dropping them");
+    }
+    conns.shutdown().await;
+}
+
+async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match accept(ingest, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(ingest: &Ingest, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, IngestError> {
+    let route = ingest
+        .routes
+        .get(req.uri().path())
+        .ok_or(IngestError::NotFound)?;
+    let stats = &route.stats;
+    let result = receive(ingest, route, req).await;
+    match &result {
+        Ok(AppendOutcome::Stored { .. }) => stats.received.fetch_add(1, Ordering::Relaxed),
+        Ok(AppendOutcome::Duplicate { .. }) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
+        Err(e) if e.is_rejection() => stats.rejected.fetch_add(1, Ordering::Relaxed),
+        Err(_) => 0,
+    };
+    if let Err(e) = &result {
+        tracing::info!(source = %route.source.name, status = e.status().as_u16(), reason = %e, "inbound request refused");
+    }
+    result.map(response::accepted)
+}
+
+async fn receive(
+    ingest: &Ingest,
+    route: &Route,
+    req: Request<Incoming>,
+) -> Result<AppendOutcome, IngestError> {
+    if req.method() != Method::POST {
+        return Err(IngestError::MethodNotAllowed);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > ingest.max_body_bytes) {
+        return Err(IngestError::TooLarge);
+    }
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(ingest.max_body_bytes).unwrap_or(usize::MAX);
+    let body = tokio::time::timeout(ingest.request_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| IngestError::Timeout)?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                IngestError::TooLarge
+            } else {
+                IngestError::BadBody
+            }
+        })?
+        .to_bytes();
+
+    let source = &route.source;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let dedup = source
+        .dedup_header
+        .as_ref()
+        .and_then(|h| parts.headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| (v.to_owned(), source.dedup_window));
+
+    let msg = NewMessage {
+        source: source.name.clone(),
+        content_type,
+        headers,
+        body: body.to_vec(),
+        dedup,
+    };
+    ingest.appender.append(msg).await.map_err(|e: StoreError| {
+        tracing::error!(source = %source.name, error = %e, "append failed");
+        IngestError::Unavailable
+    })
+}

@@ -1,0 +1,147 @@
+//! hookrelay: a self-hosted webhook relay.
+//!
+//! The path of one webhook, one module per stage:
+//!
+//! - [`config`]: reads and validates `relay.toml` into typed values.
+//! - [`ingest`]: inbound HTTP; routing, limits, then hands off to the appender.
+//! - [`store`]: the only code touching sled; group-commit appender, cursors, attempts.
+//! - [`delivery`]: one worker per destination; ordered delivery with retries.
+//! - [`admin`]: health, readiness (and later the operator API).
+//! - [`cli`]: the `hookrelay` command line.
+//!
+//! [`run`] wires them together and owns shutdown: one [`CancellationToken`]
+//! fanned out to every task, which are joined before it returns.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod ingest;
+pub mod model;
+mod respond;
+pub mod store;
+mod time;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::Config;
+use store::{Store, StoreError};
+
+/// Failures that stop the relay; [`Error::exit_code`] is the one mapping to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Client(String),
+}
+
+impl Error {
+    /// 2 for bad configuration, 1 for anything that went wrong at run time.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The relay's two bound sockets; tests bind port 0 and pass them in.
+pub struct Listeners {
+    pub ingest: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from the config.
+    pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        Ok(Listeners {
+            ingest: bind(config.server.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Runs the relay until `shutdown` is cancelled, then stops in order: stop
+/// accepting, let open requests finish and their appends commit, give in-flight
+/// deliveries [`delivery::SHUTDOWN_GRACE`], persist cursors, sync, return.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let data_dir = config.storage.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .map_err(|_| Error::Store(StoreError::Closed))??;
+    let last = store.last_seq()?;
+    let (head_tx, head_rx) = watch::channel(last);
+
+    let tracker = TaskTracker::new();
+    let appender = store::spawn_appender(
+        store.clone(),
+        config.storage.durability,
+        head_tx,
+        &tracker,
+        shutdown.clone(),
+    )?;
+    let _controls =
+        delivery::spawn_workers(&config.destinations, &store, &head_rx, &tracker, &shutdown);
+
+    let admin_state = Arc::new(admin::Admin::default());
+    let ingest_addr = local(&listeners.ingest);
+    let admin_addr = local(&listeners.admin);
+    tracker.spawn(admin::serve(
+        listeners.admin,
+        admin_state.clone(),
+        shutdown.clone(),
+    ));
+
+    let ingest = Arc::new(ingest::Ingest::new(&config, appender));
+    tracing::info!(
+        ingest = %ingest_addr,
+        admin = %admin_addr,
+        data_dir = %config.storage.data_dir.display(),
+        last_seq = %last,
+        "hookrelay listening"
+    );
+    admin_state.ready.store(true, Ordering::Relaxed);
+    ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
+    admin_state.ready.store(false, Ordering::Relaxed);
+
+    tracker.close();
+    tracker.wait().await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.sync())
+        .await
+        .map_err(|_| Error::Store(StoreError::Closed))??;
+    tracing::info!("hookrelay stopped");
+    Ok(())
+}
+
+fn local(l: &TcpListener) -> String {
+    l.local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}

@@ -1,0 +1,263 @@
+//! The single writer of the log: batches concurrent appends, makes each batch
+//! durable with one sync (group commit), then answers every request in it and
+//! publishes the new durable head to the delivery workers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{self, DedupEntry, Message};
+use super::{Store, StoreError};
+use crate::config::Durability;
+use crate::model::{MessageId, Seq, SourceName};
+use crate::time::now_ms;
+
+/// At most this many requests share one sync; bounds memory and reply latency.
+const MAX_BATCH: usize = 512;
+/// At most this many encoded bytes share one sync.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// How often `durability = "buffered"` syncs.
+const BUFFERED_SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// A verified webhook on its way into the log.
+#[derive(Debug)]
+pub struct NewMessage {
+    pub source: SourceName,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// Idempotency key and how long it stays remembered.
+    pub dedup: Option<(String, Duration)>,
+}
+
+/// What happened to an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored (and durable per the configured durability) under this seq.
+    Stored { seq: Seq, id: MessageId },
+    /// The key was seen inside its window; this is the first message's seq and id.
+    Duplicate { seq: Seq, id: MessageId },
+}
+
+struct Request {
+    msg: NewMessage,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Handle used by ingest to append; the appender stops once every handle is dropped.
+#[derive(Clone)]
+pub struct Appender {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Appender {
+    /// Appends one message and waits until it is durable (or known duplicate).
+    pub async fn append(&self, msg: NewMessage) -> Result<AppendOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { msg, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Starts the appender (and, for buffered durability, its periodic sync).
+/// `head` receives the highest durable seq after every batch.
+pub fn spawn_appender(
+    store: Store,
+    durability: Durability,
+    head: watch::Sender<Seq>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<Appender, StoreError> {
+    let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+    let next = store.last_seq()?.next();
+    if durability == Durability::Buffered {
+        tracker.spawn(periodic_sync(store.clone(), shutdown));
+    }
+    tracker.spawn(run(store, durability, head, rx, next));
+    Ok(Appender { tx })
+}
+
+async fn periodic_sync(store: Store, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(BUFFERED_SYNC_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "periodic sync failed"),
+            Err(e) => tracing::error!(error = %e, "periodic sync task failed"),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    durability: Durability,
+    head: watch::Sender<Seq>,
+    mut rx: mpsc::Receiver<Request>,
+    mut next: Seq,
+) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        pending.push(first);
+        let mut bytes = pending[0].msg.body.len();
+        while pending.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.msg.body.len();
+                    pending.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        next = commit(&store, durability, &head, &mut pending, next).await;
+    }
+    tracing::debug!("appender stopped: no more writers");
+}
+
+/// Writes one batch, syncs it, answers it; returns the next free seq.
+async fn commit(
+    store: &Store,
+    durability: Durability,
+    head: &watch::Sender<Seq>,
+    pending: &mut Vec<Request>,
+    mut next: Seq,
+) -> Seq {
+    let now = now_ms();
+    let mut records = Vec::with_capacity(pending.len());
+    let mut dedup_writes = Vec::new();
+    let mut seen: HashMap<Vec<u8>, (Seq, MessageId)> = HashMap::new();
+    let mut answers = Vec::with_capacity(pending.len());
+
+    for req in pending.iter_mut() {
+        let answer = match stage(store, &mut req.msg, now, &mut next, &mut seen) {
+            Ok(Staged::New {
+                seq,
+                id,
+                bytes,
+                dedup,
+            }) => {
+                records.push((seq, bytes));
+                dedup_writes.extend(dedup);
+                Ok(AppendOutcome::Stored { seq, id })
+            }
+            Ok(Staged::Duplicate { seq, id }) => Ok(AppendOutcome::Duplicate { seq, id }),
+            Err(e) => Err(e),
+        };
+        answers.push(answer);
+    }
+
+    let written = if records.is_empty() {
+        Ok(())
+    } else {
+        match store.write_batch(&records, &dedup_writes) {
+            Ok(()) if durability == Durability::Fsync => {
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.sync())
+                    .await
+                    .unwrap_or(Err(StoreError::Closed))
+            }
+            other => other,
+        }
+    };
+
+    match written {
+        Ok(()) => {
+            if let Some((last, _)) = records.last() {
+                head.send_replace(*last);
+            }
+            for (req, answer) in pending.drain(..).zip(answers) {
+                let _ = req.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            // Nothing in this batch is known durable: every writer hears so and
+            // the sender retries. Entries sled still holds may be delivered later,
+            // which at-least-once allows.
+            tracing::error!(error = %e, batch = pending.len(), "append batch failed");
+            let reason = e.to_string();
+            for req in pending.drain(..) {
+                let _ = req.reply.send(Err(StoreError::BatchFailed(reason.clone())));
+            }
+        }
+    }
+    next
+}
+
+enum Staged {
+    New {
+        seq: Seq,
+        id: MessageId,
+        bytes: Vec<u8>,
+        dedup: Option<(Vec<u8>, Vec<u8>)>,
+    },
+    Duplicate {
+        seq: Seq,
+        id: MessageId,
+    },
+}
+
+/// Dedups and encodes one request, assigning it a seq if it is new.
+fn stage(
+    store: &Store,
+    msg: &mut NewMessage,
+    now: u64,
+    next: &mut Seq,
+    seen: &mut HashMap<Vec<u8>, (Seq, MessageId)>,
+) -> Result<Staged, StoreError> {
+    let key = msg.dedup.take();
+    let index_key = key
+        .as_ref()
+        .map(|(key, _)| codec::dedup_key(&msg.source, key));
+    if let (Some((key, _)), Some(k)) = (&key, &index_key) {
+        if let Some((seq, id)) = seen.get(k) {
+            return Ok(Staged::Duplicate {
+                seq: *seq,
+                id: id.clone(),
+            });
+        }
+        if let Some(e) = store.dedup_lookup(&msg.source, key, now)? {
+            return Ok(Staged::Duplicate { seq: e.seq, id: e.id });
+        }
+    }
+    let id = MessageId::generate(now);
+    let record = Message {
+        id: id.clone(),
+        source: msg.source.clone(),
+        received_at_ms: now,
+        content_type: msg.content_type.take(),
+        idempotency_key: key.as_ref().map(|(k, _)| k.clone()),
+        headers: std::mem::take(&mut msg.headers),
+        body: std::mem::take(&mut msg.body),
+    };
+    let bytes = codec::encode_message(&record)?;
+    let seq = *next;
+    *next = seq.next();
+    let dedup = match (key, index_key) {
+        (Some((_, window)), Some(k)) => {
+            seen.insert(k.clone(), (seq, id.clone()));
+            let entry = DedupEntry {
+                seq,
+                id: id.clone(),
+                expires_at_ms: now.saturating_add(window.as_millis() as u64),
+            };
+            Some((k, codec::encode_dedup(&entry)?))
+        }
+        _ => None,
+    };
+    Ok(Staged::New {
+        seq,
+        id,
+        bytes,
+        dedup,
+    })
+}

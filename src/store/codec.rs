@@ -1,0 +1,238 @@
+//! The one place that turns records into bytes and back.
+//!
+//! Every value starts with a format-version byte, then the bincode 2 (standard
+//! config) encoding of that version's struct. Persisted structs are append-only:
+//! fields are never reordered or removed; a change adds a new version and a
+//! decoder arm for it. Keys are built here too, big-endian so byte order is
+//! numeric order.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DestinationName, MessageId, Seq, SourceName};
+
+/// A record could not be decoded: unknown version or corrupt bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("unknown record version {0}")]
+    UnknownVersion(u8),
+    #[error("empty record")]
+    Empty,
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("record encoding failed: {0}")]
+    Encode(String),
+}
+
+const V1: u8 = 1;
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![V1];
+    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&V1, rest)) => bincode::serde::decode_from_slice(rest, bincode::config::standard())
+            .map(|(v, _)| v)
+            .map_err(|e| CodecError::Corrupt(e.to_string())),
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// One stored webhook. Field order is part of the on-disk format: the first three
+/// fields double as [`MessageHead`], so workers can filter without decoding bodies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub source: SourceName,
+    pub received_at_ms: u64,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// Inbound headers kept for forwarding and inspection (lowercase names).
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The leading fields of a [`Message`], decodable from the first chunk alone.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MessageHead {
+    pub id: MessageId,
+    pub source: SourceName,
+    pub received_at_ms: u64,
+}
+
+/// Encodes a message as one byte string; the store chunks it.
+pub fn encode_message(m: &Message) -> Result<Vec<u8>, CodecError> {
+    encode(m)
+}
+
+/// Decodes the concatenated chunks of a message.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
+    decode(bytes)
+}
+
+/// Decodes only the head of a message from a prefix of its bytes (its first chunk).
+pub fn decode_head(prefix: &[u8]) -> Result<MessageHead, CodecError> {
+    decode(prefix)
+}
+
+/// Outcome of one delivery attempt, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at_ms: u64,
+    /// HTTP status, if an answer came back.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// Why it failed (`None` on success); truncated to [`MAX_ERROR_LEN`].
+    pub error: Option<String>,
+}
+
+/// A message given up on for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub at_ms: u64,
+    pub attempts: u32,
+    pub last_error: String,
+}
+
+/// Operator-controlled state of a destination; survives restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationState {
+    pub paused: bool,
+    /// Set when `on_exhausted = "block"` stopped the destination on this seq.
+    pub blocked_on: Option<Seq>,
+}
+
+/// A dedup index entry: the first message with this key, until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub seq: Seq,
+    pub id: MessageId,
+    pub expires_at_ms: u64,
+}
+
+/// Error strings stored in attempts and dead letters are cut to this many bytes.
+pub const MAX_ERROR_LEN: usize = 512;
+
+macro_rules! record_codec {
+    ($t:ty, $enc:ident, $dec:ident) => {
+        #[doc = concat!("Encodes a [`", stringify!($t), "`].")]
+        pub fn $enc(v: &$t) -> Result<Vec<u8>, CodecError> {
+            encode(v)
+        }
+        #[doc = concat!("Decodes a [`", stringify!($t), "`].")]
+        pub fn $dec(b: &[u8]) -> Result<$t, CodecError> {
+            decode(b)
+        }
+    };
+}
+
+record_codec!(Attempt, encode_attempt, decode_attempt);
+record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
+record_codec!(DestinationState, encode_state, decode_state);
+record_codec!(DedupEntry, encode_dedup, decode_dedup);
+
+/// `log` key: seq (8 bytes BE) ‖ chunk index (4 bytes BE).
+pub fn log_key(seq: Seq, chunk: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// Splits a `log` key; `None` if it is not 12 bytes.
+pub fn parse_log_key(k: &[u8]) -> Option<(Seq, u32)> {
+    let seq: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    let chunk: [u8; 4] = k.get(8..12)?.try_into().ok()?;
+    (k.len() == 12).then(|| (Seq::from_be_bytes(seq), u32::from_be_bytes(chunk)))
+}
+
+/// Prefix for per-destination keys: name ‖ 0x00 (names never contain NUL).
+pub fn dest_prefix(dest: &DestinationName) -> Vec<u8> {
+    let mut k = Vec::with_capacity(dest.as_str().len() + 13);
+    k.extend_from_slice(dest.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// `dead` key: dest ‖ 0 ‖ seq.
+pub fn dead_key(dest: &DestinationName, seq: Seq) -> Vec<u8> {
+    let mut k = dest_prefix(dest);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `attempts` key: dest ‖ 0 ‖ seq ‖ attempt number (u32 BE).
+pub fn attempt_key(dest: &DestinationName, seq: Seq, n: u32) -> Vec<u8> {
+    let mut k = dead_key(dest, seq);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// `dedup` key: source ‖ 0 ‖ idempotency key.
+pub fn dedup_key(source: &SourceName, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.as_str().len() + 1 + key.len());
+    k.extend_from_slice(source.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Reads a big-endian seq value (cursors, meta).
+pub fn decode_seq(v: &[u8]) -> Result<Seq, CodecError> {
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| CodecError::Corrupt(format!("seq value of {} bytes", v.len())))?;
+    Ok(Seq::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message {
+            id: MessageId::generate(1),
+            source: "demo".parse().unwrap(),
+            received_at_ms: 1_700_000_000_000,
+            content_type: Some("application/json".into()),
+            idempotency_key: Some("evt_1".into()),
+            headers: vec![("x-github-event".into(), b"push".to_vec())],
+            body: (0..=255u8).collect(),
+        }
+    }
+
+    #[test]
+    fn message_round_trips_and_head_decodes_from_a_prefix() {
+        let m = sample();
+        let bytes = encode_message(&m).unwrap();
+        assert_eq!(decode_message(&bytes).unwrap(), m);
+        let head = decode_head(&bytes[..64]).unwrap();
+        assert_eq!((head.id, head.source), (m.id, m.source));
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_errors_not_panics() {
+        let mut bytes = encode_message(&sample()).unwrap();
+        bytes[0] = 9;
+        assert!(matches!(
+            decode_message(&bytes),
+            Err(CodecError::UnknownVersion(9))
+        ));
+        assert!(matches!(decode_message(&[]), Err(CodecError::Empty)));
+        assert!(decode_message(&[1, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_state(&[1]).is_err());
+    }
+
+    #[test]
+    fn log_keys_sort_by_seq_then_chunk() {
+        assert!(log_key(Seq(1), 9) < log_key(Seq(2), 0));
+        assert_eq!(parse_log_key(&log_key(Seq(7), 3)), Some((Seq(7), 3)));
+        assert_eq!(parse_log_key(b"short"), None);
+    }
+}
