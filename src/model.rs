@@ -75,8 +75,7 @@ pub struct InvalidName(pub String);
 fn validate_name(s: &str) -> Result<(), InvalidName> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(())

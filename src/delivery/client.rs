@@ -115,16 +115,15 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> AttemptResult {
         }
     };
     let status = resp.status();
-    let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::SERVICE_UNAVAILABLE
-    {
-        resp.headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()))
-    } else {
-        None
-    };
+    let retry_after =
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
     // Read (a bounded part of) the body so the connection can go back to the pool.
     let body = Limited::new(resp.into_body(), 64 * 1024).collect().await;
     if status.is_success() {

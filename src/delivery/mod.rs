@@ -171,7 +171,8 @@ impl Worker {
                 latency_ms: latency.as_millis() as u64,
                 error: error.clone(),
             };
-            self.store.record_attempt(&self.dest.name, seq, n, &record)?;
+            self.store
+                .record_attempt(&self.dest.name, seq, n, &record)?;
             let Some(error) = error else {
                 return Ok(Finished::Done);
             };

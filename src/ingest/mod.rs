@@ -169,7 +169,10 @@ async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
-async fn accept(ingest: &Ingest, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, IngestError> {
+async fn accept(
+    ingest: &Ingest,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, IngestError> {
     let route = ingest
         .routes
         .get(req.uri().path())

@@ -226,7 +226,10 @@ fn stage(
             });
         }
         if let Some(e) = store.dedup_lookup(&msg.source, key, now)? {
-            return Ok(Staged::Duplicate { seq: e.seq, id: e.id });
+            return Ok(Staged::Duplicate {
+                seq: e.seq,
+                id: e.id,
+            });
         }
     }
     let id = MessageId::generate(now);

@@ -137,9 +137,10 @@ impl Store {
     fn check_format(&self) -> Result<(), StoreError> {
         match self.meta.get(b"format")? {
             Some(v) => {
-                let v: [u8; 4] = v.as_ref().try_into().map_err(|_| {
-                    StoreError::Codec(CodecError::Corrupt("format marker".into()))
-                })?;
+                let v: [u8; 4] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Codec(CodecError::Corrupt("format marker".into())))?;
                 let v = u32::from_be_bytes(v);
                 if v > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat(v));
@@ -209,14 +210,12 @@ impl Store {
     /// Reads one whole message.
     pub fn message(&self, seq: Seq) -> Result<Option<Message>, StoreError> {
         let mut bytes = Vec::new();
-        let mut expected = 0u32;
-        for kv in self.log.scan_prefix(seq.to_be_bytes()) {
+        for (expected, kv) in self.log.scan_prefix(seq.to_be_bytes()).enumerate() {
             let (k, v) = kv?;
             match codec::parse_log_key(&k) {
-                Some((_, chunk)) if chunk == expected => {}
+                Some((_, chunk)) if chunk as usize == expected => {}
                 _ => return Err(StoreError::Truncated(seq)),
             }
-            expected += 1;
             bytes.extend_from_slice(&v);
         }
         if bytes.is_empty() {
@@ -240,7 +239,11 @@ impl Store {
             if from > upto {
                 break;
             }
-            let Some((k, v)) = self.log.range(codec::log_key(from, 0)..).next().transpose()?
+            let Some((k, v)) = self
+                .log
+                .range(codec::log_key(from, 0)..)
+                .next()
+                .transpose()?
             else {
                 break;
             };
@@ -280,7 +283,10 @@ impl Store {
     }
 
     /// Operator state of a destination.
-    pub fn destination_state(&self, dest: &DestinationName) -> Result<DestinationState, StoreError> {
+    pub fn destination_state(
+        &self,
+        dest: &DestinationName,
+    ) -> Result<DestinationState, StoreError> {
         match self.dest.get(dest.as_str())? {
             Some(v) => Ok(codec::decode_state(&v)?),
             None => Ok(DestinationState::default()),
@@ -293,7 +299,8 @@ impl Store {
         dest: &DestinationName,
         state: &DestinationState,
     ) -> Result<(), StoreError> {
-        self.dest.insert(dest.as_str(), codec::encode_state(state)?)?;
+        self.dest
+            .insert(dest.as_str(), codec::encode_state(state)?)?;
         Ok(())
     }
 
@@ -305,8 +312,10 @@ impl Store {
         n: u32,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
-        self.attempts
-            .insert(codec::attempt_key(dest, seq, n), codec::encode_attempt(attempt)?)?;
+        self.attempts.insert(
+            codec::attempt_key(dest, seq, n),
+            codec::encode_attempt(attempt)?,
+        )?;
         Ok(())
     }
 

@@ -1,0 +1,404 @@
+//! Reading and validating `relay.toml` into typed values.
+//!
+//! This module owns the config contract of SPEC.md: the TOML shape, the
+//! defaults, units (durations, sizes, rates), secrets (literal, environment
+//! variable or file) and every cross-field rule. [`Config::load`] reports all
+//! problems at once, each with file, line and dotted key. After loading, the
+//! rest of the crate trusts these values and never re-parses them.
+//!
+//! It must not touch anything else: no I/O beyond reading the config file, the
+//! secret files and environment variables (and checking that `cert_file` and
+//! `ca_file` exist), no networking, no logging of secret values. A [`Secret`]
+//! prints as `[redacted]` and no error message ever contains one.
+
+mod ctx;
+mod raw;
+mod secret;
+mod units;
+mod validate;
+mod verify;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{DestinationName, SourceName};
+
+pub use secret::Secret;
+
+/// The whole, validated relay configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file path as given.
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub storage: StorageConfig,
+    pub sources: Vec<SourceConfig>,
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// `[server]`: the inbound webhook listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+/// `[admin]`: the admin API listener and its bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+/// `[storage]`: where and how the log is kept.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Resolved against the config file's directory.
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub retention: Duration,
+    pub max_disk_bytes: u64,
+}
+
+/// When an inbound webhook counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Answer only after the entry is on disk.
+    Fsync,
+    /// Flush every 100 ms.
+    Buffered,
+}
+
+/// One `[[source]]`: an inbound endpoint.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: SourceName,
+    /// Starts with `/`.
+    pub path: String,
+    pub verify: VerifyConfig,
+    pub dedup_window: Duration,
+    pub dedup_header: Option<http::HeaderName>,
+}
+
+/// A source's `verify` table. Keys that a scheme does not use are refused at load.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub scheme: Scheme,
+    /// Any one matching is enough. Empty only for `none`, `discord` and `paypal`.
+    pub secrets: Vec<Secret>,
+    /// Default 5m.
+    pub tolerance: Duration,
+    /// `hmac` (required), `token` (optional; else `Authorization: Bearer`).
+    pub header: Option<http::HeaderName>,
+    /// `hmac`; default sha256.
+    pub algorithm: HmacAlgorithm,
+    /// `hmac`; default hex.
+    pub encoding: SigEncoding,
+    /// `hmac`, e.g. `"sha256="`.
+    pub prefix: Option<String>,
+    /// `meta` (required): the handshake's `hub.verify_token`.
+    pub verify_token: Option<Secret>,
+    /// `discord` (required): the 32-byte Ed25519 public key.
+    pub public_key: Option<Vec<u8>>,
+    /// `twilio` (required): the URL Twilio posts to.
+    pub public_url: Option<String>,
+    /// `paypal` (required): resolved against the config dir; exists.
+    pub cert_file: Option<PathBuf>,
+    /// `paypal` (required).
+    pub webhook_id: Option<String>,
+    /// `basic` (required).
+    pub username: Option<String>,
+}
+
+/// `verify.scheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    None,
+    Standard,
+    Stripe,
+    Github,
+    Shopify,
+    Slack,
+    Meta,
+    Discord,
+    Twilio,
+    Paypal,
+    Hmac,
+    Token,
+    Basic,
+}
+
+impl Scheme {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::None => "none",
+            Scheme::Standard => "standard",
+            Scheme::Stripe => "stripe",
+            Scheme::Github => "github",
+            Scheme::Shopify => "shopify",
+            Scheme::Slack => "slack",
+            Scheme::Meta => "meta",
+            Scheme::Discord => "discord",
+            Scheme::Twilio => "twilio",
+            Scheme::Paypal => "paypal",
+            Scheme::Hmac => "hmac",
+            Scheme::Token => "token",
+            Scheme::Basic => "basic",
+        }
+    }
+}
+
+/// `verify.algorithm` for the generic `hmac` scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+/// `verify.encoding` for the generic `hmac` scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigEncoding {
+    Hex,
+    Base64,
+}
+
+/// One `[[destination]]`.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub name: DestinationName,
+    /// Scheme http or https, with a host.
+    pub url: http::Uri,
+    /// At least one; every one names a configured source.
+    pub sources: Vec<SourceName>,
+    pub timeout: Duration,
+    pub ordering: Ordering,
+    /// 1 for strict; at least 1 for unordered.
+    pub max_in_flight: usize,
+    pub rate_limit: Option<RateLimit>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub forward_headers: Vec<http::HeaderName>,
+    /// The full `whsec_...` string (its base64 was checked at load).
+    pub signing: Option<Secret>,
+    pub retry: RetryPolicy,
+    pub on_exhausted: OnExhausted,
+    /// Resolved against the config dir; exists.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `destination.ordering`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    Strict,
+    Unordered,
+}
+
+/// `destination.rate_limit`: at most `count` deliveries per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// `destination.retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub schedule: Schedule,
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+}
+
+/// `retry.schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Exponential,
+    Fixed,
+}
+
+/// `destination.on_exhausted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    DeadLetter,
+    Block,
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the config file, when known.
+    pub line: Option<usize>,
+    /// Dotted path such as `destination[1].retry.initial`; empty for syntax errors.
+    pub key: String,
+    /// What is wrong; never contains a secret.
+    pub message: String,
+}
+
+/// One line per problem: `relay.toml:12: destination[0].timeout: invalid duration ...`.
+fn format_problems(file: &Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&file.display().to_string());
+        if let Some(line) = p.line {
+            out.push_str(&format!(":{line}"));
+        }
+        if !p.key.is_empty() {
+            out.push_str(&format!(": {}", p.key));
+        }
+        out.push_str(&format!(": {}", p.message));
+    }
+    out
+}
+
+impl fmt::Display for Problem {
+    /// `line 12: key: message` (without the file; see [`ConfigError`] for the full form).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file; all problems at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Same from a string; `file` is used in messages and to resolve relative
+    /// paths against its parent directory. Environment variables come from the process.
+    pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        Config::from_str_with_env(text, file, &|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Same as [`Config::from_str`], with environment variables looked up
+    /// through `env` instead of the process environment (for tests).
+    pub fn from_str_with_env(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        };
+        let raw = parse(text).map_err(|p| invalid(vec![p]))?;
+        validate::validate(raw, text, file, env).map_err(invalid)
+    }
+
+    /// The source with this name.
+    pub fn source(&self, name: &SourceName) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| &s.name == name)
+    }
+
+    /// The destination with this name.
+    pub fn destination(&self, name: &DestinationName) -> Option<&DestinationConfig> {
+        self.destinations.iter().find(|d| &d.name == name)
+    }
+}
+
+/// TOML syntax and shape (unknown keys, wrong types); stops at the first error.
+fn parse(text: &str) -> Result<raw::RawConfig, Problem> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
+        let mut message = e.message().to_string();
+        // The span of a duplicate key is the key itself (never a value).
+        if let Some(key) = e.span().and_then(|s| text.get(s)) {
+            if message == "duplicate key" && !key.contains('\n') {
+                message = format!("duplicate key `{key}`");
+            }
+        }
+        Problem {
+            line: e.span().map(|s| ctx::line_of(text, s.start)),
+            key: String::new(),
+            message,
+        }
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = key_path(e.path());
+        let inner = e.into_inner();
+        let message = if names_secret(&key) && !inner.message().starts_with("unknown field") {
+            // serde's messages quote the offending value; never show a secret.
+            "must be a string, or for `secrets` a list of strings (value not shown)".to_string()
+        } else {
+            inner.message().to_string()
+        };
+        Problem {
+            line: inner.span().map(|s| ctx::line_of(text, s.start)),
+            key,
+            message,
+        }
+    })
+}
+
+/// `source[0].verify.scheme`, skipping the segments `toml::Spanned` adds.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&ctx::show_key(key));
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a key path ends in a key holding a literal secret.
+fn names_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let last = last.split('[').next().unwrap_or(last);
+    matches!(last, "secret" | "secrets" | "token" | "verify_token")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,712 @@
+//! Validation rules, one by one. Units and secrets have their own tests in
+//! their modules; file-based cases live in `tests/config.rs`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SET" => Some("s3cr3t-from-env".into()),
+        "OTHER" => Some("other-from-env".into()),
+        "EMPTY" => Some(String::new()),
+        "WHSEC" => Some(WHSEC.into()),
+        _ => None,
+    }
+}
+
+fn env_with_admin(name: &str) -> Option<String> {
+    match name {
+        "HOOKRELAY_ADMIN_TOKEN" => Some("admin-from-env".into()),
+        other => env(other),
+    }
+}
+
+fn load(text: &str) -> Result<Config, Vec<Problem>> {
+    Config::from_str_with_env(text, Path::new("relay.toml"), &env).map_err(|e| match e {
+        ConfigError::Invalid { problems, .. } => problems,
+        other => panic!("unexpected {other}"),
+    })
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match load(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(p) => p,
+    }
+}
+
+/// The 1-based line of the first line containing `needle`.
+fn line(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// Exactly one problem, at the line containing `needle`, for `key`, whose message contains `msg`.
+fn assert_one(text: &str, needle: &str, key: &str, msg: &str) {
+    let ps = problems(text);
+    assert_eq!(ps.len(), 1, "expected one problem, got {ps:#?}");
+    assert_problem(&ps[0], text, needle, key, msg);
+}
+
+fn assert_problem(p: &Problem, text: &str, needle: &str, key: &str, msg: &str) {
+    assert_eq!(p.key, key, "{p:?}");
+    assert_eq!(p.line, line(text, needle), "{p:?}");
+    assert!(
+        p.message.contains(msg),
+        "{:?} does not contain {msg:?}",
+        p.message
+    );
+}
+
+const SRC: &str = "[[source]]\nname = \"a\"\npath = \"/a\"\n";
+
+fn with_dest(extra: &str) -> String {
+    format!("{SRC}\n[[destination]]\nname = \"d\"\nurl = \"http://127.0.0.1:9000/x\"\nsources = [\"a\"]\n{extra}\n")
+}
+
+fn with_verify(verify: &str) -> String {
+    format!("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = {{ {verify} }}\n")
+}
+
+#[test]
+fn an_empty_file_gives_every_default() {
+    let c = load("").unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.server.request_timeout, Duration::from_secs(30));
+    assert_eq!(c.admin.listen, "127.0.0.1:8081".parse().unwrap());
+    assert!(c.admin.token.is_none());
+    assert_eq!(c.storage.data_dir, Path::new("data"));
+    assert_eq!(c.storage.durability, Durability::Fsync);
+    assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
+    assert_eq!(c.storage.max_disk_bytes, 10 << 30);
+    assert!(c.sources.is_empty() && c.destinations.is_empty());
+}
+
+#[test]
+fn source_and_destination_defaults() {
+    let c = load(&with_dest("")).unwrap();
+    let s = &c.sources[0];
+    assert_eq!(s.verify.scheme, Scheme::None);
+    assert!(s.verify.secrets.is_empty());
+    assert_eq!(s.dedup_window, Duration::from_secs(86400));
+    assert!(s.dedup_header.is_none());
+    let d = &c.destinations[0];
+    assert_eq!(d.url, "http://127.0.0.1:9000/x");
+    assert_eq!(d.sources, vec!["a".parse().unwrap()]);
+    assert_eq!(d.timeout, Duration::from_secs(10));
+    assert_eq!(d.ordering, Ordering::Strict);
+    assert_eq!(d.max_in_flight, 1);
+    assert!(d.rate_limit.is_none() && d.signing.is_none() && d.ca_file.is_none());
+    assert!(d.headers.is_empty() && d.forward_headers.is_empty());
+    assert_eq!(
+        d.retry,
+        RetryPolicy {
+            schedule: Schedule::Exponential,
+            initial: Duration::from_secs(1),
+            max_interval: Duration::from_secs(600),
+            max_attempts: 20,
+            max_age: Duration::from_secs(72 * 3600),
+        }
+    );
+    assert_eq!(d.on_exhausted, OnExhausted::DeadLetter);
+    assert!(c.source(&"a".parse().unwrap()).is_some());
+    assert!(c.destination(&"d".parse().unwrap()).is_some());
+    assert!(c.destination(&"zz".parse().unwrap()).is_none());
+}
+
+#[test]
+fn admin_token_defaults_to_the_env_var_when_set() {
+    let c = Config::from_str_with_env("", Path::new("relay.toml"), &env_with_admin).unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), b"admin-from-env");
+}
+
+#[test]
+fn syntax_errors_give_the_line() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nrequest_timeout = \"30s\nx = 1\n";
+    let ps = problems(text);
+    assert_eq!(ps.len(), 1);
+    assert_eq!(ps[0].line, Some(3));
+    assert_eq!(ps[0].key, "");
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_line() {
+    assert_one(
+        "[server]\nlisten = \"127.0.0.1:1\"\nlistn = 1\n",
+        "listn",
+        "server.listn",
+        "unknown field",
+    );
+    assert_one("[serve]\n", "[serve]", "serve", "unknown field");
+    let text = with_dest("retry = { initial = \"1s\", tries = 3 }");
+    assert_one(
+        &text,
+        "tries",
+        "destination[0].retry.tries",
+        "unknown field `tries`",
+    );
+    let text = with_verify("scheme = \"github\", secret = \"x\", colour = \"red\"");
+    assert_one(&text, "colour", "source[0].verify.colour", "unknown field");
+}
+
+#[test]
+fn wrong_types_name_the_key_and_line() {
+    assert_one(
+        "[server]\n\nlisten = 8080\n",
+        "8080",
+        "server.listen",
+        "invalid type",
+    );
+    let text = with_dest("ordering = \"random\"");
+    assert_one(
+        &text,
+        "random",
+        "destination[0].ordering",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn wrong_types_on_secrets_do_not_echo_the_value() {
+    let text = with_verify("scheme = \"github\", secrets = \"TOPSECRET\"");
+    let ps = problems(&text);
+    assert_eq!(ps[0].key, "source[0].verify.secrets");
+    assert!(!ps[0].message.contains("TOPSECRET"), "{:?}", ps[0]);
+}
+
+#[test]
+fn problems_print_as_file_line_key_message() {
+    let text = with_dest("timeout = \"10x\"");
+    let err = Config::from_str_with_env(&text, Path::new("relay.toml"), &env).unwrap_err();
+    let n = line(&text, "10x").unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "relay.toml:{n}: destination[0].timeout: invalid duration \"10x\" (use e.g. \"500ms\", \"30s\", \"5m\", \"72h\", \"7d\")"
+        )
+    );
+}
+
+#[test]
+fn all_problems_are_reported_in_line_order() {
+    let text = "[server]\nrequest_timeout = \"soon\"\n[storage]\nmax_disk_bytes = \"lots\"\n\
+                [[source]]\nname = \"Bad Name\"\npath = \"nope\"\n\
+                [[destination]]\nname = \"d\"\nurl = \"ftp://x\"\nsources = [\"zz\"]\ntimeout = \"0s\"\n";
+    let ps = problems(text);
+    let keys: Vec<&str> = ps.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.request_timeout",
+            "storage.max_disk_bytes",
+            "source[0].name",
+            "source[0].path",
+            "destination[0].url",
+            "destination[0].sources[0]",
+            "destination[0].timeout",
+        ]
+    );
+    let lines: Vec<usize> = ps.iter().map(|p| p.line.unwrap()).collect();
+    assert_eq!(lines, [2, 4, 6, 7, 10, 11, 12]);
+}
+
+#[test]
+fn duplicate_source_names_and_paths_are_refused() {
+    let text = format!(
+        "{SRC}[[source]]\nname = \"a\"\npath = \"/b\"\n[[source]]\nname = \"c\"\npath = \"/a\"\n"
+    );
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert_eq!(
+        (ps[0].key.as_str(), ps[0].line),
+        ("source[1].name", Some(5))
+    );
+    assert!(
+        ps[0].message.contains("first on line 2"),
+        "{}",
+        ps[0].message
+    );
+    assert_eq!(
+        (ps[1].key.as_str(), ps[1].line),
+        ("source[2].path", Some(9))
+    );
+    assert!(ps[1].message.contains("duplicate source path"));
+}
+
+#[test]
+fn duplicate_destination_names_are_refused() {
+    let text = format!(
+        "{}[[destination]]\nname = \"d\"\nurl = \"http://h/\"\nsources = [\"a\"]\n",
+        with_dest("")
+    );
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 1);
+    assert_eq!(ps[0].key, "destination[1].name");
+}
+
+#[test]
+fn source_paths_must_start_with_a_slash() {
+    let text = "[[source]]\nname = \"a\"\npath = \"hooks/a\"\n";
+    assert_one(text, "hooks/a", "source[0].path", "must start with `/`");
+    let text = "[[source]]\nname = \"a\"\npath = \"/a?b=1\"\n";
+    assert_one(text, "/a?b", "source[0].path", "without query");
+}
+
+#[test]
+fn required_keys_are_reported_at_their_table() {
+    let text = "[[source]]\nname = \"a\"\n\n[[destination]]\nname = \"d\"\n";
+    let ps = problems(text);
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+    assert_eq!(
+        (ps[0].key.as_str(), ps[0].line),
+        ("source[0].path", Some(1))
+    );
+    assert_eq!(
+        (ps[1].key.as_str(), ps[1].line),
+        ("destination[0].url", Some(4))
+    );
+    assert_eq!(
+        (ps[2].key.as_str(), ps[2].line),
+        ("destination[0].sources", Some(4))
+    );
+}
+
+#[test]
+fn destinations_must_name_known_sources() {
+    let text = format!("{SRC}[[destination]]\nname = \"d\"\nurl = \"http://h/\"\nsources = [\n  \"a\",\n  \"b\",\n]\n");
+    assert_one(
+        &text,
+        "\"b\"",
+        "destination[0].sources[1]",
+        "unknown source \"b\"",
+    );
+    let text = format!("{SRC}[[destination]]\nname = \"d\"\nurl = \"http://h/\"\nsources = []\n");
+    assert_one(&text, "sources", "destination[0].sources", "at least one");
+}
+
+#[test]
+fn destination_urls_need_http_and_a_host() {
+    for bad in ["ftp://h/x", "/just/a/path", "http//h", "not a url"] {
+        let text =
+            format!("{SRC}[[destination]]\nname = \"d\"\nurl = \"{bad}\"\nsources = [\"a\"]\n");
+        assert_one(&text, "url", "destination[0].url", "");
+    }
+    let text = format!(
+        "{SRC}[[destination]]\nname = \"d\"\nurl = \"https://user:pw@h/x\"\nsources = [\"a\"]\n"
+    );
+    assert!(load(&text).is_ok());
+}
+
+#[test]
+fn verify_secret_must_be_given_exactly_one_way() {
+    let text = with_verify("scheme = \"stripe\"");
+    assert_one(&text, "verify", "source[0].verify", "needs a secret");
+    let text = with_verify("scheme = \"stripe\", secret = \"whsec_x\", secret_env = \"SET\"");
+    assert_one(&text, "verify", "source[0].verify.secret_env", "both set");
+}
+
+#[test]
+fn verify_secrets_come_from_every_form() {
+    let c = load(&with_verify("scheme = \"github\", secret = \"lit\"")).unwrap();
+    assert_eq!(c.sources[0].verify.secrets[0].expose(), b"lit");
+    let c = load(&with_verify(
+        "scheme = \"github\", secrets = [\"one\", \"two\"]",
+    ))
+    .unwrap();
+    assert_eq!(c.sources[0].verify.secrets.len(), 2);
+    let c = load(&with_verify("scheme = \"github\", secret_env = \"SET\"")).unwrap();
+    assert_eq!(c.sources[0].verify.secrets[0].expose(), b"s3cr3t-from-env");
+    let c = load(&with_verify(
+        "scheme = \"github\", secrets_env = [\"SET\", \"OTHER\"]",
+    ))
+    .unwrap();
+    assert_eq!(c.sources[0].verify.secrets[1].expose(), b"other-from-env");
+}
+
+#[test]
+fn missing_or_empty_env_vars_and_files_are_errors() {
+    let text = with_verify("scheme = \"github\", secret_env = \"NOPE_NOT_SET\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.secret_env",
+        "NOPE_NOT_SET is not set",
+    );
+    let text = with_verify("scheme = \"github\", secrets_env = [\"SET\", \"EMPTY\"]");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.secrets_env[1]",
+        "EMPTY is empty",
+    );
+    let text = with_verify("scheme = \"github\", secret_file = \"/nonexistent/hookrelay/secret\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.secret_file",
+        "cannot read secret file",
+    );
+    let text = with_verify("scheme = \"github\", secret = \"\"");
+    assert_one(&text, "verify", "source[0].verify.secret", "empty");
+}
+
+#[test]
+fn schemes_without_secrets_refuse_one() {
+    let text = with_verify("scheme = \"none\", secret = \"x\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.secret",
+        "takes no secret",
+    );
+    assert!(load(&with_verify("scheme = \"none\"")).is_ok());
+}
+
+#[test]
+fn keys_that_do_not_apply_to_the_scheme_are_refused() {
+    let text = with_verify("scheme = \"stripe\", secret = \"x\", prefix = \"sha256=\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.prefix",
+        "does not apply to scheme \"stripe\"",
+    );
+}
+
+#[test]
+fn hmac_needs_a_header() {
+    let text = with_verify("scheme = \"hmac\", secret = \"x\"");
+    assert_one(&text, "verify", "source[0].verify.header", "required");
+    let c = load(&with_verify(
+        "scheme = \"hmac\", secret = \"x\", header = \"X-Sig\", algorithm = \"sha512\", encoding = \"base64\", prefix = \"sha512=\"",
+    ))
+    .unwrap();
+    let v = &c.sources[0].verify;
+    assert_eq!(v.header.as_ref().map(|h| h.as_str()), Some("x-sig"));
+    assert_eq!(
+        (v.algorithm, v.encoding),
+        (HmacAlgorithm::Sha512, SigEncoding::Base64)
+    );
+    assert_eq!(v.prefix.as_deref(), Some("sha512="));
+    let text = with_verify("scheme = \"hmac\", secret = \"x\", header = \"bad header\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.header",
+        "invalid HTTP header name",
+    );
+}
+
+#[test]
+fn token_header_is_optional() {
+    let c = load(&with_verify("scheme = \"token\", secret = \"x\"")).unwrap();
+    assert!(c.sources[0].verify.header.is_none());
+}
+
+#[test]
+fn paypal_needs_cert_file_and_webhook_id_and_no_secret() {
+    let ps = problems(&with_verify("scheme = \"paypal\""));
+    let keys: Vec<&str> = ps.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["source[0].verify.cert_file", "source[0].verify.webhook_id"]
+    );
+    assert!(ps.iter().all(|p| p.line == Some(4)));
+    let text = with_verify(
+        "scheme = \"paypal\", cert_file = \"/nonexistent/cert.pem\", webhook_id = \"WH-1\"",
+    );
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.cert_file",
+        "does not exist",
+    );
+}
+
+#[test]
+fn discord_needs_a_64_hex_char_public_key() {
+    let key = "e".repeat(64);
+    let c = load(&with_verify(&format!(
+        "scheme = \"discord\", public_key = \"{key}\""
+    )))
+    .unwrap();
+    assert_eq!(c.sources[0].verify.public_key, Some(vec![0xee; 32]));
+    assert!(c.sources[0].verify.secrets.is_empty());
+    let text = with_verify("scheme = \"discord\"");
+    assert_one(&text, "verify", "source[0].verify.public_key", "required");
+    for bad in ["abc".to_string(), "g".repeat(64), "é".repeat(32)] {
+        let text = with_verify(&format!("scheme = \"discord\", public_key = \"{bad}\""));
+        assert_one(&text, "verify", "source[0].verify.public_key", "64 hex");
+    }
+}
+
+#[test]
+fn meta_needs_a_verify_token() {
+    let text = with_verify("scheme = \"meta\", secret = \"app\"");
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.verify_token",
+        "verify token",
+    );
+    let c = load(&with_verify(
+        "scheme = \"meta\", secret = \"app\", verify_token_env = \"SET\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.sources[0].verify.verify_token.as_ref().unwrap().expose(),
+        b"s3cr3t-from-env"
+    );
+}
+
+#[test]
+fn twilio_needs_a_public_url() {
+    let text = with_verify("scheme = \"twilio\", secret = \"x\"");
+    assert_one(&text, "verify", "source[0].verify.public_url", "required");
+    let text = with_verify("scheme = \"twilio\", secret = \"x\", public_url = \"example.com/a\"");
+    assert_one(&text, "verify", "source[0].verify.public_url", "http");
+    let c = load(&with_verify(
+        "scheme = \"twilio\", secret = \"x\", public_url = \"https://example.com/a\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.sources[0].verify.public_url.as_deref(),
+        Some("https://example.com/a")
+    );
+}
+
+#[test]
+fn basic_needs_a_username() {
+    let text = with_verify("scheme = \"basic\", secret = \"pw\"");
+    assert_one(&text, "verify", "source[0].verify.username", "required");
+    let c = load(&with_verify(
+        "scheme = \"basic\", secret = \"pw\", username = \"u\"",
+    ))
+    .unwrap();
+    assert_eq!(c.sources[0].verify.username.as_deref(), Some("u"));
+}
+
+#[test]
+fn standard_secrets_must_be_base64() {
+    assert!(load(&with_verify(&format!(
+        "scheme = \"standard\", secret = \"{WHSEC}\""
+    )))
+    .is_ok());
+    let text = with_verify("scheme = \"standard\", secret = \"whsec_not*base64\"");
+    assert_one(&text, "verify", "source[0].verify.secret", "base64");
+}
+
+#[test]
+fn tolerance_defaults_to_five_minutes() {
+    let c = load(&with_verify("scheme = \"slack\", secret = \"x\"")).unwrap();
+    assert_eq!(c.sources[0].verify.tolerance, Duration::from_secs(300));
+    let c = load(&with_verify(
+        "scheme = \"slack\", secret = \"x\", tolerance = \"1m\"",
+    ))
+    .unwrap();
+    assert_eq!(c.sources[0].verify.tolerance, Duration::from_secs(60));
+}
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    let text = "[admin]\nlisten = \"0.0.0.0:8081\"\n";
+    assert_one(text, "listen", "admin.listen", "needs a token");
+    let c = load("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken_env = \"SET\"\n").unwrap();
+    assert_eq!(c.admin.token.unwrap().expose(), b"s3cr3t-from-env");
+    let c = Config::from_str_with_env(text, Path::new("relay.toml"), &env_with_admin).unwrap();
+    assert!(c.admin.token.is_some());
+}
+
+#[test]
+fn an_explicit_admin_token_source_must_exist() {
+    let text = "[admin]\ntoken_env = \"NOPE_NOT_SET\"\n";
+    assert_one(text, "token_env", "admin.token_env", "is not set");
+    let text = "[admin]\ntoken = \"a\"\ntoken_file = \"t\"\n";
+    assert_one(text, "token_file", "admin.token_file", "both set");
+}
+
+#[test]
+fn strict_ordering_allows_one_in_flight() {
+    let text = with_dest("max_in_flight = 4");
+    assert_one(
+        &text,
+        "max_in_flight",
+        "destination[0].max_in_flight",
+        "strict",
+    );
+    let text = with_dest("ordering = \"unordered\"\nmax_in_flight = 0");
+    assert_one(
+        &text,
+        "max_in_flight",
+        "destination[0].max_in_flight",
+        "at least 1",
+    );
+    let c = load(&with_dest("ordering = \"unordered\"\nmax_in_flight = 4")).unwrap();
+    assert_eq!(c.destinations[0].max_in_flight, 4);
+    let c = load(&with_dest("ordering = \"unordered\"")).unwrap();
+    assert_eq!(c.destinations[0].max_in_flight, 1);
+}
+
+#[test]
+fn rate_limits_parse() {
+    let c = load(&with_dest("rate_limit = \"600/m\"")).unwrap();
+    assert_eq!(
+        c.destinations[0].rate_limit,
+        Some(RateLimit {
+            count: 600,
+            per: Duration::from_secs(60)
+        })
+    );
+    assert_one(
+        &with_dest("rate_limit = \"0/s\""),
+        "rate_limit",
+        "destination[0].rate_limit",
+        "invalid rate",
+    );
+}
+
+#[test]
+fn headers_must_be_valid_and_not_reserved() {
+    let c = load(&with_dest(
+        "headers = { \"X-Env\" = \"prod\" }\nforward_headers = [\"X-GitHub-Event\"]",
+    ))
+    .unwrap();
+    let d = &c.destinations[0];
+    assert_eq!(d.headers[0].0.as_str(), "x-env");
+    assert_eq!(d.headers[0].1, "prod");
+    assert_eq!(d.forward_headers[0].as_str(), "x-github-event");
+    assert_one(
+        &with_dest("headers = { \"X Env\" = \"prod\" }"),
+        "headers",
+        "destination[0].headers.\"X Env\"",
+        "header name",
+    );
+    assert_one(
+        &with_dest("headers = { \"X-Env\" = \"a\\nb\" }"),
+        "headers",
+        "destination[0].headers.X-Env",
+        "header value",
+    );
+    assert_one(
+        &with_dest("headers = { Host = \"x\" }"),
+        "headers",
+        "destination[0].headers.Host",
+        "cannot be configured",
+    );
+    assert_one(
+        &with_dest("forward_headers = [\"ok\", \"bad:name\"]"),
+        "forward_headers",
+        "destination[0].forward_headers[1]",
+        "header name",
+    );
+    assert_one(
+        &with_dest("forward_headers = [\"Transfer-Encoding\"]"),
+        "forward_headers",
+        "destination[0].forward_headers[0]",
+        "hop-by-hop",
+    );
+}
+
+#[test]
+fn signing_takes_one_whsec_secret() {
+    let c = load(&with_dest("signing = { secret_env = \"WHSEC\" }")).unwrap();
+    assert_eq!(
+        c.destinations[0].signing.as_ref().unwrap().expose(),
+        WHSEC.as_bytes()
+    );
+    let unpadded = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    assert!(load(&with_dest(&format!(
+        "signing = {{ secret = \"{unpadded}\" }}"
+    )))
+    .is_ok());
+    for bad in ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_", "whsec_***"] {
+        let text = with_dest(&format!("signing = {{ secret = \"{bad}\" }}"));
+        assert_one(&text, "signing", "destination[0].signing.secret", "whsec_");
+    }
+    let text = with_dest("signing = { secrets = [\"a\"] }");
+    assert_one(
+        &text,
+        "signing",
+        "destination[0].signing.secrets",
+        "single secret",
+    );
+    let text = with_dest("signing = {}");
+    assert_one(&text, "signing", "destination[0].signing", "missing secret");
+}
+
+#[test]
+fn retry_values_are_checked() {
+    let c = load(&with_dest(
+        "retry = { schedule = \"fixed\", initial = \"30s\", max_interval = \"10s\", max_attempts = 3, max_age = \"1h\" }\non_exhausted = \"block\"",
+    ))
+    .unwrap();
+    let d = &c.destinations[0];
+    assert_eq!(d.retry.schedule, Schedule::Fixed);
+    assert_eq!(d.retry.max_attempts, 3);
+    assert_eq!(d.on_exhausted, OnExhausted::Block);
+    assert_one(
+        &with_dest("retry = { max_attempts = 0 }"),
+        "retry",
+        "destination[0].retry.max_attempts",
+        "between 1",
+    );
+    assert_one(
+        &with_dest("retry = { initial = \"20m\" }"),
+        "retry",
+        "destination[0].retry.initial",
+        "max_interval",
+    );
+    assert_one(
+        &with_dest("retry = { max_age = \"0s\" }"),
+        "retry",
+        "destination[0].retry.max_age",
+        "more than zero",
+    );
+}
+
+#[test]
+fn sizes_and_addresses_are_checked() {
+    let c =
+        load("[server]\nmax_body_bytes = 4096\n[storage]\nmax_disk_bytes = \"1GiB\"\n").unwrap();
+    assert_eq!(
+        (c.server.max_body_bytes, c.storage.max_disk_bytes),
+        (4096, 1 << 30)
+    );
+    assert_one(
+        "[server]\nmax_body_bytes = 0\n",
+        "max_body",
+        "server.max_body_bytes",
+        "more than zero",
+    );
+    assert_one(
+        "[server]\nmax_body_bytes = \"1 lot\"\n",
+        "max_body",
+        "server.max_body_bytes",
+        "invalid size",
+    );
+    assert_one(
+        "[server]\nlisten = \"localhost:80\"\n",
+        "listen",
+        "server.listen",
+        "IP:PORT",
+    );
+}
+
+#[test]
+fn no_message_ever_contains_a_secret() {
+    let text = "[admin]\nlisten = \"0.0.0.0:1\"\ntoken = \"TOPSECRET1\"\ntoken_env = \"X\"\n\
+                [[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"standard\", secret = \"TOPSECRET2*\" }\n\
+                [[source]]\nname = \"b\"\npath = \"/b\"\nverify = { scheme = \"none\", secret = \"TOPSECRET3\" }\n\
+                [[destination]]\nname = \"d\"\nurl = \"http://TOPSECRET4:pw@h:99999/\"\nsources = [\"a\"]\nsigning = { secret = \"TOPSECRET5\" }\n";
+    let err = Config::from_str_with_env(text, Path::new("relay.toml"), &env).unwrap_err();
+    let shown = format!("{err}\n{err:?}");
+    assert!(!shown.contains("TOPSECRET"), "{shown}");
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!()
+    };
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}

@@ -1,0 +1,644 @@
+//! From the raw tables to [`Config`]: defaults, units and cross-field rules.
+//! Every problem is collected; nothing stops at the first one.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use toml::Spanned;
+
+use super::ctx::{show_key, Ctx, SecretKeys};
+use super::raw::{RawAdmin, RawConfig, RawDestination, RawRetry, RawServer, RawSource, RawStorage};
+use super::{
+    units, verify, AdminConfig, Config, DestinationConfig, Durability, OnExhausted, Ordering,
+    Problem, RetryPolicy, Schedule, Secret, ServerConfig, SourceConfig, StorageConfig,
+};
+use crate::model::{DestinationName, SourceName};
+
+/// Environment variable holding the admin token when `[admin]` names none.
+const DEFAULT_TOKEN_ENV: &str = "HOOKRELAY_ADMIN_TOKEN";
+
+/// Headers the relay sets itself or that must never be copied between hops.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-hookrelay-source",
+    "x-hookrelay-seq",
+    "x-hookrelay-attempt",
+];
+
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut cx = Ctx::new(text, file, env);
+    let server = server(&mut cx, raw.server.as_ref().map(Spanned::get_ref));
+    let admin = admin(&mut cx, raw.admin.as_ref().map(Spanned::get_ref));
+    let storage = storage(&mut cx, raw.storage.as_ref().map(Spanned::get_ref));
+    let sources = sources(&mut cx, &raw.source);
+    // Names as written, valid or not, so a bad source does not also make
+    // every destination naming it "unknown".
+    let known: HashSet<&str> = raw
+        .source
+        .iter()
+        .filter_map(|s| s.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
+    let destinations = destinations(&mut cx, &raw.destination, &known);
+    let mut problems = cx.problems;
+    if problems.is_empty() {
+        return Ok(Config {
+            file: file.to_path_buf(),
+            server,
+            admin,
+            storage,
+            sources,
+            destinations,
+        });
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    Err(problems)
+}
+
+fn server(cx: &mut Ctx<'_>, raw: Option<&RawServer>) -> ServerConfig {
+    let default = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        max_body_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(30),
+    };
+    let Some(r) = raw else { return default };
+    ServerConfig {
+        listen: cx.socket_addr(&r.listen, "server.listen", default.listen),
+        max_body_bytes: cx.size(
+            &r.max_body_bytes,
+            "server.max_body_bytes",
+            default.max_body_bytes,
+        ),
+        request_timeout: cx.positive_duration(
+            &r.request_timeout,
+            "server.request_timeout",
+            default.request_timeout,
+        ),
+    }
+}
+
+fn admin(cx: &mut Ctx<'_>, raw: Option<&RawAdmin>) -> AdminConfig {
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8081));
+    let from_default_env = |cx: &Ctx<'_>| {
+        cx.env(DEFAULT_TOKEN_ENV)
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+    };
+    let Some(a) = raw else {
+        return AdminConfig {
+            listen: default_listen,
+            token: from_default_env(cx),
+        };
+    };
+    let listen = cx.socket_addr(&a.listen, "admin.listen", default_listen);
+    let keys = SecretKeys {
+        prefix: "token",
+        one: &a.token,
+        many: None,
+        env: &a.token_env,
+        many_env: None,
+        file: &a.token_file,
+    };
+    let explicit = !keys.given().is_empty();
+    let token = if explicit {
+        cx.read_secrets("admin", &keys)
+            .into_iter()
+            .next()
+            .map(|g| g.secret)
+    } else {
+        from_default_env(cx)
+    };
+    if let (Some(l), false) = (&a.listen, explicit || token.is_some()) {
+        if !listen.ip().is_loopback() {
+            let msg = format!(
+                "{listen} is not a loopback address, so the admin API needs a token: \
+                 set `token`, `token_env` or `token_file` (or {DEFAULT_TOKEN_ENV})"
+            );
+            cx.at(l, "admin.listen", msg);
+        }
+    }
+    AdminConfig { listen, token }
+}
+
+fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
+    let default = StorageConfig {
+        data_dir: cx.resolve("data"),
+        durability: Durability::Fsync,
+        retention: Duration::from_secs(7 * 86400),
+        max_disk_bytes: 10 << 30,
+    };
+    let Some(r) = raw else { return default };
+    let data_dir = match &r.data_dir {
+        Some(d) if d.get_ref().is_empty() => {
+            cx.at(d, "storage.data_dir", "must not be empty");
+            default.data_dir
+        }
+        Some(d) => cx.resolve(d.get_ref()),
+        None => default.data_dir,
+    };
+    StorageConfig {
+        data_dir,
+        durability: r
+            .durability
+            .as_ref()
+            .map_or(default.durability, |d| *d.get_ref()),
+        retention: cx.positive_duration(&r.retention, "storage.retention", default.retention),
+        max_disk_bytes: cx.size(
+            &r.max_disk_bytes,
+            "storage.max_disk_bytes",
+            default.max_disk_bytes,
+        ),
+    }
+}
+
+/// Remembers the first line of each value, to report duplicates.
+#[derive(Default)]
+struct Seen(HashMap<String, usize>);
+
+impl Seen {
+    /// `Some(first line)` when `v` was seen before.
+    fn check(&mut self, cx: &Ctx<'_>, v: &Spanned<String>) -> Option<usize> {
+        match self.0.get(v.get_ref()) {
+            Some(first) => Some(*first),
+            None => {
+                self.0.insert(v.get_ref().clone(), cx.line(&v.span()));
+                None
+            }
+        }
+    }
+}
+
+fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
+    let mut names = Seen::default();
+    let mut paths = Seen::default();
+    let mut out = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let base = format!("source[{i}]");
+        let r = s.get_ref();
+        let name = match &r.name {
+            None => {
+                cx.missing(s.span(), &format!("{base}.name"));
+                None
+            }
+            Some(n) => {
+                unique_name::<SourceName>(cx, &mut names, n, &format!("{base}.name"), "source")
+            }
+        };
+        let path = match &r.path {
+            None => {
+                cx.missing(s.span(), &format!("{base}.path"));
+                None
+            }
+            Some(p) => source_path(cx, &mut paths, p, &format!("{base}.path")),
+        };
+        let verify = verify::verify(cx, &base, r.verify.as_ref());
+        let dedup_window = cx.duration(
+            &r.dedup_window,
+            &format!("{base}.dedup_window"),
+            Duration::from_secs(86400),
+        );
+        let dedup_header = r
+            .dedup_header
+            .as_ref()
+            .and_then(|h| cx.header_name(h, &format!("{base}.dedup_header")));
+        if let (Some(name), Some(path)) = (name, path) {
+            out.push(SourceConfig {
+                name,
+                path,
+                verify,
+                dedup_window,
+                dedup_header,
+            });
+        }
+    }
+    out
+}
+
+/// A valid, unique source or destination name.
+fn unique_name<N: std::str::FromStr<Err = crate::model::InvalidName>>(
+    cx: &mut Ctx<'_>,
+    seen: &mut Seen,
+    v: &Spanned<String>,
+    key: &str,
+    what: &str,
+) -> Option<N> {
+    let name = match v.get_ref().parse::<N>() {
+        Ok(n) => n,
+        Err(e) => {
+            cx.at(v, key, e.to_string());
+            return None;
+        }
+    };
+    if let Some(first) = seen.check(cx, v) {
+        let msg = format!(
+            "duplicate {what} name {:?} (first on line {first})",
+            v.get_ref()
+        );
+        cx.at(v, key, msg);
+        return None;
+    }
+    Some(name)
+}
+
+fn source_path(
+    cx: &mut Ctx<'_>,
+    seen: &mut Seen,
+    v: &Spanned<String>,
+    key: &str,
+) -> Option<String> {
+    let p = v.get_ref();
+    if !p.starts_with('/') {
+        cx.at(
+            v,
+            key,
+            format!("path {p:?} must start with `/`, e.g. \"/hooks/stripe\""),
+        );
+        return None;
+    }
+    if p.contains(['?', '#']) || p.parse::<http::uri::PathAndQuery>().is_err() {
+        cx.at(
+            v,
+            key,
+            format!("invalid path {p:?}: use a plain URL path without query"),
+        );
+        return None;
+    }
+    if let Some(first) = seen.check(cx, v) {
+        cx.at(
+            v,
+            key,
+            format!("duplicate source path {p:?} (first on line {first})"),
+        );
+        return None;
+    }
+    Some(p.clone())
+}
+
+fn destinations(
+    cx: &mut Ctx<'_>,
+    raw: &[Spanned<RawDestination>],
+    known: &HashSet<&str>,
+) -> Vec<DestinationConfig> {
+    let mut names = Seen::default();
+    let mut out = Vec::new();
+    for (i, d) in raw.iter().enumerate() {
+        let base = format!("destination[{i}]");
+        if let Some(dest) = destination(cx, &mut names, &base, d, known) {
+            out.push(dest);
+        }
+    }
+    out
+}
+
+fn destination(
+    cx: &mut Ctx<'_>,
+    names: &mut Seen,
+    base: &str,
+    d: &Spanned<RawDestination>,
+    known: &HashSet<&str>,
+) -> Option<DestinationConfig> {
+    let r = d.get_ref();
+    let key = |k: &str| format!("{base}.{k}");
+    let name = match &r.name {
+        None => {
+            cx.missing(d.span(), &key("name"));
+            None
+        }
+        Some(n) => unique_name::<DestinationName>(cx, names, n, &key("name"), "destination"),
+    };
+    let url = match &r.url {
+        None => {
+            cx.missing(d.span(), &key("url"));
+            None
+        }
+        Some(u) => url(cx, u, &key("url")),
+    };
+    let sources = match &r.sources {
+        None => {
+            cx.missing(d.span(), &key("sources"));
+            None
+        }
+        Some(list) => dest_sources(cx, list, &key("sources"), known),
+    };
+    let timeout = cx.positive_duration(&r.timeout, &key("timeout"), Duration::from_secs(10));
+    let ordering = r
+        .ordering
+        .as_ref()
+        .map_or(Ordering::Strict, |o| *o.get_ref());
+    let max_in_flight = max_in_flight(cx, r, ordering, &key("max_in_flight"));
+    let rate_limit = r
+        .rate_limit
+        .as_ref()
+        .and_then(|v| match units::parse_rate(v.get_ref()) {
+            Ok(rl) => Some(rl),
+            Err(e) => {
+                cx.at(v, &key("rate_limit"), e);
+                None
+            }
+        });
+    let headers = headers(cx, r, &key("headers"));
+    let forward_headers = forward_headers(cx, r, &key("forward_headers"));
+    let signing = r
+        .signing
+        .as_ref()
+        .and_then(|s| signing(cx, s, &key("signing")));
+    let retry = retry(cx, r.retry.as_ref().map(Spanned::get_ref), &key("retry"));
+    let on_exhausted = r
+        .on_exhausted
+        .as_ref()
+        .map_or(OnExhausted::DeadLetter, |o| *o.get_ref());
+    let ca_file = r
+        .ca_file
+        .as_ref()
+        .and_then(|f| cx.existing_file(f, &key("ca_file")));
+    Some(DestinationConfig {
+        name: name?,
+        url: url?,
+        sources: sources?,
+        timeout,
+        ordering,
+        max_in_flight,
+        rate_limit,
+        headers,
+        forward_headers,
+        signing,
+        retry,
+        on_exhausted,
+        ca_file,
+    })
+}
+
+/// An absolute http or https URL with a host. The URL is not echoed: it may carry credentials.
+pub(super) fn url(cx: &mut Ctx<'_>, v: &Spanned<String>, key: &str) -> Option<http::Uri> {
+    let uri = match v.get_ref().parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(e) => {
+            cx.at(
+                v,
+                key,
+                format!("invalid URL: {e} (use e.g. \"https://example.com/path\")"),
+            );
+            return None;
+        }
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        cx.at(v, key, "URL must start with http:// or https://");
+        return None;
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        cx.at(v, key, "URL has no host");
+        return None;
+    }
+    // http::Uri accepts any digits as a port; a delivery needs a u16.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let after_host = host_port.rsplit(']').next().unwrap_or(host_port);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !port.is_empty() && port.parse::<u16>().is_err() {
+            cx.at(v, key, "URL has an invalid port");
+            return None;
+        }
+    }
+    Some(uri)
+}
+
+fn dest_sources(
+    cx: &mut Ctx<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    key: &str,
+    known: &HashSet<&str>,
+) -> Option<Vec<SourceName>> {
+    if list.get_ref().is_empty() {
+        cx.at(list, key, "must name at least one source");
+        return None;
+    }
+    let mut out: Vec<SourceName> = Vec::new();
+    let mut ok = true;
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let n = v.get_ref();
+        if !known.contains(n.as_str()) {
+            let mut defined: Vec<&str> = known.iter().copied().collect();
+            defined.sort_unstable();
+            let msg = format!("unknown source {n:?} (defined: {})", defined.join(", "));
+            cx.at(v, &k, msg);
+            ok = false;
+            continue;
+        }
+        match n.parse::<SourceName>() {
+            // An invalid name was already reported at the source itself.
+            Err(_) => ok = false,
+            Ok(name) if out.contains(&name) => {
+                cx.at(v, &k, format!("source {n:?} is listed twice"));
+                ok = false;
+            }
+            Ok(name) => out.push(name),
+        }
+    }
+    ok.then_some(out)
+}
+
+fn max_in_flight(cx: &mut Ctx<'_>, r: &RawDestination, ordering: Ordering, key: &str) -> usize {
+    let Some(v) = &r.max_in_flight else { return 1 };
+    let n = *v.get_ref();
+    if n < 1 {
+        cx.at(v, key, "must be at least 1");
+        return 1;
+    }
+    if ordering == Ordering::Strict && n != 1 {
+        cx.at(
+            v,
+            key,
+            "ordering \"strict\" allows only max_in_flight = 1 (set ordering = \"unordered\" for concurrent deliveries)",
+        );
+        return 1;
+    }
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn reserved(cx: &mut Ctx<'_>, name: &http::HeaderName, v: &Spanned<String>, key: &str) -> bool {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        cx.at(
+            v,
+            key,
+            format!("header {name} is set by the relay or hop-by-hop; it cannot be configured"),
+        );
+        true
+    } else {
+        false
+    }
+}
+
+fn headers(
+    cx: &mut Ctx<'_>,
+    r: &RawDestination,
+    key: &str,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
+    let Some(map) = &r.headers else { return out };
+    for (k, v) in map.get_ref() {
+        let hkey = format!("{key}.{}", show_key(k.get_ref()));
+        let Some(name) = cx.header_name(k, &hkey) else {
+            continue;
+        };
+        if reserved(cx, &name, k, &hkey) {
+            continue;
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            cx.at(k, &hkey, format!("header {name} is set twice"));
+            continue;
+        }
+        match http::HeaderValue::from_str(v.get_ref()) {
+            Ok(value) => out.push((name, value)),
+            Err(_) => cx.at(
+                v,
+                &hkey,
+                "invalid HTTP header value (control characters or non-ASCII)",
+            ),
+        }
+    }
+    out
+}
+
+fn forward_headers(cx: &mut Ctx<'_>, r: &RawDestination, key: &str) -> Vec<http::HeaderName> {
+    let mut out: Vec<http::HeaderName> = Vec::new();
+    let Some(list) = &r.forward_headers else {
+        return out;
+    };
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let Some(name) = cx.header_name(v, &k) else {
+            continue;
+        };
+        if reserved(cx, &name, v, &k) {
+            continue;
+        }
+        if out.contains(&name) {
+            cx.at(v, &k, format!("header {name} is listed twice"));
+            continue;
+        }
+        out.push(name);
+    }
+    out
+}
+
+fn signing(cx: &mut Ctx<'_>, s: &Spanned<super::raw::RawSigning>, key: &str) -> Option<Secret> {
+    let r = s.get_ref();
+    for (k, v) in [("secrets", &r.secrets), ("secrets_env", &r.secrets_env)] {
+        if let Some(v) = v {
+            let msg = "signing takes a single secret: use `secret`, `secret_env` or `secret_file`";
+            cx.at(v, &format!("{key}.{k}"), msg);
+        }
+    }
+    let keys = SecretKeys {
+        prefix: "secret",
+        one: &r.secret,
+        many: None,
+        env: &r.secret_env,
+        many_env: None,
+        file: &r.secret_file,
+    };
+    if keys.given().is_empty() {
+        if r.secrets.is_none() && r.secrets_env.is_none() {
+            let msg = format!("missing secret: set one of {}", keys.choices());
+            cx.problem(s.span(), key, msg);
+        }
+        return None;
+    }
+    let given = cx.read_secrets(key, &keys).into_iter().next()?;
+    let ok = given
+        .secret
+        .expose()
+        .strip_prefix(b"whsec_")
+        .is_some_and(decodes_to_key);
+    if !ok {
+        let msg = "signing secret must be `whsec_` followed by base64 (e.g. from `openssl rand -base64 32`)";
+        cx.problem(given.span, &given.key, msg);
+        return None;
+    }
+    Some(given.secret)
+}
+
+/// Whether `b64` is standard base64 (padded or not) of a non-empty key.
+pub(super) fn decodes_to_key(b64: &[u8]) -> bool {
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    ENGINE.decode(b64).is_ok_and(|k| !k.is_empty())
+}
+
+fn retry(cx: &mut Ctx<'_>, raw: Option<&RawRetry>, key: &str) -> RetryPolicy {
+    let default = RetryPolicy {
+        schedule: Schedule::Exponential,
+        initial: Duration::from_secs(1),
+        max_interval: Duration::from_secs(600),
+        max_attempts: 20,
+        max_age: Duration::from_secs(72 * 3600),
+    };
+    let Some(r) = raw else { return default };
+    let k = |name: &str| format!("{key}.{name}");
+    let schedule = r
+        .schedule
+        .as_ref()
+        .map_or(default.schedule, |s| *s.get_ref());
+    let initial = cx.positive_duration(&r.initial, &k("initial"), default.initial);
+    let max_interval =
+        cx.positive_duration(&r.max_interval, &k("max_interval"), default.max_interval);
+    let max_age = cx.positive_duration(&r.max_age, &k("max_age"), default.max_age);
+    let max_attempts = match &r.max_attempts {
+        None => default.max_attempts,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                cx.at(
+                    v,
+                    &k("max_attempts"),
+                    format!("must be between 1 and {}", u32::MAX),
+                );
+                default.max_attempts
+            }
+        },
+    };
+    if schedule == Schedule::Exponential && initial > max_interval {
+        let (span, which) = match (&r.initial, &r.max_interval) {
+            (Some(v), _) => (v.span(), "initial"),
+            (None, Some(v)) => (v.span(), "max_interval"),
+            (None, None) => (0..0, "initial"),
+        };
+        cx.problem(
+            span,
+            &k(which),
+            "retry.initial must not exceed retry.max_interval",
+        );
+    }
+    RetryPolicy {
+        schedule,
+        initial,
+        max_interval,
+        max_attempts,
+        max_age,
+    }
+}

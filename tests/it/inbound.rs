@@ -1,0 +1,200 @@
+//! Inbound HTTP surface: answers, limits, delivered bytes and headers.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+fn one_route(url: &str) -> String {
+    format!(
+        r#"
+[server]
+max_body_bytes = "64KiB"
+request_timeout = "1s"
+
+[[source]]
+name = "demo"
+path = "/hooks/demo"
+
+[[destination]]
+name = "app"
+url = "{url}"
+sources = ["demo"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn binary_body_and_headers_arrive_byte_for_byte() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/in"))).await;
+    let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let c = client();
+    let a = post(
+        &c,
+        &relay.url("/hooks/demo"),
+        &[
+            ("content-type", "application/octet-stream"),
+            ("x-github-event", "push"),
+            ("x-not-forwarded", "secret-ish"),
+            ("authorization", "Bearer nope"),
+        ],
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json["seq"], 1);
+    assert_eq!(a.json["duplicate"], false);
+    let id = a.json["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("msg_"));
+
+    let got = rx.wait_delivered(1, Duration::from_secs(10)).await;
+    let r = &got[0];
+    assert_eq!(r.path, "/in");
+    assert_eq!(r.body.as_ref(), body.as_slice());
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.header("webhook-id"), Some(id.as_str()));
+    assert_eq!(r.header("x-hookrelay-source"), Some("demo"));
+    assert_eq!(r.header("x-hookrelay-seq"), Some("1"));
+    assert_eq!(r.header("x-hookrelay-attempt"), Some("1"));
+    assert_eq!(r.header("x-github-event"), Some("push"));
+    assert_eq!(r.header("x-not-forwarded"), None);
+    assert_eq!(r.header("authorization"), None);
+    let ts: u64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(ts.abs_diff(now) < 60, "timestamp {ts} vs now {now}");
+}
+
+#[tokio::test]
+async fn inbound_errors_are_json_with_the_right_status() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let c = client();
+
+    let a = post(&c, &relay.url("/nope"), &[], "x").await.unwrap();
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.json["error"].is_string());
+
+    let req = http::Request::get(relay.url("/hooks/demo"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
+
+    let big = vec![b'a'; 64 * 1024 + 1];
+    let a = post(&c, &relay.url("/hooks/demo"), &[], big).await.unwrap();
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(a.json["error"].as_str().unwrap().contains("max_body_bytes"));
+
+    // Exactly at the limit is fine.
+    let ok = vec![b'a'; 64 * 1024];
+    let a = post(&c, &relay.url("/hooks/demo"), &[], ok).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json["seq"], 1, "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_refused_while_streaming() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let mut s = TcpStream::connect(relay.ingest).await.unwrap();
+    s.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = vec![b'z'; 16 * 1024];
+    let mut answer = Vec::new();
+    // Keep sending until the relay answers; it must not wait for the end.
+    for _ in 0..64 {
+        let head = format!("{:x}\r\n", chunk.len());
+        if s.write_all(head.as_bytes()).await.is_err()
+            || s.write_all(&chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+            answer.extend_from_slice(&buf[..n]);
+            if n > 0 {
+                break;
+            }
+        }
+    }
+    if answer.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut answer)).await;
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "got {text:?}");
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let mut slow = TcpStream::connect(relay.ingest).await.unwrap();
+    slow.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut garbage = TcpStream::connect(relay.ingest).await.unwrap();
+    garbage
+        .write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'])
+        .await
+        .unwrap();
+
+    let c = client();
+    let a = post(&c, &relay.url("/hooks/demo"), &[], "fine")
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("relay closes the stalled request")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "got {text:?}");
+    assert_eq!(rx.wait_delivered(1, Duration::from_secs(10)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn h2c_requests_are_served() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    for i in 0..3 {
+        let a = post(&c, &relay.url("/hooks/demo"), &[], format!("h2 {i}"))
+            .await
+            .unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let got = rx.wait_delivered(3, Duration::from_secs(10)).await;
+    assert_eq!(got[2].body.as_ref(), b"h2 2");
+}
+
+#[tokio::test]
+async fn health_and_readiness_probes_answer_on_the_admin_listener() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let h = get(&format!("http://{}/healthz", relay.admin)).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.headers["content-type"], "application/json");
+    let r = get(&format!("http://{}/readyz", relay.admin)).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    let n = get(&format!("http://{}/nope", relay.admin)).await;
+    assert_eq!(n.status, StatusCode::NOT_FOUND);
+}

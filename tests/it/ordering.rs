@@ -1,0 +1,293 @@
+//! Delivery: routing, fan-out, strict order under failure, isolation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use rand::Rng;
+use tokio::net::TcpListener;
+
+use crate::harness::*;
+
+const FAST_RETRY: &str =
+    r#"retry = { initial = "10ms", max_interval = "50ms", max_attempts = 1000, max_age = "1h" }"#;
+
+#[tokio::test]
+async fn fans_out_to_every_destination_and_routes_by_source() {
+    let (a, b) = (Receiver::ok().await, Receiver::ok().await);
+    let relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "one"
+path = "/one"
+[[source]]
+name = "two"
+path = "/two"
+
+[[destination]]
+name = "both"
+url = "{}"
+sources = ["one", "two"]
+[[destination]]
+name = "only-two"
+url = "{}"
+sources = ["two"]
+"#,
+        a.url("/a"),
+        b.url("/b")
+    ))
+    .await;
+    let c = client();
+    for i in 0..10 {
+        let path = if i % 2 == 0 { "/one" } else { "/two" };
+        let r = post(&c, &relay.url(path), &[], format!("m{i}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let all = a.wait_delivered(10, Duration::from_secs(10)).await;
+    let bodies: Vec<_> = all.iter().map(|r| r.body.clone()).collect();
+    let expected: Vec<_> = (0..10)
+        .map(|i| bytes::Bytes::from(format!("m{i}")))
+        .collect();
+    assert_eq!(bodies, expected);
+
+    let twos = b.wait_delivered(5, Duration::from_secs(10)).await;
+    assert!(twos
+        .iter()
+        .all(|r| r.header("x-hookrelay-source") == Some("two")));
+    let seqs: Vec<u64> = twos.iter().map(Received::seq).collect();
+    assert_eq!(seqs, vec![2, 4, 6, 8, 10]);
+    // Same message, same webhook-id at every destination.
+    assert_eq!(all[1].header("webhook-id"), twos[0].header("webhook-id"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.count(), 5, "a destination never sees other sources");
+}
+
+#[tokio::test]
+async fn strict_destination_never_sees_n_plus_one_before_n_succeeds() {
+    const N: usize = 60;
+    let rx = Receiver::scripted(Arc::new(|_| {
+        let fail = rand::rng().random_bool(0.4);
+        let status = if fail {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await;
+    let relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "{}"
+sources = ["s"]
+{FAST_RETRY}
+"#,
+        rx.url("/")
+    ))
+    .await;
+    let c = client();
+    for i in 0..N {
+        post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+    }
+    rx.wait_delivered(N, Duration::from_secs(60)).await;
+
+    let mut done = 0u64;
+    let mut failures = 0;
+    for (r, status) in rx.all() {
+        let seq = r.seq();
+        assert_eq!(
+            seq,
+            done + 1,
+            "attempted seq {seq} while {} was unfinished",
+            done + 1
+        );
+        if status.is_success() {
+            done = seq;
+        } else {
+            failures += 1;
+        }
+    }
+    assert_eq!(done, N as u64);
+    assert!(failures > 0, "the receiver was meant to fail some attempts");
+    let attempts: Vec<u32> = rx
+        .all()
+        .iter()
+        .map(|(r, _)| r.header("x-hookrelay-attempt").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        attempts.iter().any(|&a| a > 1),
+        "retries carry a growing attempt number"
+    );
+}
+
+#[tokio::test]
+async fn destination_down_for_seconds_then_up_gets_everything_in_order() {
+    let placeholder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = placeholder.local_addr().unwrap();
+    drop(placeholder);
+    let mut relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "http://{addr}/"
+sources = ["s"]
+timeout = "500ms"
+retry = {{ initial = "50ms", max_interval = "200ms", max_attempts = 1000, max_age = "1h" }}
+"#
+    ))
+    .await;
+    let c = client();
+    for i in 0..20 {
+        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "ingest does not wait for the destination"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let rx = Receiver::on(
+        listener,
+        Arc::new(|_| (StatusCode::OK, vec![], Duration::ZERO)),
+    );
+    let got = rx.wait_delivered(20, Duration::from_secs(20)).await;
+    let seqs: Vec<u64> = got.iter().map(Received::seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(rx.count(), 20, "each message delivered once");
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_destination_delays_neither_ingest_nor_other_destinations() {
+    let slow = Receiver::scripted(Arc::new(|_| {
+        (StatusCode::OK, vec![], Duration::from_secs(1))
+    }))
+    .await;
+    let fast = Receiver::ok().await;
+    let relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "slow"
+url = "{}"
+sources = ["s"]
+[[destination]]
+name = "fast"
+url = "{}"
+sources = ["s"]
+"#,
+        slow.url("/"),
+        fast.url("/")
+    ))
+    .await;
+    let c = client();
+    let started = Instant::now();
+    for i in 0..20 {
+        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let ingest_time = started.elapsed();
+    fast.wait_delivered(20, Duration::from_secs(5)).await;
+    let fast_time = started.elapsed();
+    // The slow one needs ~20 s for all; by the time fast is done it has at most a few.
+    assert!(
+        slow.count() <= 5,
+        "slow destination got {} already",
+        slow.count()
+    );
+    assert!(
+        ingest_time < Duration::from_secs(5) && fast_time < Duration::from_secs(5),
+        "ingest {ingest_time:?}, fast destination {fast_time:?}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_restart_loses_nothing_and_resends_nothing() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "{}"
+sources = ["s"]
+"#,
+        rx.url("/")
+    ))
+    .await;
+    let c = client();
+    for i in 0..10 {
+        post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+    }
+    rx.wait_delivered(10, Duration::from_secs(10)).await;
+    let relay = relay.restart().await;
+    let c = client();
+    for i in 10..15 {
+        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+        assert_eq!(a.json["seq"], i + 1, "seqs continue after restart");
+    }
+    let got = rx.wait_delivered(15, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 15, "nothing re-sent after a graceful restart");
+    let seqs: Vec<u64> = got.iter().map(Received::seq).collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_even_when_a_destination_hangs() {
+    let hang = Receiver::scripted(Arc::new(|_| {
+        (StatusCode::OK, vec![], Duration::from_secs(3600))
+    }))
+    .await;
+    let mut relay = TestRelay::spawn(&format!(
+        r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "{}"
+sources = ["s"]
+timeout = "1h"
+"#,
+        hang.url("/")
+    ))
+    .await;
+    let c = client();
+    post(&c, &relay.url("/s"), &[], "x").await.unwrap();
+    wait_until("attempt in flight", Duration::from_secs(10), || {
+        hang.arrivals() == 1
+    })
+    .await;
+    let started = Instant::now();
+    relay.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

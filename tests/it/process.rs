@@ -1,0 +1,279 @@
+//! The real binary: crash safety under kill -9, SIGTERM, and `check`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+
+/// `hookrelay serve` as a child process on ephemeral ports.
+struct RelayProcess {
+    child: Child,
+    ingest: SocketAddr,
+}
+
+impl RelayProcess {
+    fn start(config: &Path) -> RelayProcess {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookrelay");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("ingest=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("relay logs its listening address");
+        RelayProcess {
+            child,
+            ingest: addr.parse().expect("parsable ingest address"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.ingest, path)
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        for _ in 0..3000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child.kill().unwrap();
+        panic!("relay did not exit within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, receivers: &[&Receiver]) -> PathBuf {
+    let mut text = String::from(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "data"
+durability = "fsync"
+
+[[source]]
+name = "s"
+path = "/s"
+"#,
+    );
+    for (i, rx) in receivers.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[destination]]\nname = \"d{i}\"\nurl = \"{}\"\nsources = [\"s\"]\nretry = {{ initial = \"20ms\", max_interval = \"100ms\" }}\n",
+            rx.url("/")
+        ));
+    }
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Checks one destination's log after crashes: the first delivery of each seq
+/// comes in order 1..=n without gaps, and a seq always carries the same body.
+fn assert_ordered_without_gaps(got: &[Received]) -> Vec<bytes::Bytes> {
+    let mut next = 1u64;
+    let mut bodies: Vec<bytes::Bytes> = Vec::new();
+    for r in got {
+        let seq = r.seq();
+        if seq == next {
+            bodies.push(r.body.clone());
+            next += 1;
+        } else {
+            assert!(seq < next, "seq {seq} delivered before {next}");
+            assert_eq!(
+                bodies[(seq - 1) as usize],
+                r.body,
+                "seq {seq} changed content"
+            );
+        }
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_concurrent_load_loses_no_acknowledged_webhook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rx0, rx1) = (Receiver::ok().await, Receiver::ok().await);
+    let config = write_config(tmp.path(), &[&rx0, &rx1]);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    for round in 0..2 {
+        let relay = RelayProcess::start(&config);
+        let url = relay.url("/s");
+        let mut clients = Vec::new();
+        for k in 0..4 {
+            let (url, acked) = (url.clone(), acked.clone());
+            clients.push(tokio::spawn(async move {
+                let c = client();
+                for i in 0.. {
+                    let body = format!("r{round}-c{k}-{i}");
+                    match post(&c, &url, &[], body.clone()).await {
+                        Ok(a) if a.status == StatusCode::OK => acked.lock().unwrap().push(body),
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        let target = (round + 1) * 200;
+        wait_until("acks under load", Duration::from_secs(30), || {
+            acked.lock().unwrap().len() >= target
+        })
+        .await;
+        relay.kill9();
+        for c in clients {
+            c.await.unwrap();
+        }
+    }
+
+    let relay = RelayProcess::start(&config);
+    let acked = acked.lock().unwrap().clone();
+    for rx in [&rx0, &rx1] {
+        wait_until(
+            "every acked webhook delivered",
+            Duration::from_secs(60),
+            || {
+                let got = rx.delivered();
+                let seen: std::collections::HashSet<_> =
+                    got.iter().map(|r| r.body.clone()).collect();
+                acked.iter().all(|b| seen.contains(b.as_bytes()))
+            },
+        )
+        .await;
+        let bodies = assert_ordered_without_gaps(&rx.delivered());
+        assert!(bodies.len() >= acked.len());
+    }
+    assert_eq!(relay.terminate(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_and_restart_resends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::ok().await;
+    let config = write_config(tmp.path(), &[&rx]);
+    let relay = RelayProcess::start(&config);
+    let c = client();
+    for i in 0..10 {
+        post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+    }
+    rx.wait_delivered(10, Duration::from_secs(10)).await;
+    assert_eq!(relay.terminate(), 0);
+
+    let relay = RelayProcess::start(&config);
+    let c = client();
+    for i in 10..15 {
+        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+        assert_eq!(a.json["seq"], i + 1);
+    }
+    rx.wait_delivered(15, Duration::from_secs(10)).await;
+    assert_eq!(relay.terminate(), 0);
+    assert_eq!(rx.count(), 15, "nothing delivered twice");
+}
+
+fn check(text: &str) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_exits_2_naming_file_line_and_key() {
+    let base = "[[source]]\nname = \"s\"\npath = \"/s\"\n";
+    let cases = [
+        (format!("{base}[[destination]]\nname = \"d\"\nurl = \"http://x/\"\nsources = [\"s\"]\ntimeout = \"10x\"\n"), "timeout", 8),
+        (format!("{base}[[destination]]\nname = \"d\"\nurl = \"ftp://x/\"\nsources = [\"s\"]\n"), "url", 6),
+        (format!("{base}[[destination]]\nname = \"d\"\nurl = \"http://x/\"\nsources = [\"nope\"]\n"), "sources", 7),
+        (format!("{base}bogus = 1\n"), "bogus", 4),
+        (format!("{base}[[source]]\nname = \"s\"\npath = \"/t\"\n"), "name", 5),
+    ];
+    for (text, key, line) in cases {
+        let (code, stderr) = check(&text);
+        assert_eq!(code, 2, "{text}\n{stderr}");
+        assert!(stderr.contains("relay.toml"), "names the file: {stderr}");
+        assert!(stderr.contains(key), "names key {key}: {stderr}");
+        assert!(
+            stderr.contains(&format!(":{line}")),
+            "names line {line}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_on_a_missing_file_exits_2_naming_the_path() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/hookrelay.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hookrelay.toml"));
+}
