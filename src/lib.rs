@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: reads and validates `relay.toml` into typed values.
 //! - [`ingest`]: inbound HTTP; routing, limits, then hands off to the appender.
+//! - [`verify`]: whether an inbound request is authentic, and its idempotency key.
 //! - [`store`]: the only code touching sled; group-commit appender, cursors, attempts.
 //! - [`delivery`]: one worker per destination; ordered delivery with retries.
 //! - [`admin`]: health, readiness (and later the operator API).
@@ -23,6 +24,7 @@ pub mod model;
 mod respond;
 pub mod store;
 mod time;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -48,6 +50,8 @@ pub enum Error {
     },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Verify(#[from] verify::SetupError),
     #[error("{0}")]
     Client(String),
 }
@@ -56,7 +60,7 @@ impl Error {
     /// 2 for bad configuration, 1 for anything that went wrong at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Verify(_) => 2,
             _ => 1,
         }
     }
@@ -118,7 +122,16 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let ingest = Arc::new(ingest::Ingest::new(&config, appender));
+    let ingest = match ingest::Ingest::new(&config, appender) {
+        Ok(ingest) => Arc::new(ingest),
+        Err(e) => {
+            // Stop what already started before reporting the config problem.
+            shutdown.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         ingest = %ingest_addr,
         admin = %admin_addr,

@@ -4,10 +4,11 @@
 //! message is durable. Must not touch sled or delivery state directly.
 
 mod response;
+mod stats;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
 use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
+use crate::verify::{Inbound, Reply, SetupError, Verdict, Verified, Verifier};
 pub use response::IngestError;
+pub use stats::{RejectReason, SourceStats};
 
 /// How long open connections get to finish their requests after shutdown starts.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -50,16 +53,9 @@ const NOT_STORED: &[&str] = &[
     "content-type",
 ];
 
-/// Per-source request counters for the admin API and metrics.
-#[derive(Debug, Default)]
-pub struct SourceStats {
-    pub received: AtomicU64,
-    pub rejected: AtomicU64,
-    pub duplicates: AtomicU64,
-}
-
 struct Route {
     source: SourceConfig,
+    verifier: Verifier,
     stats: Arc<SourceStats>,
 }
 
@@ -72,25 +68,27 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the routing table from the config.
-    pub fn new(config: &Config, appender: Appender) -> Ingest {
+    /// Builds the routing table and every source's verifier from the config;
+    /// a verifier that cannot be built (e.g. an unreadable `cert_file`) is an error.
+    pub fn new(config: &Config, appender: Appender) -> Result<Ingest, SetupError> {
         let routes = config
             .sources
             .iter()
             .map(|s| {
                 let route = Route {
                     source: s.clone(),
+                    verifier: Verifier::new(s)?,
                     stats: Arc::default(),
                 };
-                (s.path.clone(), route)
+                Ok((s.path.clone(), route))
             })
-            .collect();
-        Ingest {
+            .collect::<Result<_, SetupError>>()?;
+        Ok(Ingest {
             routes,
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
-        }
+        })
     }
 
     /// Counters of every source, by name.
@@ -169,6 +167,13 @@ async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
+/// What became of a request that was not refused.
+enum Outcome {
+    Appended(AppendOutcome),
+    /// A handshake answered by the verifier; nothing stored.
+    Answered(Reply),
+}
+
 async fn accept(
     ingest: &Ingest,
     req: Request<Incoming>,
@@ -180,23 +185,48 @@ async fn accept(
     let stats = &route.stats;
     let result = receive(ingest, route, req).await;
     match &result {
-        Ok(AppendOutcome::Stored { .. }) => stats.received.fetch_add(1, Ordering::Relaxed),
-        Ok(AppendOutcome::Duplicate { .. }) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
-        Err(e) if e.is_rejection() => stats.rejected.fetch_add(1, Ordering::Relaxed),
-        Err(_) => 0,
-    };
-    if let Err(e) = &result {
-        tracing::info!(source = %route.source.name, status = e.status().as_u16(), reason = %e, "inbound request refused");
+        Ok(Outcome::Appended(AppendOutcome::Stored { .. })) => {
+            stats.received.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Outcome::Appended(AppendOutcome::Duplicate { .. })) => {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Outcome::Answered(_)) => {
+            stats.handshakes.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if let Some(reason) = e.reject_reason() {
+                stats.reject(reason);
+            }
+            // The reason is from a fixed set, the detail names at most a
+            // header: never a secret, a signature or the body.
+            let reason = e
+                .reject_reason()
+                .map_or("unavailable", RejectReason::as_str);
+            tracing::info!(
+                source = %route.source.name,
+                status = e.status().as_u16(),
+                reason,
+                detail = %e,
+                "inbound request refused"
+            );
+        }
     }
-    result.map(response::accepted)
+    result.map(|outcome| match outcome {
+        Outcome::Appended(a) => response::accepted(a),
+        Outcome::Answered(reply) => response::answered(reply),
+    })
 }
 
 async fn receive(
     ingest: &Ingest,
     route: &Route,
     req: Request<Incoming>,
-) -> Result<AppendOutcome, IngestError> {
-    if req.method() != Method::POST {
+) -> Result<Outcome, IngestError> {
+    let verifier = &route.verifier;
+    let allowed =
+        req.method() == Method::POST || (req.method() == Method::GET && verifier.answers_get());
+    if !allowed {
         return Err(IngestError::MethodNotAllowed);
     }
     let declared = req
@@ -221,25 +251,54 @@ async fn receive(
         })?
         .to_bytes();
 
+    let inbound = Inbound {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &body,
+    };
+    let verified = match verifier.verify(&inbound, crate::time::now_secs()) {
+        Ok(Verdict::Accept(verified)) => verified,
+        Ok(Verdict::Respond(reply)) => return Ok(Outcome::Answered(reply)),
+        Err(error) => {
+            return Err(IngestError::Rejected {
+                error,
+                challenge: verifier.challenge(),
+            })
+        }
+    };
+    if parts.method != Method::POST {
+        // Only handshakes are answered on GET; nothing else is stored from one.
+        return Err(IngestError::MethodNotAllowed);
+    }
+    store(ingest, route, &parts.headers, body, verified)
+        .await
+        .map(Outcome::Appended)
+}
+
+/// Hands a verified request to the appender; taking a [`Verified`] is what
+/// keeps anything unverified out of the log.
+async fn store(
+    ingest: &Ingest,
+    route: &Route,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    verified: Verified,
+) -> Result<AppendOutcome, IngestError> {
     let source = &route.source;
-    let content_type = parts
-        .headers
+    let credential = route.verifier.credential_header();
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let headers = parts
-        .headers
+    let headers = headers
         .iter()
-        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()) && Some(*name) != credential)
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect();
-    let dedup = source
-        .dedup_header
-        .as_ref()
-        .and_then(|h| parts.headers.get(h))
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(|v| (v.to_owned(), source.dedup_window));
+    let dedup = verified
+        .into_idempotency_key()
+        .map(|key| (key, source.dedup_window));
 
     let msg = NewMessage {
         source: source.name.clone(),

@@ -1,6 +1,13 @@
-//! The single writer of the log: batches concurrent appends, makes each batch
-//! durable with one sync (group commit), then answers every request in it and
-//! publishes the new durable head to the delivery workers.
+//! The single writer of the log, in two pipelined stages:
+//!
+//! - the appender batches concurrent appends, dedups and encodes them, and
+//!   applies each batch to sled;
+//! - the syncer makes everything applied so far durable with one sync (group
+//!   commit), then answers every request it covered and publishes the new
+//!   durable head to the delivery workers.
+//!
+//! While one sync runs, the appender already applies the next batch, so the
+//! disk wait overlaps with request handling instead of serialising it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,11 +82,14 @@ pub fn spawn_appender(
     shutdown: CancellationToken,
 ) -> Result<Appender, StoreError> {
     let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+    // Bounded so that a stalled disk pushes back on the appender, and through it on ingest.
+    let (applied_tx, applied_rx) = mpsc::channel(64);
     let next = store.last_seq()?.next();
     if durability == Durability::Buffered {
         tracker.spawn(periodic_sync(store.clone(), shutdown));
     }
-    tracker.spawn(run(store, durability, head, rx, next));
+    tracker.spawn(sync_loop(store.clone(), durability, head, applied_rx));
+    tracker.spawn(run(store, rx, applied_tx, next));
     Ok(Appender { tx })
 }
 
@@ -99,11 +109,21 @@ async fn periodic_sync(store: Store, shutdown: CancellationToken) {
     }
 }
 
+/// A batch applied to sled, waiting for the sync that makes it durable.
+struct Applied {
+    last: Option<Seq>,
+    replies: Vec<(
+        oneshot::Sender<Result<AppendOutcome, StoreError>>,
+        AppendOutcome,
+    )>,
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
 async fn run(
     store: Store,
-    durability: Durability,
-    head: watch::Sender<Seq>,
     mut rx: mpsc::Receiver<Request>,
+    applied: mpsc::Sender<Applied>,
     mut next: Seq,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
@@ -119,16 +139,60 @@ async fn run(
                 Err(_) => break,
             }
         }
-        next = commit(&store, durability, &head, &mut pending, next).await;
+        next = apply(&store, &applied, &mut pending, next).await;
     }
     tracing::debug!("appender stopped: no more writers");
 }
 
-/// Writes one batch, syncs it, answers it; returns the next free seq.
-async fn commit(
-    store: &Store,
+/// Syncs whatever has been applied, then answers it; one sync per wake-up.
+async fn sync_loop(
+    store: Store,
     durability: Durability,
-    head: &watch::Sender<Seq>,
+    head: watch::Sender<Seq>,
+    mut rx: mpsc::Receiver<Applied>,
+) {
+    let mut groups = Vec::new();
+    while let Some(first) = rx.recv().await {
+        groups.push(first);
+        while let Ok(more) = rx.try_recv() {
+            groups.push(more);
+        }
+        let synced = match durability {
+            Durability::Fsync => {
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.sync())
+                    .await
+                    .unwrap_or(Err(StoreError::Closed))
+            }
+            Durability::Buffered => Ok(()),
+        };
+        match synced {
+            Ok(()) => {
+                if let Some(last) = groups.iter().filter_map(|g| g.last).max() {
+                    head.send_replace(last);
+                }
+                for (reply, outcome) in groups.drain(..).flat_map(|g| g.replies) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                // Not known durable: every writer hears so and the sender retries.
+                // Entries sled still holds may be delivered later, which
+                // at-least-once allows.
+                tracing::error!(error = %e, "sync failed");
+                let reason = e.to_string();
+                for (reply, _) in groups.drain(..).flat_map(|g| g.replies) {
+                    let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Stages and applies one batch, then passes it to the syncer; returns the next free seq.
+async fn apply(
+    store: &Store,
+    applied: &mpsc::Sender<Applied>,
     pending: &mut Vec<Request>,
     mut next: Seq,
 ) -> Seq {
@@ -136,10 +200,10 @@ async fn commit(
     let mut records = Vec::with_capacity(pending.len());
     let mut dedup_writes = Vec::new();
     let mut seen: HashMap<Vec<u8>, (Seq, MessageId)> = HashMap::new();
-    let mut answers = Vec::with_capacity(pending.len());
+    let mut replies: Vec<(Reply, AppendOutcome)> = Vec::with_capacity(pending.len());
 
-    for req in pending.iter_mut() {
-        let answer = match stage(store, &mut req.msg, now, &mut next, &mut seen) {
+    for mut req in pending.drain(..) {
+        let outcome = match stage(store, &mut req.msg, now, &mut next, &mut seen) {
             Ok(Staged::New {
                 seq,
                 id,
@@ -148,46 +212,31 @@ async fn commit(
             }) => {
                 records.push((seq, bytes));
                 dedup_writes.extend(dedup);
-                Ok(AppendOutcome::Stored { seq, id })
+                AppendOutcome::Stored { seq, id }
             }
-            Ok(Staged::Duplicate { seq, id }) => Ok(AppendOutcome::Duplicate { seq, id }),
-            Err(e) => Err(e),
+            Ok(Staged::Duplicate { seq, id }) => AppendOutcome::Duplicate { seq, id },
+            Err(e) => {
+                let _ = req.reply.send(Err(e));
+                continue;
+            }
         };
-        answers.push(answer);
+        replies.push((req.reply, outcome));
     }
 
-    let written = if records.is_empty() {
-        Ok(())
-    } else {
-        match store.write_batch(&records, &dedup_writes) {
-            Ok(()) if durability == Durability::Fsync => {
-                let s = store.clone();
-                tokio::task::spawn_blocking(move || s.sync())
-                    .await
-                    .unwrap_or(Err(StoreError::Closed))
-            }
-            other => other,
-        }
-    };
-
-    match written {
-        Ok(()) => {
-            if let Some((last, _)) = records.last() {
-                head.send_replace(*last);
-            }
-            for (req, answer) in pending.drain(..).zip(answers) {
-                let _ = req.reply.send(answer);
-            }
-        }
-        Err(e) => {
-            // Nothing in this batch is known durable: every writer hears so and
-            // the sender retries. Entries sled still holds may be delivered later,
-            // which at-least-once allows.
-            tracing::error!(error = %e, batch = pending.len(), "append batch failed");
+    if !records.is_empty() {
+        if let Err(e) = store.write_batch(&records, &dedup_writes) {
+            tracing::error!(error = %e, batch = records.len(), "append batch failed");
             let reason = e.to_string();
-            for req in pending.drain(..) {
-                let _ = req.reply.send(Err(StoreError::BatchFailed(reason.clone())));
+            for (reply, _) in replies {
+                let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
             }
+            return next;
+        }
+    }
+    let last = records.last().map(|(seq, _)| *seq);
+    if let Err(mpsc::error::SendError(lost)) = applied.send(Applied { last, replies }).await {
+        for (reply, _) in lost.replies {
+            let _ = reply.send(Err(StoreError::Closed));
         }
     }
     next

@@ -55,6 +55,8 @@ pub struct Message {
     pub idempotency_key: Option<String>,
     /// Inbound headers kept for forwarding and inspection (lowercase names).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Encoded as one byte string, not a sequence of u8 (an order of magnitude faster).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 

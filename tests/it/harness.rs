@@ -224,17 +224,22 @@ pub struct TestRelay {
 impl TestRelay {
     /// Starts the relay with `body` (sources and destinations TOML) on a fresh temp dir.
     pub async fn spawn(body: &str) -> TestRelay {
+        TestRelay::spawn_with_storage(body, "").await
+    }
+
+    /// Like [`TestRelay::spawn`], with extra `[storage]` keys.
+    pub async fn spawn_with_storage(body: &str, storage: &str) -> TestRelay {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut relay = TestRelay::start_in(&dir, body).await;
+        let text = format!("[storage]\ndata_dir = \"data\"\n{storage}\n\n{body}\n");
+        let mut relay = TestRelay::start_in(&dir, &text).await;
         relay._tmp = Some(tmp);
         relay
     }
 
-    async fn start_in(dir: &Path, body: &str) -> TestRelay {
-        let text = format!("[storage]\ndata_dir = \"data\"\n\n{body}\n");
+    async fn start_in(dir: &Path, text: &str) -> TestRelay {
         let file = dir.join("relay.toml");
-        std::fs::write(&file, &text).unwrap();
+        std::fs::write(&file, text).unwrap();
         let config = hookrelay::config::Config::load(&file).expect("test config is valid");
         let ingest = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,7 +254,7 @@ impl TestRelay {
             _tmp: None,
             shutdown,
             task: Some(task),
-            config_body: body.to_string(),
+            config_body: text.to_string(),
         }
     }
 

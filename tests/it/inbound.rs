@@ -198,3 +198,25 @@ async fn health_and_readiness_probes_answer_on_the_admin_listener() {
     let n = get(&format!("http://{}/nope", relay.admin)).await;
     assert_eq!(n.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn buffered_durability_accepts_and_delivers() {
+    let rx = Receiver::ok().await;
+    let body = format!(
+        "[[source]]\nname = \"s\"\npath = \"/s\"\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n",
+        rx.url("/")
+    );
+    let relay = TestRelay::spawn_with_storage(&body, "durability = \"buffered\"").await;
+    let c = client();
+    for i in 0..5 {
+        let a = tokio::time::timeout(
+            Duration::from_secs(5),
+            post(&c, &relay.url("/s"), &[], format!("{i}")),
+        )
+        .await
+        .expect("buffered append answers")
+        .unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert_eq!(rx.wait_delivered(5, Duration::from_secs(10)).await.len(), 5);
+}

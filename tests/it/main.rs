@@ -4,3 +4,4 @@ mod harness;
 mod inbound;
 mod ordering;
 mod process;
+mod verify;
