@@ -5,11 +5,12 @@
 
 pub mod client;
 pub mod retry;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,11 +35,8 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
 }
 
-/// Wakes a worker when an operator changes its state (pause, resume, replay).
-#[derive(Debug, Default)]
-pub struct Control {
-    pub changed: Notify,
-}
+pub use status::Control;
+use status::{Activity, AttemptOutcome, LastAttempt};
 
 /// Starts one worker per destination; returns their control handles by name.
 pub fn spawn_workers(
@@ -150,9 +148,15 @@ impl Worker {
                 self.shutdown.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             };
-            let (result, latency) = tokio::select! {
-                r = send => r,
-                _ = grace => {
+            self.control.add_in_flight(1);
+            let outcome = tokio::select! {
+                r = send => Some(r),
+                _ = grace => None,
+            };
+            self.control.add_in_flight(-1);
+            let (result, latency) = match outcome {
+                Some(r) => r,
+                None => {
                     tracing::warn!(destination = %self.dest.name, %seq, "attempt abandoned at shutdown");
                     return Ok(Finished::Interrupted);
                 }
@@ -173,9 +177,18 @@ impl Worker {
             };
             self.store
                 .record_attempt(&self.dest.name, seq, n, &record)?;
+            let last = LastAttempt {
+                at_ms,
+                seq: seq.0,
+                status,
+                error: error.clone(),
+            };
             let Some(error) = error else {
+                self.control.record(last, AttemptOutcome::Delivered);
+                self.control.set_activity(Activity::Active);
                 return Ok(Finished::Done);
             };
+            self.control.record(last, AttemptOutcome::Failed);
             tracing::info!(destination = %self.dest.name, %seq, attempt = n, status = ?status, reason = %error, "delivery attempt failed");
 
             let decision = retry::next_delay(
@@ -187,11 +200,15 @@ impl Worker {
             );
             match decision {
                 Decision::Retry(wait) => {
+                    self.control.set_activity(Activity::Retrying);
                     if !self.pause_for(wait).await {
                         return Ok(Finished::Interrupted);
                     }
                 }
-                Decision::Exhausted(why) => return self.exhausted(seq, made, why, error),
+                Decision::Exhausted(why) => {
+                    self.control.set_activity(Activity::Active);
+                    return self.exhausted(seq, made, why, error);
+                }
             }
         }
     }
@@ -212,6 +229,7 @@ impl Worker {
                     last_error: error,
                 };
                 self.store.add_dead_letter(&self.dest.name, seq, &dead)?;
+                self.control.record_dead_letter();
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
