@@ -110,17 +110,11 @@ pub async fn run(
         &tracker,
         shutdown.clone(),
     )?;
-    let _controls =
+    let controls =
         delivery::spawn_workers(&config.destinations, &store, &head_rx, &tracker, &shutdown);
 
-    let admin_state = Arc::new(admin::Admin::default());
     let ingest_addr = local(&listeners.ingest);
     let admin_addr = local(&listeners.admin);
-    tracker.spawn(admin::serve(
-        listeners.admin,
-        admin_state.clone(),
-        shutdown.clone(),
-    ));
 
     let ingest = match ingest::Ingest::new(&config, appender) {
         Ok(ingest) => Arc::new(ingest),
@@ -132,6 +126,18 @@ pub async fn run(
             return Err(e.into());
         }
     };
+    let admin_state = Arc::new(admin::Admin::new(
+        &config,
+        store.clone(),
+        head_rx.clone(),
+        ingest.stats(),
+        controls,
+    ));
+    tracker.spawn(admin::serve(
+        listeners.admin,
+        admin_state.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         ingest = %ingest_addr,
         admin = %admin_addr,

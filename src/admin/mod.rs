@@ -1,32 +1,103 @@
-//! Admin HTTP on `admin.listen`: liveness and readiness probes. Reads relay
-//! state; never writes the log.
+//! Admin HTTP on `admin.listen`: health and readiness probes, Prometheus
+//! metrics, and the operator API under `/api/v1/` (bearer token when one is
+//! configured). Reads relay state and flips destination state in the store;
+//! never writes the log.
+
+mod api;
+mod metrics;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Config, DestinationConfig, SourceConfig};
+use crate::delivery::Control;
+use crate::ingest::SourceStats;
+use crate::model::Seq;
 use crate::respond::{error, json};
+use crate::store::Store;
 
-/// State the admin listener reports on.
-#[derive(Debug, Default)]
+/// Everything the admin listener reports on or steers.
 pub struct Admin {
     /// True while the relay accepts webhooks.
     pub ready: AtomicBool,
+    store: Store,
+    head: watch::Receiver<Seq>,
+    sources: Vec<(SourceConfig, Arc<SourceStats>)>,
+    destinations: Vec<(DestinationConfig, Arc<Control>)>,
+    token: Option<crate::config::Secret>,
+    metrics: metrics::Metrics,
 }
 
-/// Serves the admin API until `shutdown`.
+impl Admin {
+    /// Collects the handles of every stage.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        head: watch::Receiver<Seq>,
+        stats: Vec<(String, Arc<SourceStats>)>,
+        controls: Vec<(crate::model::DestinationName, Arc<Control>)>,
+    ) -> Admin {
+        let sources = config
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let st = stats.iter().find(|(n, _)| n == s.name.as_str())?;
+                Some((s.clone(), st.1.clone()))
+            })
+            .collect();
+        let destinations = config
+            .destinations
+            .iter()
+            .filter_map(|d| {
+                let c = controls.iter().find(|(n, _)| *n == d.name)?;
+                Some((d.clone(), c.1.clone()))
+            })
+            .collect();
+        Admin {
+            ready: AtomicBool::new(false),
+            store,
+            head,
+            sources,
+            destinations,
+            token: config.admin.token.clone(),
+            metrics: metrics::Metrics::new(),
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        bool::from(presented.ct_eq(token.expose()))
+    }
+}
+
+/// Largest request body the admin API reads.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Serves the admin listener until `shutdown`.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let mut conns = JoinSet::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -37,36 +108,48 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => return,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = shutdown.cancelled() => break,
         };
         let admin = admin.clone();
         let service = service_fn(move |req| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(route(&admin, req)) }
+            async move { Ok::<_, Infallible>(route(&admin, req).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
+        conns.spawn(conn);
     }
+    conns.shutdown().await;
 }
 
-fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    }
-    match req.uri().path() {
-        "/healthz" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        "/readyz" if admin.ready.load(Ordering::Relaxed) => {
+async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") if admin.ready.load(Ordering::Relaxed) => {
             json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
         }
-        "/readyz" => error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (&Method::GET, "/readyz") => error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (&Method::GET, "/metrics") => admin.metrics.render(admin),
+        (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => {
+            if !admin.authorized(&req) {
+                let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return resp;
+            }
+            api::handle(admin, req).await
+        }
+        (_, "/healthz" | "/readyz" | "/metrics") => {
+            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            resp.headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("GET"));
+            resp
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -40,6 +40,8 @@ pub struct Control {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Dead letters an operator asked to deliver once more, out of order.
+    redeliveries: Mutex<std::collections::VecDeque<crate::model::Seq>>,
 }
 
 /// Outcome class of one attempt, for counters.
@@ -50,6 +52,24 @@ pub enum AttemptOutcome {
 }
 
 impl Control {
+    /// Queues one more delivery of a dead-lettered `seq` and wakes the worker.
+    pub fn request_redelivery(&self, seq: crate::model::Seq) {
+        if let Ok(mut q) = self.redeliveries.lock() {
+            if !q.contains(&seq) {
+                q.push_back(seq);
+            }
+        }
+        self.wake();
+    }
+
+    /// The next requested redelivery, if any.
+    pub fn next_redelivery(&self) -> Option<crate::model::Seq> {
+        self.redeliveries
+            .lock()
+            .ok()
+            .and_then(|mut q| q.pop_front())
+    }
+
     /// Wakes the worker so it re-reads its persisted state.
     pub fn wake(&self) {
         self.changed.notify_one();
@@ -70,7 +90,8 @@ impl Control {
         if delta >= 0 {
             self.in_flight.fetch_add(delta as usize, Ordering::Relaxed);
         } else {
-            self.in_flight.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            self.in_flight
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
     }
 

@@ -38,6 +38,7 @@
 
 mod appender;
 pub mod codec;
+mod query;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use std::sync::Arc;
 
 pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage};
 pub use codec::{Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead};
+pub use query::MessageMeta;
 
 use crate::model::{DestinationName, Seq, SourceName};
 

@@ -1,5 +1,6 @@
 //! Integration tests: the real relay, real sockets, real receivers.
 
+mod admin;
 mod harness;
 mod inbound;
 mod ordering;

@@ -1,0 +1,459 @@
+//! `/api/v1/` routes: JSON in and out. Errors map to status codes in
+//! [`ApiError::into_response`] only; storage failures are opaque 500s.
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Admin, MAX_ADMIN_BODY};
+use crate::config::DestinationConfig;
+use crate::delivery::status::Activity;
+use crate::delivery::Control;
+use crate::model::{Seq, SourceName};
+use crate::respond;
+use crate::store::StoreError;
+
+/// Default and largest page size of listings.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("internal error")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let status = match &self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "admin request failed in storage");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut resp = respond::error(status, &self.to_string());
+        if let ApiError::MethodNotAllowed(allow) = self {
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+type ApiResult = Result<(StatusCode, Value), ApiError>;
+
+/// Routes one authorized `/api/v1/` request.
+pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match dispatch(admin, req).await {
+        Ok((status, body)) => respond::json(status, &body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let query = Query::parse(req.uri().query())?;
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/v1")
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let method = req.method().clone();
+    let get = |r: ApiResult| {
+        if method == Method::GET {
+            r
+        } else {
+            Err(ApiError::MethodNotAllowed("GET"))
+        }
+    };
+    match segments.as_slice() {
+        ["sources"] => get(Ok((StatusCode::OK, sources(admin)))),
+        ["destinations"] => get(destinations(admin)),
+        ["destinations", name] => get(destination(admin, name).and_then(|d| describe(admin, d))),
+        ["destinations", name, "pause"] => post(&method, || set_paused(admin, name, true)),
+        ["destinations", name, "resume"] => post(&method, || set_paused(admin, name, false)),
+        ["destinations", name, "replay"] => {
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            let body = read_body(req).await?;
+            replay(admin, name, &body)
+        }
+        ["destinations", name, "dead-letters"] => get(dead_letters(admin, name, &query)),
+        ["destinations", name, "dead-letters", seq, "redeliver"] => {
+            post(&method, || redeliver(admin, name, seq))
+        }
+        ["messages"] => get(messages(admin, &query)),
+        ["messages", seq] => get(message(admin, seq)),
+        _ => Err(ApiError::NotFound("route")),
+    }
+}
+
+fn post(method: &Method, f: impl FnOnce() -> ApiResult) -> ApiResult {
+    if method == Method::POST {
+        f()
+    } else {
+        Err(ApiError::MethodNotAllowed("POST"))
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| ApiError::BadRequest("body unreadable or over 64 KiB".into()))
+}
+
+/// `after_seq`, `limit`, `source` query parameters.
+struct Query {
+    after_seq: Seq,
+    limit: usize,
+    source: Option<String>,
+}
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Query, ApiError> {
+        let mut out = Query {
+            after_seq: Seq(0),
+            limit: DEFAULT_LIMIT,
+            source: None,
+        };
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "after_seq" => {
+                    out.after_seq = Seq(v.parse().map_err(|_| {
+                        ApiError::BadRequest("after_seq must be a non-negative integer".into())
+                    })?)
+                }
+                "limit" => {
+                    let n: usize = v.parse().map_err(|_| {
+                        ApiError::BadRequest("limit must be a positive integer".into())
+                    })?;
+                    if n == 0 {
+                        return Err(ApiError::BadRequest("limit must be at least 1".into()));
+                    }
+                    out.limit = n.min(MAX_LIMIT);
+                }
+                "source" => out.source = Some(v.to_owned()),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "unknown query parameter (use after_seq, limit, source)".into(),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn sources(admin: &Admin) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let list: Vec<Value> = admin
+        .sources
+        .iter()
+        .map(|(s, st)| {
+            let by_reason: serde_json::Map<String, Value> = st
+                .rejected_by_reason()
+                .into_iter()
+                .map(|(r, n)| (r.as_str().to_owned(), json!(n)))
+                .collect();
+            json!({
+                "name": s.name,
+                "path": s.path,
+                "scheme": s.verify.scheme.as_str(),
+                "received": st.received.load(Relaxed),
+                "rejected": st.rejected.load(Relaxed),
+                "rejected_by_reason": by_reason,
+                "duplicates": st.duplicates.load(Relaxed),
+                "handshakes": st.handshakes.load(Relaxed),
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+fn destination<'a>(
+    admin: &'a Admin,
+    name: &str,
+) -> Result<&'a (DestinationConfig, std::sync::Arc<Control>), ApiError> {
+    admin
+        .destinations
+        .iter()
+        .find(|(d, _)| d.name.as_str() == name)
+        .ok_or(ApiError::NotFound("destination"))
+}
+
+fn destinations(admin: &Admin) -> ApiResult {
+    let list = admin
+        .destinations
+        .iter()
+        .map(|d| describe(admin, d).map(|(_, v)| v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((StatusCode::OK, json!(list)))
+}
+
+/// `scheme://host[:port]/path`, without credentials or query.
+fn display_url(u: &http::Uri) -> String {
+    let host = u.host().unwrap_or("");
+    let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{host}{port}{}",
+        u.scheme_str().unwrap_or("http"),
+        u.path()
+    )
+}
+
+/// A destination's state word: paused and blocked come from the store, retrying from the worker.
+pub(super) fn state_of(
+    admin: &Admin,
+    d: &DestinationConfig,
+    c: &Control,
+) -> Result<&'static str, StoreError> {
+    let st = admin.store.destination_state(&d.name)?;
+    Ok(if st.paused {
+        "paused"
+    } else if st.blocked_on.is_some() {
+        "blocked"
+    } else if c.activity() == Activity::Retrying {
+        "retrying"
+    } else {
+        "active"
+    })
+}
+
+fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)) -> ApiResult {
+    let cursor = admin.store.cursor(&d.name)?;
+    let head = *admin.head.borrow();
+    let blocked_on = admin.store.destination_state(&d.name)?.blocked_on;
+    let last = c.last_attempt().map(|a| {
+        json!({
+            "at": crate::time::rfc3339(a.at_ms),
+            "seq": a.seq,
+            "status": a.status,
+            "error": a.error,
+        })
+    });
+    Ok((
+        StatusCode::OK,
+        json!({
+            "name": d.name,
+            "url": display_url(&d.url),
+            "sources": d.sources,
+            "ordering": match d.ordering { crate::config::Ordering::Strict => "strict", crate::config::Ordering::Unordered => "unordered" },
+            "state": state_of(admin, d, c)?,
+            "blocked_on": blocked_on.map(|s| s.0),
+            "cursor": cursor.0,
+            "head": head.0,
+            "lag": head.0.saturating_sub(cursor.0),
+            "in_flight": c.in_flight(),
+            "dead_letters": admin.store.dead_letter_count(&d.name),
+            "last_attempt": last,
+        }),
+    ))
+}
+
+fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
+    let entry = destination(admin, name)?;
+    let (d, c) = entry;
+    let mut st = admin.store.destination_state(&d.name)?;
+    st.paused = paused;
+    if !paused {
+        // Resuming is also how an operator releases a blocked destination: the
+        // blocking message gets a fresh run of attempts.
+        st.blocked_on = None;
+    }
+    admin.store.set_destination_state(&d.name, &st)?;
+    c.wake();
+    tracing::info!(destination = %d.name, paused, "destination state changed by operator");
+    describe(admin, entry)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    from_seq: Option<u64>,
+    from_time: Option<String>,
+}
+
+fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
+    let entry = destination(admin, name)?;
+    let (d, c) = entry;
+    let req: ReplayBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be {{\"from_seq\": N}} or {{\"from_time\": \"RFC3339\"}}: {e}"
+        ))
+    })?;
+    let from = match (req.from_seq, req.from_time) {
+        (Some(seq), None) => Seq(seq.max(1)),
+        (None, Some(t)) => {
+            let at = humantime::parse_rfc3339_weak(&t)
+                .map_err(|_| ApiError::BadRequest("from_time must be RFC 3339".into()))?;
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            admin.store.seq_at_time(ms)?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of from_seq and from_time".into(),
+            ))
+        }
+    };
+    let cursor = Seq(from.0 - 1);
+    admin.store.set_cursor(&d.name, cursor)?;
+    let mut st = admin.store.destination_state(&d.name)?;
+    st.blocked_on = None;
+    admin.store.set_destination_state(&d.name, &st)?;
+    c.wake();
+    tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
+    Ok((
+        StatusCode::OK,
+        json!({ "destination": d.name, "cursor": cursor.0 }),
+    ))
+}
+
+fn dead_letters(admin: &Admin, name: &str, q: &Query) -> ApiResult {
+    let (d, _) = destination(admin, name)?;
+    let list: Vec<Value> = admin
+        .store
+        .dead_letters(&d.name, q.after_seq, q.limit)?
+        .into_iter()
+        .map(|(seq, dl)| {
+            json!({
+                "seq": seq.0,
+                "at": crate::time::rfc3339(dl.at_ms),
+                "attempts": dl.attempts,
+                "last_error": dl.last_error,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, json!(list)))
+}
+
+fn parse_seq(s: &str) -> Result<Seq, ApiError> {
+    s.parse()
+        .map(Seq)
+        .map_err(|_| ApiError::BadRequest("seq must be a non-negative integer".into()))
+}
+
+fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
+    let (d, c) = destination(admin, name)?;
+    let seq = parse_seq(seq)?;
+    if admin.store.dead_letter(&d.name, seq)?.is_none() {
+        return Err(ApiError::NotFound("dead letter"));
+    }
+    if admin.store.message(seq)?.is_none() {
+        return Err(ApiError::NotFound("message"));
+    }
+    c.request_redelivery(seq);
+    tracing::info!(destination = %d.name, seq = seq.0, "redelivery requested by operator");
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({ "destination": d.name, "seq": seq.0, "queued": true }),
+    ))
+}
+
+fn messages(admin: &Admin, q: &Query) -> ApiResult {
+    let source = match &q.source {
+        Some(s) => {
+            let name: SourceName = s
+                .parse()
+                .map_err(|_| ApiError::BadRequest("source is not a valid name".into()))?;
+            Some(name)
+        }
+        None => None,
+    };
+    let list = admin
+        .store
+        .list_messages(source.as_ref(), q.after_seq, q.limit)?;
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|m| {
+            json!({
+                "seq": m.seq,
+                "id": m.id,
+                "source": m.source,
+                "received_at": crate::time::rfc3339(m.received_at_ms),
+                "content_type": m.content_type,
+                "idempotency_key": m.idempotency_key,
+                "body_bytes": m.body_bytes,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, json!(list)))
+}
+
+fn message(admin: &Admin, seq: &str) -> ApiResult {
+    let seq = parse_seq(seq)?;
+    let m = admin
+        .store
+        .message(seq)?
+        .ok_or(ApiError::NotFound("message"))?;
+    let headers: Vec<Value> = m
+        .headers
+        .iter()
+        .map(|(k, v)| json!([k, String::from_utf8_lossy(v)]))
+        .collect();
+    let mut per_dest = serde_json::Map::new();
+    for (d, _) in &admin.destinations {
+        if !d.sources.contains(&m.source) {
+            continue;
+        }
+        let status = if admin.store.dead_letter(&d.name, seq)?.is_some() {
+            "dead"
+        } else if admin.store.cursor(&d.name)? >= seq {
+            "delivered"
+        } else {
+            "pending"
+        };
+        let attempts: Vec<Value> = admin
+            .store
+            .attempts(&d.name, seq)?
+            .into_iter()
+            .map(|a| {
+                json!({
+                    "at": crate::time::rfc3339(a.at_ms),
+                    "status": a.status,
+                    "latency_ms": a.latency_ms,
+                    "error": a.error,
+                })
+            })
+            .collect();
+        per_dest.insert(
+            d.name.to_string(),
+            json!({ "status": status, "attempts": attempts }),
+        );
+    }
+    Ok((
+        StatusCode::OK,
+        json!({
+            "seq": seq.0,
+            "id": m.id,
+            "source": m.source,
+            "received_at": crate::time::rfc3339(m.received_at_ms),
+            "content_type": m.content_type,
+            "idempotency_key": m.idempotency_key,
+            "headers": headers,
+            "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
+            "destinations": per_dest,
+        }),
+    ))
+}

@@ -1,0 +1,161 @@
+//! `/metrics`: Prometheus (OpenMetrics text) exposition through
+//! `prometheus-client`. Counters live where the work happens (ingest stats,
+//! delivery controls, store); each scrape takes a snapshot of them. Label values
+//! come only from config names and fixed outcome words, never from requests.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::Admin;
+use crate::ingest::RejectReason;
+
+/// Renders the metrics page.
+#[derive(Debug, Default)]
+pub struct Metrics;
+
+/// One scrape's values.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// (source, outcome, count)
+    received: Vec<(String, &'static str, u64)>,
+    /// (destination, outcome, count)
+    deliveries: Vec<(String, &'static str, u64)>,
+    /// (destination, lag, in_flight, dead letters)
+    destinations: Vec<(String, u64, u64, u64)>,
+    log_entries: u64,
+    storage_bytes: u64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics
+    }
+
+    /// The current metrics as an HTTP answer.
+    pub fn render(&self, admin: &Admin) -> Response<Full<Bytes>> {
+        let snapshot = snapshot(admin);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(snapshot));
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+            return crate::respond::error(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable");
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+fn snapshot(admin: &Admin) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (src, st) in &admin.sources {
+        let name = src.name.to_string();
+        s.received
+            .push((name.clone(), "stored", st.received.load(Relaxed)));
+        s.received
+            .push((name.clone(), "duplicate", st.duplicates.load(Relaxed)));
+        s.received
+            .push((name.clone(), "handshake", st.handshakes.load(Relaxed)));
+        for reason in RejectReason::ALL {
+            s.received
+                .push((name.clone(), reason.as_str(), st.rejected_for(reason)));
+        }
+    }
+    let head = *admin.head.borrow();
+    for (d, c) in &admin.destinations {
+        let name = d.name.to_string();
+        let (delivered, failed, dead) = c.counters();
+        s.deliveries.push((name.clone(), "delivered", delivered));
+        s.deliveries.push((name.clone(), "failed", failed));
+        s.deliveries.push((name.clone(), "dead_lettered", dead));
+        let cursor = admin.store.cursor(&d.name).unwrap_or_default();
+        s.destinations.push((
+            name.clone(),
+            head.0.saturating_sub(cursor.0),
+            c.in_flight() as u64,
+            admin.store.dead_letter_count(&d.name) as u64,
+        ));
+    }
+    let first = admin.store.first_seq().ok().flatten();
+    s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
+    s.storage_bytes = admin.store.size_on_disk().unwrap_or(0);
+    s
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "hookrelay_received",
+            "Inbound requests by source and outcome (stored, duplicate, handshake, or a rejection reason).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (source, outcome, n) in &self.received {
+            let labels = [("source", source.as_str()), ("outcome", outcome)];
+            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "hookrelay_deliveries",
+            "Delivery attempts by destination and outcome since start.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (dest, outcome, n) in &self.deliveries {
+            let labels = [("destination", dest.as_str()), ("outcome", outcome)];
+            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        }
+        type Pick = fn(&(String, u64, u64, u64)) -> u64;
+        let gauges: [(&str, &str, Pick); 3] = [
+            (
+                "hookrelay_destination_lag",
+                "Seqs between the destination's cursor and the log head.",
+                |d| d.1,
+            ),
+            (
+                "hookrelay_destination_in_flight",
+                "Attempts in flight.",
+                |d| d.2,
+            ),
+            (
+                "hookrelay_destination_dead_letters",
+                "Dead letters recorded.",
+                |d| d.3,
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for d in &self.destinations {
+                let labels = [("destination", d.0.as_str())];
+                ConstGauge::new(pick(d) as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let m = enc.encode_descriptor(
+            "hookrelay_log_entries",
+            "Messages in the log (head minus first seq, plus one).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.log_entries as i64).encode(m)?;
+        let m = enc.encode_descriptor(
+            "hookrelay_storage_bytes",
+            "Bytes the sled database uses on disk.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.storage_bytes as i64).encode(m)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! Client commands (`status`, `pause`, `resume`, `replay`): talk to the running
+//! relay's admin API, found through the same config file, and print the answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Why a client command failed; [`ClientError::exit_code`] maps it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the hookrelay admin API at {addr}: {reason} (is the relay running?)")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("the relay refused: {status}: {message}")]
+    Refused { status: StatusCode, message: String },
+    #[error("unexpected answer from the relay: {0}")]
+    BadAnswer(String),
+}
+
+impl ClientError {
+    /// 2 when the request itself was wrong (unknown destination, bad token), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Refused { status, .. } if status.is_client_error() => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where and how to reach the admin API.
+pub struct AdminClient {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// From the config: a wildcard listen address is reached on loopback.
+    pub fn from_config(config: &Config) -> AdminClient {
+        let mut addr = config.admin.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let token = config
+            .admin
+            .token
+            .as_ref()
+            .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
+        AdminClient { addr, token }
+    }
+
+    /// Calls `method path` with an optional JSON body; returns the JSON answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: self.addr,
+            reason,
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(root_cause(&e)))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?
+            .to_bytes();
+        let json: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ClientError::BadAnswer(String::from_utf8_lossy(&bytes).into_owned()))?;
+        if !status.is_success() {
+            let message = json["error"].as_str().unwrap_or("").to_owned();
+            return Err(ClientError::Refused { status, message });
+        }
+        Ok(json)
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// One table row per destination: name, state, cursor, head, lag, dead letters, last error.
+pub fn status_table(destinations: &Value) -> String {
+    let mut rows = vec![[
+        "DESTINATION".to_owned(),
+        "STATE".to_owned(),
+        "CURSOR".to_owned(),
+        "HEAD".to_owned(),
+        "LAG".to_owned(),
+        "DEAD".to_owned(),
+        "LAST ERROR".to_owned(),
+    ]];
+    for d in destinations.as_array().into_iter().flatten() {
+        let field = |k: &str| match &d[k] {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_owned(),
+            v => v.to_string(),
+        };
+        let last_error = d["last_attempt"]["error"]
+            .as_str()
+            .map(|e| e.chars().take(60).collect())
+            .unwrap_or_else(|| "-".to_owned());
+        rows.push([
+            field("name"),
+            field("state"),
+            field("cursor"),
+            field("head"),
+            field("lag"),
+            field("dead_letters"),
+            last_error,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_has_one_aligned_row_per_destination() {
+        let v = serde_json::json!([
+            {"name": "billing", "state": "active", "cursor": 10, "head": 12, "lag": 2, "dead_letters": 0, "last_attempt": null},
+            {"name": "crm", "state": "retrying", "cursor": 3, "head": 12, "lag": 9, "dead_letters": 1,
+             "last_attempt": {"error": "HTTP 503"}}
+        ]);
+        let t = status_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("DESTINATION  STATE"));
+        assert!(lines[2].contains("retrying") && lines[2].ends_with("HTTP 503"));
+    }
+}

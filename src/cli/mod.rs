@@ -1,0 +1,253 @@
+//! The `hookrelay` command line: argument parsing, logging setup, and the
+//! commands. Exit codes: 0 success, 1 runtime failure, 2 bad usage or config
+//! (clap itself exits 2 on bad arguments).
+
+mod client;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use http::Method;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::{Error, Listeners};
+
+/// Self-hosted webhook relay.
+#[derive(Debug, Parser)]
+#[command(name = "hookrelay", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format for `serve`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = "relay.toml")]
+        config: PathBuf,
+        /// Log format on stderr (level from RUST_LOG, default info).
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
+    },
+    /// Validate the config and exit: 0 valid, 2 invalid.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = "relay.toml")]
+        config: PathBuf,
+    },
+    /// Show every destination of the running relay: state, cursor, head, lag, dead letters, last error.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause deliveries to a destination (persists across restarts).
+    Pause {
+        /// Destination name.
+        dest: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused or blocked destination.
+    Resume {
+        /// Destination name.
+        dest: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rewind a destination's cursor; delivery restarts from there with the original ids.
+    Replay {
+        /// Destination name.
+        dest: String,
+        /// First seq to deliver again.
+        #[arg(
+            long,
+            conflicts_with = "from_time",
+            required_unless_present = "from_time"
+        )]
+        from_seq: Option<u64>,
+        /// First receive time to deliver again (RFC 3339).
+        #[arg(long)]
+        from_time: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options of the commands that talk to a running relay.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Config file of the running relay (for the admin address and token).
+    #[arg(long, default_value = "relay.toml")]
+    config: PathBuf,
+    /// Print the admin API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} sources, {} destinations)",
+                    config.display(),
+                    c.sources.len(),
+                    c.destinations.len()
+                );
+                0
+            }
+            Err(e) => report(&Error::Config(e)),
+        },
+        Command::Status { client } => remote(client, |c| async move {
+            let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
+            Ok((v.clone(), client::status_table(&v)))
+        }),
+        Command::Pause { dest, client } => remote(client, |c| async move {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/destinations/{dest}/pause"),
+                    None,
+                )
+                .await?;
+            Ok((
+                v.clone(),
+                format!("{dest}: {}", v["state"].as_str().unwrap_or("?")),
+            ))
+        }),
+        Command::Resume { dest, client } => remote(client, |c| async move {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/destinations/{dest}/resume"),
+                    None,
+                )
+                .await?;
+            Ok((
+                v.clone(),
+                format!("{dest}: {}", v["state"].as_str().unwrap_or("?")),
+            ))
+        }),
+        Command::Replay {
+            dest,
+            from_seq,
+            from_time,
+            client,
+        } => remote(client, |c| async move {
+            let body = match (from_seq, from_time) {
+                (Some(n), _) => serde_json::json!({ "from_seq": n }),
+                (None, Some(t)) => serde_json::json!({ "from_time": t }),
+                (None, None) => serde_json::json!({}),
+            };
+            let path = format!("/api/v1/destinations/{dest}/replay");
+            let v = c.call(Method::POST, &path, Some(body)).await?;
+            Ok((v.clone(), format!("{dest}: cursor now {}", v["cursor"])))
+        }),
+        Command::Serve { config, log_format } => {
+            init_logging(log_format);
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return report(&Error::Config(e)),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return report(&Error::Client(format!("cannot start runtime: {e}"))),
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => 0,
+                Err(e) => report(&e),
+            }
+        }
+    }
+}
+
+/// Runs a client command against the relay named by `args.config`; prints JSON or text.
+fn remote<F, Fut>(args: ClientArgs, f: F) -> i32
+where
+    F: FnOnce(client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<(serde_json::Value, String), client::ClientError>>,
+{
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return report(&Error::Config(e)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(&Error::Client(format!("cannot start runtime: {e}"))),
+    };
+    match runtime.block_on(f(client::AdminClient::from_config(&config))) {
+        Ok((json, text)) => {
+            if args.json {
+                println!("{json:#}");
+            } else {
+                println!("{}", text.trim_end());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("hookrelay: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Error> {
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    crate::run(config, listeners, shutdown).await
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn report(e: &Error) -> i32 {
+    eprintln!("hookrelay: {e}");
+    e.exit_code()
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,452 @@
+//! Admin API and CLI against a running relay.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const TOKEN: &str = "test-admin-token";
+
+async fn call(
+    relay: &TestRelay,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{}", relay.admin, path));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let resp = client()
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn api(
+    relay: &TestRelay,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call(relay, method, path, body, Some(TOKEN)).await
+}
+
+fn config(url: &str) -> String {
+    format!(
+        r#"
+[admin]
+token = "{TOKEN}"
+
+[[source]]
+name = "s"
+path = "/s"
+[[source]]
+name = "other"
+path = "/other"
+
+[[destination]]
+name = "d"
+url = "{url}"
+sources = ["s"]
+retry = {{ initial = "10ms", max_interval = "20ms", max_attempts = 2 }}
+"#
+    )
+}
+
+async fn post_n(relay: &TestRelay, path: &str, n: usize) {
+    let c = client();
+    for i in 0..n {
+        let a = post(
+            &c,
+            &relay.url(path),
+            &[("content-type", "text/plain")],
+            format!("m{i}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn api_needs_the_bearer_token_but_probes_and_metrics_do_not() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (s, v) = call(&relay, Method::GET, "/api/v1/destinations", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].is_string());
+    let (s, _) = call(
+        &relay,
+        Method::GET,
+        "/api/v1/destinations",
+        None,
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api(&relay, Method::GET, "/api/v1/destinations", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        get(&format!("http://{}/healthz", relay.admin)).await.status,
+        StatusCode::OK
+    );
+    let (s, _) = call(&relay, Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sources_destinations_and_messages_describe_the_relay() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 3).await;
+    post_n(&relay, "/other", 1).await;
+    rx.wait_delivered(3, Duration::from_secs(10)).await;
+    wait_until_api(&relay, "/api/v1/destinations/d", |v| v["cursor"] == 4).await;
+
+    let (s, v) = api(&relay, Method::GET, "/api/v1/sources", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let src = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "s")
+        .unwrap();
+    assert_eq!(
+        (
+            src["path"].as_str(),
+            src["scheme"].as_str(),
+            src["received"].as_u64()
+        ),
+        (Some("/s"), Some("none"), Some(3))
+    );
+
+    let (s, d) = api(&relay, Method::GET, "/api/v1/destinations/d", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["state"], "active");
+    assert_eq!(
+        (d["cursor"].as_u64(), d["head"].as_u64(), d["lag"].as_u64()),
+        (Some(4), Some(4), Some(0))
+    );
+    assert_eq!(d["last_attempt"]["status"], 200);
+    assert_eq!(d["dead_letters"], 0);
+    let (_, all) = api(&relay, Method::GET, "/api/v1/destinations", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+
+    let (s, list) = api(
+        &relay,
+        Method::GET,
+        "/api/v1/messages?source=s&after_seq=1&limit=5",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let seqs: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+
+    let (s, m) = api(&relay, Method::GET, "/api/v1/messages/2", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(m["body_base64"], "bTE="); // "m1"
+    assert_eq!(m["content_type"], "text/plain");
+    assert_eq!(m["destinations"]["d"]["status"], "delivered");
+    assert_eq!(m["destinations"]["d"]["attempts"][0]["status"], 200);
+
+    for (path, status) in [
+        ("/api/v1/messages/99", StatusCode::NOT_FOUND),
+        ("/api/v1/messages/abc", StatusCode::BAD_REQUEST),
+        ("/api/v1/messages?limit=0", StatusCode::BAD_REQUEST),
+        ("/api/v1/messages?bogus=1", StatusCode::BAD_REQUEST),
+        ("/api/v1/destinations/nope", StatusCode::NOT_FOUND),
+        (
+            "/api/v1/destinations/nope/dead-letters",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/api/v1/nothing", StatusCode::NOT_FOUND),
+    ] {
+        let (s, v) = api(&relay, Method::GET, path, None).await;
+        assert_eq!(s, status, "{path}");
+        assert!(v["error"].is_string(), "{path}: JSON error body");
+    }
+    let (s, _) = api(&relay, Method::GET, "/api/v1/destinations/d/pause", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn wait_until_api(relay: &TestRelay, path: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = api(relay, Method::GET, path, None).await;
+        if cond(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out on {path}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pause_holds_deliveries_survives_a_restart_and_resume_releases_them() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (s, v) = api(&relay, Method::POST, "/api/v1/destinations/d/pause", None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("paused")));
+    post_n(&relay, "/s", 2).await;
+    let relay = relay.restart().await;
+    let (_, v) = api(&relay, Method::GET, "/api/v1/destinations/d", None).await;
+    assert_eq!(v["state"], "paused");
+    assert_eq!(v["lag"], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 0, "nothing delivered while paused");
+    let (s, v) = api(&relay, Method::POST, "/api/v1/destinations/d/resume", None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("active")));
+    rx.wait_delivered(2, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 2).await;
+    let before_third = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    post_n(&relay, "/s", 2).await;
+    let first = rx.wait_delivered(4, Duration::from_secs(10)).await;
+
+    let (s, v) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/replay",
+        Some(json!({"from_seq": 2})),
+    )
+    .await;
+    assert_eq!((s, v["cursor"].as_u64()), (StatusCode::OK, Some(1)));
+    let got = rx.wait_delivered(7, Duration::from_secs(10)).await;
+    let replayed: Vec<u64> = got[4..].iter().map(Received::seq).collect();
+    assert_eq!(replayed, vec![2, 3, 4]);
+    assert_eq!(got[4].header("webhook-id"), first[1].header("webhook-id"));
+
+    let t = humantime::format_rfc3339_millis(before_third).to_string();
+    let (s, v) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/replay",
+        Some(json!({"from_time": t})),
+    )
+    .await;
+    assert_eq!((s, v["cursor"].as_u64()), (StatusCode::OK, Some(2)));
+    let got = rx.wait_delivered(9, Duration::from_secs(10)).await;
+    let replayed: Vec<u64> = got[7..].iter().map(Received::seq).collect();
+    assert_eq!(replayed, vec![3, 4]);
+    assert_eq!(got[8].header("webhook-id"), first[3].header("webhook-id"));
+
+    for body in [
+        json!({}),
+        json!({"from_seq": 1, "from_time": t}),
+        json!({"from_time": "yesterday"}),
+        json!({"x": 1}),
+    ] {
+        let (s, v) = api(
+            &relay,
+            Method::POST,
+            "/api/v1/destinations/d/replay",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(v["error"].is_string());
+    }
+    let (s, _) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/nope/replay",
+        Some(json!({"from_seq": 1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_can_be_redelivered() {
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = fail.clone();
+    let rx = Receiver::scripted(Arc::new(move |_| {
+        let status = if f.load(std::sync::atomic::Ordering::SeqCst) {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 1).await;
+    let v = wait_until_api(&relay, "/api/v1/destinations/d/dead-letters", |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert_eq!(v[0]["seq"], 1);
+    assert_eq!(v[0]["attempts"], 2);
+    assert!(v[0]["last_error"].as_str().unwrap().contains("400"));
+    let (_, m) = api(&relay, Method::GET, "/api/v1/messages/1", None).await;
+    assert_eq!(m["destinations"]["d"]["status"], "dead");
+
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/dead-letters/1/redeliver",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    wait_until_api(&relay, "/api/v1/destinations/d/dead-letters", |v| {
+        v.as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    let (s, _) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/dead-letters/1/redeliver",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "no longer a dead letter");
+    let (s, _) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/dead-letters/x/redeliver",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metrics_expose_the_documented_names() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 2).await;
+    rx.wait_delivered(2, Duration::from_secs(10)).await;
+    let req = Request::get(format!("http://{}/metrics", relay.admin))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        r#"hookrelay_received_total{source="s",outcome="stored"} 2"#,
+        r#"hookrelay_deliveries_total{destination="d",outcome="delivered"}"#,
+        r#"hookrelay_destination_lag{destination="d"}"#,
+        "hookrelay_log_entries 2",
+        "hookrelay_storage_bytes",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+
+fn cli(relay: &TestRelay, args: &[&str]) -> (i32, String, String) {
+    let cfg = relay.dir.join("cli.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[admin]\nlisten = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            relay.admin
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_pause_resume_and_replay_talk_to_the_running_relay() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 2).await;
+    rx.wait_delivered(2, Duration::from_secs(10)).await;
+    wait_until_api(&relay, "/api/v1/destinations/d", |v| v["cursor"] == 2).await;
+
+    let (code, out, err) = cli(&relay, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().next().unwrap().starts_with("DESTINATION"));
+    assert!(out.lines().nth(1).unwrap().starts_with("d "), "{out}");
+
+    let (code, out, _) = cli(&relay, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["cursor"], 2);
+
+    assert_eq!(cli(&relay, &["pause", "d"]).1.trim(), "d: paused");
+    assert_eq!(cli(&relay, &["resume", "d"]).1.trim(), "d: active");
+    let (code, out, _) = cli(&relay, &["replay", "d", "--from-seq", "1"]);
+    assert_eq!((code, out.trim()), (0, "d: cursor now 0"));
+    rx.wait_delivered(4, Duration::from_secs(10)).await;
+
+    let (code, _, err) = cli(&relay, &["pause", "nope"]);
+    assert_eq!(code, 2, "unknown destination is bad usage");
+    assert!(err.contains("404"), "{err}");
+    let (code, _, _) = cli(&relay, &["replay", "d"]);
+    assert_eq!(code, 2, "replay needs --from-seq or --from-time");
+}
+
+#[test]
+fn cli_says_clearly_when_the_relay_is_not_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("relay.toml");
+    std::fs::write(&cfg, format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is the relay running?"), "{err}");
+}
