@@ -17,6 +17,9 @@ use crate::model::{Seq, SourceName};
 use crate::respond;
 use crate::store::StoreError;
 
+/// The hand-checked OpenAPI 3 document of this API (kept true by a test).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Default and largest page size of listings.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -82,6 +85,9 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
         }
     };
     match segments.as_slice() {
+        ["openapi.json"] => get(serde_json::from_str(OPENAPI)
+            .map(|doc| (StatusCode::OK, doc))
+            .map_err(|e| ApiError::BadRequest(format!("openapi document: {e}")))),
         ["sources"] => get(Ok((StatusCode::OK, sources(admin)))),
         ["destinations"] => get(destinations(admin)),
         ["destinations", name] => get(destination(admin, name).and_then(|d| describe(admin, d))),

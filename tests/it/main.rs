@@ -3,6 +3,7 @@
 mod admin;
 mod harness;
 mod inbound;
+mod openapi;
 mod ordering;
 mod process;
 mod verify;
