@@ -21,6 +21,7 @@ pub mod config;
 pub mod delivery;
 pub mod ingest;
 pub mod model;
+mod notify;
 mod respond;
 pub mod store;
 mod time;
@@ -52,6 +53,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Verify(#[from] verify::SetupError),
+    #[error(transparent)]
+    Tls(#[from] delivery::ClientError),
     #[error("{0}")]
     Client(String),
 }
@@ -60,7 +63,7 @@ impl Error {
     /// 2 for bad configuration, 1 for anything that went wrong at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Verify(_) => 2,
+            Error::Config(_) | Error::Verify(_) | Error::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -95,6 +98,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // Outbound TLS setup (ca_file) is config: check it before anything starts.
+    let clients = delivery::Clients::build(&config.destinations)?;
     let data_dir = config.storage.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
         .await
@@ -103,6 +108,7 @@ pub async fn run(
     let (head_tx, head_rx) = watch::channel(last);
 
     let tracker = TaskTracker::new();
+    notify::spawn(&tracker, shutdown.clone());
     let appender = store::spawn_appender(
         store.clone(),
         config.storage.durability,
@@ -110,14 +116,28 @@ pub async fn run(
         &tracker,
         shutdown.clone(),
     )?;
-    let controls =
-        delivery::spawn_workers(&config.destinations, &store, &head_rx, &tracker, &shutdown);
+    let controls = delivery::spawn_workers(
+        &config.destinations,
+        &clients,
+        &store,
+        &head_rx,
+        &tracker,
+        &shutdown,
+    );
+    let over_budget = store::spawn_retention(
+        store.clone(),
+        config.destinations.iter().map(|d| d.name.clone()).collect(),
+        config.storage.retention,
+        config.storage.max_disk_bytes,
+        &tracker,
+        shutdown.clone(),
+    );
 
     let ingest_addr = local(&listeners.ingest);
     let admin_addr = local(&listeners.admin);
 
     let ingest = match ingest::Ingest::new(&config, appender) {
-        Ok(ingest) => Arc::new(ingest),
+        Ok(ingest) => Arc::new(ingest.with_disk_budget(over_budget)),
         Err(e) => {
             // Stop what already started before reporting the config problem.
             shutdown.cancel();
@@ -145,6 +165,7 @@ pub async fn run(
         last_seq = %last,
         "hookrelay listening"
     );
+    notify::ready();
     admin_state.ready.store(true, Ordering::Relaxed);
     ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::Relaxed);

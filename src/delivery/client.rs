@@ -1,66 +1,156 @@
-//! Outbound HTTP: builds the delivery request (body byte for byte, relay and
-//! forwarded headers, optional signature) and performs one attempt.
+//! Outbound HTTP clients and one attempt. Builds, at startup, one pooled
+//! keep-alive client per distinct TLS setup (shared by every destination
+//! without `ca_file`, one per `ca_file`): rustls with the `ring` provider,
+//! webpki and system roots, plus the destination's PEM CA. Sends one attempt
+//! and classifies the answer. Redirects are never followed: a 3xx is a failure.
 
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sha2::Sha256;
+use rustls::RootCertStore;
 
+use super::request::build_request;
 use super::retry::parse_retry_after;
 use crate::config::DestinationConfig;
 use crate::model::Seq;
 use crate::store::Message;
 
-/// Pooled keep-alive client shared by all workers.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Provider event and delivery-id headers that are always forwarded.
-pub const DEFAULT_FORWARD: &[&str] = &[
-    "x-github-event",
-    "x-github-delivery",
-    "x-github-hook-id",
-    "x-shopify-topic",
-    "x-shopify-event-id",
-    "x-shopify-webhook-id",
-    "x-shopify-shop-domain",
-    "stripe-signature",
-    "x-slack-request-timestamp",
-    "x-gitlab-event",
-    "user-agent",
-];
-
-/// Headers that only ever describe one hop and never pass.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-    "content-length",
-];
+/// Pooled keep-alive client for `http://` and `https://` destinations.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Bytes of an error answer kept for the attempt record.
 const ERROR_BODY_BYTES: usize = 256;
+/// TCP connect deadline (the whole attempt is bounded by the destination's `timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the shared client.
-pub fn new_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    Client::builder(TokioExecutor::new())
+/// Why the outbound clients could not be built; a startup (config) error.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("destination {dest}: cannot read ca_file {}: {source}", path.display())]
+    ReadCa {
+        dest: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("destination {dest}: ca_file {} holds no PEM certificate", path.display())]
+    NoCertificate { dest: String, path: PathBuf },
+    #[error("destination {dest}: ca_file {} has an invalid certificate: {reason}", path.display())]
+    BadCertificate {
+        dest: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+/// Every client the destinations need, built once at startup.
+pub struct Clients {
+    shared: HttpClient,
+    by_ca: HashMap<PathBuf, HttpClient>,
+}
+
+impl Clients {
+    /// Builds the shared client and one per distinct `ca_file`; an unreadable
+    /// or invalid `ca_file` is an error.
+    pub fn build(destinations: &[DestinationConfig]) -> Result<Clients, ClientError> {
+        let roots = default_roots();
+        let shared = new_client(roots.clone())?;
+        let mut by_ca = HashMap::new();
+        for d in destinations {
+            let Some(path) = &d.ca_file else { continue };
+            if by_ca.contains_key(path) {
+                continue;
+            }
+            let mut roots = roots.clone();
+            add_ca_file(&mut roots, d.name.as_str(), path)?;
+            by_ca.insert(path.clone(), new_client(roots)?);
+        }
+        Ok(Clients { shared, by_ca })
+    }
+
+    /// The client for `dest` (cheap clone of a pooled client).
+    pub fn for_destination(&self, dest: &DestinationConfig) -> HttpClient {
+        dest.ca_file
+            .as_ref()
+            .and_then(|p| self.by_ca.get(p))
+            .unwrap_or(&self.shared)
+            .clone()
+    }
+}
+
+/// webpki's roots plus whatever the system trusts (if it can be read).
+fn default_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    if !native.errors.is_empty() {
+        tracing::debug!(
+            errors = native.errors.len(),
+            "some system root certificates could not be read"
+        );
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(system_roots = added, "TLS roots loaded");
+    roots
+}
+
+fn add_ca_file(roots: &mut RootCertStore, dest: &str, path: &Path) -> Result<(), ClientError> {
+    let file = std::fs::File::open(path).map_err(|source| ClientError::ReadCa {
+        dest: dest.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| ClientError::BadCertificate {
+        dest: dest.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut count = 0;
+    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(ClientError::NoCertificate {
+            dest: dest.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn new_client(roots: RootCertStore) -> Result<HttpClient, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
-        .build(connector)
+        .build(connector))
 }
 
 /// How one attempt ended.
@@ -85,6 +175,7 @@ pub async fn attempt(
     attempt: u32,
 ) -> (AttemptResult, Duration) {
     let started = Instant::now();
+    // Built per attempt: a fresh webhook-timestamp and signature every time.
     let result = match build_request(dest, seq, msg, attempt, crate::time::now_secs()) {
         Ok(req) => match tokio::time::timeout(dest.timeout, send(client, req)).await {
             Ok(r) => r,
@@ -137,17 +228,23 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> AttemptResult {
             String::from_utf8_lossy(&b[..b.len().min(ERROR_BODY_BYTES)]).into_owned()
         })
         .unwrap_or_default();
+    let redirect = if status.is_redirection() {
+        " (redirects are not followed)"
+    } else {
+        ""
+    };
     AttemptResult::Failed {
         status: Some(status.as_u16()),
         retry_after,
-        error: if snippet.is_empty() {
-            format!("HTTP {}", status.as_u16())
+        error: if snippet.trim().is_empty() {
+            format!("HTTP {}{redirect}", status.as_u16())
         } else {
-            format!("HTTP {}: {}", status.as_u16(), snippet.trim())
+            format!("HTTP {}{redirect}: {}", status.as_u16(), snippet.trim())
         },
     }
 }
 
+/// An error with its sources, e.g. `client error (Connect): invalid peer certificate: UnknownIssuer`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -159,96 +256,55 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The outbound request for one attempt.
-pub fn build_request(
-    dest: &DestinationConfig,
-    seq: Seq,
-    msg: &Message,
-    attempt: u32,
-    now_secs: u64,
-) -> Result<Request<Full<Bytes>>, String> {
-    let mut req = Request::new(Full::new(Bytes::copy_from_slice(&msg.body)));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = dest.url.clone();
-    let h = req.headers_mut();
-
-    for (name, value) in &msg.headers {
-        let forwarded = DEFAULT_FORWARD.contains(&name.as_str())
-            || dest.forward_headers.iter().any(|f| f.as_str() == name);
-        if !forwarded || HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            h.append(n, v);
-        }
-    }
-    for (name, value) in &dest.headers {
-        h.insert(name.clone(), value.clone());
-    }
-    if let Some(ct) = msg
-        .content_type
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
-        h.insert(header::CONTENT_TYPE, ct);
-    }
-    let id = msg.id.as_str();
-    let ts = now_secs.to_string();
-    let relay_headers = [
-        ("webhook-id", id.to_owned()),
-        ("webhook-timestamp", ts.clone()),
-        ("x-hookrelay-source", msg.source.to_string()),
-        ("x-hookrelay-seq", seq.to_string()),
-        ("x-hookrelay-attempt", attempt.to_string()),
-    ];
-    for (name, value) in relay_headers {
-        let v = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
-        h.insert(HeaderName::from_static(name), v);
-    }
-    if let Some(secret) = &dest.signing {
-        let sig = sign(secret.expose(), id, &ts, &msg.body)?;
-        let v = HeaderValue::from_str(&sig).map_err(|e| e.to_string())?;
-        h.insert(HeaderName::from_static("webhook-signature"), v);
-    }
-    // Strip anything a forwarded `Connection` header could have named.
-    h.remove(header::CONNECTION);
-    Ok(req)
-}
-
-/// Standard Webhooks signature `v1,<base64>` over `id.timestamp.body` with a `whsec_` secret.
-pub fn sign(secret: &[u8], id: &str, ts: &str, body: &[u8]) -> Result<String, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let encoded = secret.strip_prefix(b"whsec_").unwrap_or(secret);
-    let key = b64
-        .decode(encoded)
-        .map_err(|_| "signing secret is not whsec_<base64>".to_string())?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&key).map_err(|_| "bad signing key".to_string())?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Ok(format!("v1,{}", b64.encode(mac.finalize().into_bytes())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Standard Webhooks spec test vector (SIGNATURES.md section 1.6).
+    fn dest(ca: Option<PathBuf>) -> DestinationConfig {
+        let text = r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "https://127.0.0.1:1/"
+sources = ["s"]
+"#;
+        let mut cfg = crate::config::Config::from_str(text, Path::new("relay.toml")).unwrap();
+        let mut d = cfg.destinations.remove(0);
+        d.ca_file = ca;
+        d
+    }
+
     #[test]
-    fn signature_matches_the_standard_webhooks_vector() {
-        let sig = sign(
-            b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            "1614265330",
-            br#"{"test": 2432232314}"#,
+    fn a_ca_file_without_certificates_or_missing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Clients::build(&[dest(Some(empty))]).err().unwrap();
+        assert!(matches!(err, ClientError::NoCertificate { .. }), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = Clients::build(&[dest(Some(missing))]).err().unwrap();
+        assert!(matches!(err, ClientError::ReadCa { .. }), "{err}");
+        assert!(err.to_string().contains("destination d"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_pem_block_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let err = Clients::build(&[dest(Some(bad))]).err().unwrap();
+        assert!(matches!(err, ClientError::BadCertificate { .. }), "{err}");
+    }
+
+    #[test]
+    fn destinations_share_the_default_client() {
+        let clients = Clients::build(&[dest(None), dest(None)]).unwrap();
+        assert!(clients.by_ca.is_empty());
     }
 }

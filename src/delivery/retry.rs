@@ -1,4 +1,5 @@
-//! Retry timing: one pure function from (policy, history, answer) to a decision.
+//! Retry timing: one pure function from (policy, history, answer) to a
+//! decision, and the `Retry-After` parser. No clock, no randomness of its own.
 
 use std::time::Duration;
 
@@ -47,7 +48,12 @@ pub fn next_delay(
         }
     }
     .min(policy.max_interval);
-    let jitter = jitter.clamp(0.0, 1.0);
+    // Out-of-range input (NaN included) must not panic the worker.
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let mut delay = base / 2 + base.mul_f64(0.5 * jitter);
     if let Some(ra) = retry_after {
         delay = delay.max(ra.min(RETRY_AFTER_CAP));
@@ -153,6 +159,50 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_counts_against_max_age() {
+        let p = RetryPolicy {
+            max_age: Duration::from_secs(60),
+            ..policy()
+        };
+        let ra = Some(Duration::from_secs(50));
+        assert_eq!(
+            next_delay(&p, 1, Duration::from_secs(5), ra, 0.0),
+            Decision::Retry(Duration::from_secs(50))
+        );
+        assert!(matches!(
+            next_delay(&p, 1, Duration::from_secs(15), ra, 0.0),
+            Decision::Exhausted(_)
+        ));
+    }
+
+    #[test]
+    fn a_short_retry_after_never_shortens_the_backoff() {
+        let p = policy();
+        let ra = Some(Duration::from_millis(10));
+        assert_eq!(
+            next_delay(&p, 3, Duration::ZERO, ra, 0.0),
+            Decision::Retry(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn jitter_stays_in_half_open_bounds_for_any_input() {
+        let p = RetryPolicy {
+            max_attempts: 1000,
+            ..policy()
+        };
+        for n in 1..40 {
+            for j in [-1.0, 0.0, 0.25, 0.5, 0.999, 1.0, 7.0, f64::NAN] {
+                let Decision::Retry(d) = next_delay(&p, n, Duration::ZERO, None, j) else {
+                    panic!("attempt {n} exhausted");
+                };
+                assert!(d <= p.max_interval, "{n} {j} {d:?}");
+                assert!(d >= Duration::from_millis(500), "{n} {j} {d:?}");
+            }
+        }
+    }
+
+    #[test]
     fn retry_after_parses_seconds_and_dates() {
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
@@ -165,5 +215,7 @@ mod tests {
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(parse_retry_after(" 2 ", now), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), None);
     }
 }

@@ -8,7 +8,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ pub struct Ingest {
     appender: Appender,
     max_body_bytes: u64,
     request_timeout: Duration,
+    /// Set by the disk-budget check while storage is over `max_disk_bytes`.
+    over_budget: Arc<AtomicBool>,
 }
 
 impl Ingest {
@@ -88,7 +90,15 @@ impl Ingest {
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
+            over_budget: Arc::default(),
         })
+    }
+
+    /// Refuses to store (503) while `over_budget` is set; see
+    /// [`crate::store::retention::over_budget`].
+    pub fn with_disk_budget(mut self, over_budget: Arc<AtomicBool>) -> Ingest {
+        self.over_budget = over_budget;
+        self
     }
 
     /// Counters of every source, by name.
@@ -271,6 +281,11 @@ async fn receive(
         // Only handshakes are answered on GET; nothing else is stored from one.
         return Err(IngestError::MethodNotAllowed);
     }
+    // Checked here, not earlier: handshakes (which store nothing) are still
+    // answered and forged requests still get 401.
+    if ingest.over_budget.load(Ordering::Relaxed) {
+        return Err(IngestError::OverBudget);
+    }
     store(ingest, route, &parts.headers, body, verified)
         .await
         .map(Outcome::Appended)
@@ -291,9 +306,14 @@ async fn store(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let named_by_connection = connection_named(headers);
     let headers = headers
         .iter()
-        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()) && Some(*name) != credential)
+        .filter(|(name, _)| {
+            !NOT_STORED.contains(&name.as_str())
+                && Some(*name) != credential
+                && !named_by_connection.iter().any(|n| n == name.as_str())
+        })
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect();
     let dedup = verified
@@ -311,4 +331,17 @@ async fn store(
         tracing::error!(source = %source.name, error = %e, "append failed");
         IngestError::Unavailable
     })
+}
+
+/// Header names an inbound `Connection` header lists (RFC 9110 section 7.6.1):
+/// hop-by-hop for that request, so never stored and never forwarded.
+fn connection_named(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
 }

@@ -31,6 +31,8 @@ pub enum IngestError {
     BadBody,
     #[error("storage unavailable; retry later")]
     Unavailable,
+    #[error("storage over max_disk_bytes")]
+    OverBudget,
 }
 
 impl IngestError {
@@ -47,7 +49,7 @@ impl IngestError {
             IngestError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Timeout => StatusCode::REQUEST_TIMEOUT,
             IngestError::BadBody => StatusCode::BAD_REQUEST,
-            IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Unavailable | IngestError::OverBudget => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -60,7 +62,7 @@ impl IngestError {
             IngestError::TooLarge => Some(RejectReason::TooLarge),
             IngestError::Timeout => Some(RejectReason::Timeout),
             IngestError::BadBody => Some(RejectReason::BadBody),
-            IngestError::NotFound | IngestError::Unavailable => None,
+            IngestError::NotFound | IngestError::Unavailable | IngestError::OverBudget => None,
         }
     }
 
@@ -97,6 +99,11 @@ impl IngestError {
             IngestError::Unavailable => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            IngestError::OverBudget => {
+                // Space comes back only at a retention pass; passes are at most a minute apart.
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             IngestError::TooLarge | IngestError::Timeout => {
                 // The rest of the body is unread; the connection cannot be reused.

@@ -39,6 +39,7 @@
 mod appender;
 pub mod codec;
 mod query;
+pub mod retention;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ use std::sync::Arc;
 pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage};
 pub use codec::{Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead};
 pub use query::MessageMeta;
+pub use retention::spawn_retention;
 
 use crate::model::{DestinationName, Seq, SourceName};
 
@@ -370,6 +372,69 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    // -- delivery queries --
+
+    /// Moves `dest`'s cursor from `from` to `to` only if it is still `from`
+    /// (an operator's replay in between wins); true if it moved.
+    pub fn advance_cursor(
+        &self,
+        dest: &DestinationName,
+        from: Seq,
+        to: Seq,
+    ) -> Result<bool, StoreError> {
+        let current = self.cursors.get(dest.as_str())?;
+        let at = match &current {
+            Some(v) => codec::decode_seq(v)?,
+            None => Seq(0),
+        };
+        if at != from {
+            return Ok(false);
+        }
+        let swapped =
+            self.cursors
+                .compare_and_swap(dest.as_str(), current, Some(&to.to_be_bytes()[..]))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Saves an unordered destination's window at a graceful stop: every seq
+    /// in (`cursor`, `scanned`] not in `open` is finished. Tree `unordered`,
+    /// key destination name, value `cursor ‖ scanned ‖ open...` (u64 BE each).
+    pub fn save_unordered_window(
+        &self,
+        dest: &DestinationName,
+        cursor: Seq,
+        scanned: Seq,
+        open: &[Seq],
+    ) -> Result<(), StoreError> {
+        let mut v = Vec::with_capacity(16 + 8 * open.len());
+        for s in [cursor, scanned].iter().chain(open) {
+            v.extend_from_slice(&s.to_be_bytes());
+        }
+        self.db.open_tree("unordered")?.insert(dest.as_str(), v)?;
+        Ok(())
+    }
+
+    /// Takes (reads and deletes) what [`Store::save_unordered_window`] saved:
+    /// `(cursor, scanned, open)`.
+    #[allow(clippy::type_complexity)]
+    pub fn take_unordered_window(
+        &self,
+        dest: &DestinationName,
+    ) -> Result<Option<(Seq, Seq, Vec<Seq>)>, StoreError> {
+        let Some(v) = self.db.open_tree("unordered")?.remove(dest.as_str())? else {
+            return Ok(None);
+        };
+        let mut seqs = Vec::with_capacity(v.len() / 8);
+        for c in v.chunks(8) {
+            seqs.push(codec::decode_seq(c)?);
+        }
+        if seqs.len() < 2 {
+            return Err(CodecError::Corrupt("unordered window".into()).into());
+        }
+        let open = seqs.split_off(2);
+        Ok(Some((seqs[0], seqs[1], open)))
     }
 }
 

@@ -230,6 +230,8 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
     let rx = Receiver::ok().await;
     let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
     post_n(&relay, "/s", 2).await;
+    // Receive times have millisecond resolution: keep message 2 strictly before.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let before_third = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     post_n(&relay, "/s", 2).await;

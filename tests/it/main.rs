@@ -4,6 +4,8 @@ mod admin;
 mod harness;
 mod inbound;
 mod openapi;
+mod operations;
 mod ordering;
+mod policies;
 mod process;
 mod verify;

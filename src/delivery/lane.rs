@@ -1,0 +1,304 @@
+//! One destination's delivery of one message: attempts (each taking a rate
+//! permit, counted in flight, recorded in the store and in [`Control`]),
+//! retries per policy, and what exhaustion means (dead letter or block). Also
+//! an operator's one-off redelivery of a dead letter. Shared by the strict
+//! worker and the unordered scheduler; it never moves the cursor.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{self, AttemptResult, HttpClient};
+use super::limit::Limiter;
+use super::retry::{self, Decision};
+use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
+use super::{DeliveryError, SHUTDOWN_GRACE};
+use crate::config::{DestinationConfig, OnExhausted};
+use crate::model::Seq;
+use crate::store::{Attempt, DeadLetter, Message, Store};
+use crate::time::now_ms;
+
+/// How delivering one message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Delivered or dead-lettered: the cursor may move past it.
+    Done,
+    /// `on_exhausted = "block"`: the destination is now blocked on it.
+    Blocked,
+    /// Shutdown or an operator change interrupted it; it stays unfinished.
+    Interrupted,
+}
+
+/// Everything needed to deliver to one destination.
+pub struct Lane {
+    pub dest: DestinationConfig,
+    pub store: Store,
+    pub control: Arc<Control>,
+    client: HttpClient,
+    limiter: Limiter,
+    /// Only for the in-flight grace; waits use the caller's interrupt token.
+    shutdown: CancellationToken,
+    /// Messages currently between a failed attempt and their end.
+    failing: Mutex<usize>,
+}
+
+/// What one completed attempt said.
+struct Answer {
+    error: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl Lane {
+    pub fn new(
+        dest: DestinationConfig,
+        store: Store,
+        control: Arc<Control>,
+        client: HttpClient,
+        shutdown: CancellationToken,
+    ) -> Lane {
+        Lane {
+            limiter: Limiter::new(dest.rate_limit),
+            dest,
+            store,
+            control,
+            client,
+            shutdown,
+            failing: Mutex::new(0),
+        }
+    }
+
+    /// Attempts `seq` until it succeeds or is exhausted, or `interrupt` fires
+    /// (it must fire on shutdown too). Backoff and rate-limit waits end at once
+    /// on `interrupt`; an attempt already sent runs to its answer, or to
+    /// [`SHUTDOWN_GRACE`] after shutdown.
+    pub async fn deliver(
+        &self,
+        seq: Seq,
+        msg: &Message,
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, DeliveryError> {
+        // Attempt numbers continue across restarts and replays (they key the
+        // attempt history); the retry budget (attempts, age) counts this run only.
+        let first = Instant::now();
+        let mut n = self.store.attempts(&self.dest.name, seq)?.len() as u32;
+        let mut made = 0u32;
+        let mut failing: Option<FailingGuard<'_>> = None;
+        loop {
+            n += 1;
+            made += 1;
+            let Some(answer) = self.attempt(seq, msg, n, interrupt).await? else {
+                return Ok(Finished::Interrupted);
+            };
+            let Some(error) = answer.error else {
+                return Ok(Finished::Done);
+            };
+            if failing.is_none() {
+                failing = Some(FailingGuard::new(self));
+            }
+            let decision = retry::next_delay(
+                &self.dest.retry,
+                made,
+                first.elapsed(),
+                answer.retry_after,
+                rand::random::<f64>(),
+            );
+            match decision {
+                Decision::Retry(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = interrupt.cancelled() => return Ok(Finished::Interrupted),
+                    }
+                }
+                Decision::Exhausted(why) => return self.exhausted(seq, n, why, error),
+            }
+        }
+    }
+
+    /// One more attempt at a dead letter, out of order: success removes the
+    /// dead letter, failure updates it. A single attempt, not a retry run.
+    pub async fn redeliver(
+        &self,
+        seq: Seq,
+        interrupt: &CancellationToken,
+    ) -> Result<(), DeliveryError> {
+        let name = &self.dest.name;
+        if self.store.dead_letter(name, seq)?.is_none() {
+            return Ok(());
+        }
+        let Some(msg) = self.store.message(seq)? else {
+            tracing::warn!(destination = %name, %seq, "redelivery skipped: message no longer stored");
+            return Ok(());
+        };
+        let n = self.store.attempts(name, seq)?.len() as u32 + 1;
+        let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
+            return Ok(());
+        };
+        match answer.error {
+            None => {
+                self.store.remove_dead_letter(name, seq)?;
+                tracing::info!(destination = %name, %seq, attempt = n, "dead letter redelivered");
+            }
+            Some(last_error) => {
+                let dead = DeadLetter {
+                    at_ms: now_ms(),
+                    attempts: n,
+                    last_error,
+                };
+                self.store.add_dead_letter(name, seq, &dead)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a rate permit, sends attempt `n`, records it. `None` when
+    /// interrupted before sending or abandoned after the shutdown grace.
+    async fn attempt(
+        &self,
+        seq: Seq,
+        msg: &Message,
+        n: u32,
+        interrupt: &CancellationToken,
+    ) -> Result<Option<Answer>, DeliveryError> {
+        if !self.limiter.acquire(interrupt).await {
+            return Ok(None);
+        }
+        let at_ms = now_ms();
+        let outcome = {
+            let _in_flight = InFlight::new(&self.control);
+            let send = client::attempt(&self.client, &self.dest, seq, msg, n);
+            let grace = async {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            tokio::select! {
+                r = send => Some(r),
+                _ = grace => None,
+            }
+        };
+        let Some((result, latency)) = outcome else {
+            tracing::warn!(destination = %self.dest.name, %seq, "attempt abandoned at shutdown");
+            return Ok(None);
+        };
+        let (status, error, retry_after) = match result {
+            AttemptResult::Delivered { status } => (Some(status), None, None),
+            AttemptResult::Failed {
+                status,
+                retry_after,
+                error,
+            } => (status, Some(truncate(error)), retry_after),
+        };
+        let record = Attempt {
+            at_ms,
+            status,
+            latency_ms: latency.as_millis() as u64,
+            error: error.clone(),
+        };
+        self.store
+            .record_attempt(&self.dest.name, seq, n, &record)?;
+        let last = LastAttempt {
+            at_ms,
+            seq: seq.0,
+            status,
+            error: error.clone(),
+        };
+        match &error {
+            None => self.control.record(last, AttemptOutcome::Delivered),
+            Some(reason) => {
+                self.control.record(last, AttemptOutcome::Failed);
+                tracing::info!(destination = %self.dest.name, %seq, attempt = n, status = ?status, %reason, "delivery attempt failed");
+            }
+        }
+        Ok(Some(Answer { error, retry_after }))
+    }
+
+    fn exhausted(
+        &self,
+        seq: Seq,
+        attempts: u32,
+        why: &str,
+        last_error: String,
+    ) -> Result<Finished, DeliveryError> {
+        let name = &self.dest.name;
+        match self.dest.on_exhausted {
+            OnExhausted::DeadLetter => {
+                tracing::warn!(destination = %name, %seq, attempts, why, "message dead-lettered");
+                let dead = DeadLetter {
+                    at_ms: now_ms(),
+                    attempts,
+                    last_error,
+                };
+                self.store.add_dead_letter(name, seq, &dead)?;
+                self.control.record_dead_letter();
+                Ok(Finished::Done)
+            }
+            OnExhausted::Block => {
+                tracing::warn!(destination = %name, %seq, attempts, why, "destination blocked until an operator acts");
+                let mut state = self.store.destination_state(name)?;
+                if state.blocked_on.is_none() {
+                    state.blocked_on = Some(seq);
+                    self.store.set_destination_state(name, &state)?;
+                }
+                Ok(Finished::Blocked)
+            }
+        }
+    }
+
+    /// Counts a message as failing (or no longer); the activity is
+    /// `retrying` while any message is.
+    fn add_failing(&self, delta: isize) {
+        if let Ok(mut n) = self.failing.lock() {
+            *n = n.saturating_add_signed(delta);
+            let activity = if *n > 0 {
+                Activity::Retrying
+            } else {
+                Activity::Active
+            };
+            self.control.set_activity(activity);
+        }
+    }
+}
+
+/// Marks one attempt in flight for as long as it lives.
+struct InFlight<'a>(&'a Control);
+
+impl<'a> InFlight<'a> {
+    fn new(c: &'a Control) -> Self {
+        c.add_in_flight(1);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.add_in_flight(-1);
+    }
+}
+
+/// Marks one message as failing for as long as it lives.
+struct FailingGuard<'a>(&'a Lane);
+
+impl<'a> FailingGuard<'a> {
+    fn new(lane: &'a Lane) -> Self {
+        lane.add_failing(1);
+        FailingGuard(lane)
+    }
+}
+
+impl Drop for FailingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.add_failing(-1);
+    }
+}
+
+/// Cuts an error to what the attempt record keeps.
+fn truncate(mut s: String) -> String {
+    if s.len() > crate::store::codec::MAX_ERROR_LEN {
+        let mut cut = crate::store::codec::MAX_ERROR_LEN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,236 @@
+//! The outbound request of one attempt: the stored body byte for byte, its
+//! content type, the forwarded inbound headers (the provider defaults plus
+//! `forward_headers`, never hop-by-hop ones), the destination's `headers`,
+//! and the relay's own headers, which always win; plus the Standard Webhooks
+//! signature, computed afresh for every attempt.
+
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{header, HeaderName, HeaderValue, Method, Request};
+use http_body_util::Full;
+use sha2::Sha256;
+
+use crate::config::DestinationConfig;
+use crate::model::Seq;
+use crate::store::Message;
+
+/// Provider event and delivery-id headers that are always forwarded.
+pub const DEFAULT_FORWARD: &[&str] = &[
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+    "x-shopify-topic",
+    "x-shopify-event-id",
+    "x-shopify-webhook-id",
+    "x-shopify-shop-domain",
+    "stripe-signature",
+    "x-slack-request-timestamp",
+    "x-gitlab-event",
+    "user-agent",
+];
+
+/// Headers that only ever describe one hop (or the framing) and never pass;
+/// so do `proxy-*` and, at ingest, the headers an inbound `Connection` names.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Headers only the relay sets, whatever came in.
+const RELAY_OWN: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-hookrelay-source",
+    "x-hookrelay-seq",
+    "x-hookrelay-attempt",
+];
+
+/// Whether the stored inbound header `name` (lowercase) goes to `dest`.
+pub fn forwarded(dest: &DestinationConfig, name: &str) -> bool {
+    let listed =
+        DEFAULT_FORWARD.contains(&name) || dest.forward_headers.iter().any(|f| f.as_str() == name);
+    listed
+        && !HOP_BY_HOP.contains(&name)
+        && !name.starts_with("proxy-")
+        && !RELAY_OWN.contains(&name)
+}
+
+/// The outbound request for attempt `attempt` made at `now_secs`.
+pub fn build_request(
+    dest: &DestinationConfig,
+    seq: Seq,
+    msg: &Message,
+    attempt: u32,
+    now_secs: u64,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut req = Request::new(Full::new(Bytes::copy_from_slice(&msg.body)));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = dest.url.clone();
+    let h = req.headers_mut();
+
+    for (name, value) in &msg.headers {
+        if !forwarded(dest, name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    for (name, value) in &dest.headers {
+        h.insert(name.clone(), value.clone());
+    }
+    if let Some(ct) = msg
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    let id = msg.id.as_str();
+    let ts = now_secs.to_string();
+    let relay_headers = [
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", ts.clone()),
+        ("x-hookrelay-source", msg.source.to_string()),
+        ("x-hookrelay-seq", seq.to_string()),
+        ("x-hookrelay-attempt", attempt.to_string()),
+    ];
+    for (name, value) in relay_headers {
+        let v = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+        h.insert(HeaderName::from_static(name), v);
+    }
+    if let Some(secret) = &dest.signing {
+        let sig = sign(secret.expose(), id, &ts, &msg.body)?;
+        let v = HeaderValue::from_str(&sig).map_err(|e| e.to_string())?;
+        h.insert(HeaderName::from_static("webhook-signature"), v);
+    }
+    Ok(req)
+}
+
+/// Standard Webhooks signature `v1,<base64>` over `id.timestamp.body` with a
+/// `whsec_` secret. Errors never contain the secret.
+pub fn sign(secret: &[u8], id: &str, ts: &str, body: &[u8]) -> Result<String, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let encoded = secret.strip_prefix(b"whsec_").unwrap_or(secret);
+    let key = b64
+        .decode(encoded)
+        .map_err(|_| "signing secret is not whsec_<base64>".to_string())?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key).map_err(|_| "bad signing key".to_string())?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Ok(format!("v1,{}", b64.encode(mac.finalize().into_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MessageId;
+    use std::path::Path;
+
+    /// Standard Webhooks spec test vector (SIGNATURES.md section 1.6).
+    #[test]
+    fn signature_matches_the_standard_webhooks_vector() {
+        let sig = sign(
+            b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            br#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    fn dest() -> DestinationConfig {
+        let text = r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "http://127.0.0.1:9/x"
+sources = ["s"]
+forward_headers = ["x-listed", "proxy-thing"]
+headers = { "X-Env" = "prod" }
+signing = { secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+"#;
+        let mut cfg = crate::config::Config::from_str(text, Path::new("relay.toml")).unwrap();
+        cfg.destinations.remove(0)
+    }
+
+    fn message() -> Message {
+        let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+        Message {
+            id: MessageId::generate(1),
+            source: "s".parse().unwrap(),
+            received_at_ms: 1,
+            content_type: Some("application/json".into()),
+            idempotency_key: None,
+            headers: vec![
+                h("x-github-event", "push"),
+                h("x-listed", "yes"),
+                h("x-unlisted", "no"),
+                h("proxy-thing", "no"),
+                h("webhook-signature", "v1,inbound"),
+                h("webhook-id", "inbound"),
+            ],
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn forwards_listed_headers_and_never_hop_by_hop_or_relay_ones() {
+        let d = dest();
+        let m = message();
+        let req = build_request(&d, Seq(7), &m, 2, 1_700_000_000).unwrap();
+        let h = req.headers();
+        assert_eq!(h["x-github-event"], "push");
+        assert_eq!(h["x-listed"], "yes");
+        assert_eq!(h["x-env"], "prod");
+        assert_eq!(h["content-type"], "application/json");
+        assert!(h.get("x-unlisted").is_none());
+        assert!(h.get("proxy-thing").is_none());
+        assert_eq!(h["webhook-id"], m.id.as_str());
+        assert_eq!(h.get_all("webhook-signature").iter().count(), 1);
+        assert_eq!(h["x-hookrelay-seq"], "7");
+        assert_eq!(h["x-hookrelay-attempt"], "2");
+        assert_eq!(h["webhook-timestamp"], "1700000000");
+    }
+
+    #[test]
+    fn every_attempt_is_signed_over_its_own_timestamp() {
+        let d = dest();
+        let m = message();
+        let sig = |ts: u64| {
+            let req = build_request(&d, Seq(1), &m, 1, ts).unwrap();
+            let got = req.headers()["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let want = sign(
+                d.signing.as_ref().unwrap().expose(),
+                m.id.as_str(),
+                &ts.to_string(),
+                &m.body,
+            )
+            .unwrap();
+            assert_eq!(got, want);
+            got
+        };
+        assert_ne!(sig(1_700_000_000), sig(1_700_000_001));
+    }
+}

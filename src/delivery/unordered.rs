@@ -1,0 +1,506 @@
+//! `ordering = "unordered"`: up to `max_in_flight` messages delivered at once,
+//! each retried on its own. [`Window`] is the cursor bookkeeping (pure);
+//! [`run`] is the scheduler that fills the window from the log, joins its
+//! tasks and persists the cursor.
+//!
+//! The persisted cursor is the lowest unfinished seq minus one, so every seq at
+//! or below it is finished. Finished seqs above it are known only in memory;
+//! at a graceful stop the window is saved beside the cursor and taken back at
+//! the next start, so a restart re-sends only unfinished messages. After a
+//! crash, or when an operator acts (pause, resume, replay), the window
+//! restarts from the cursor and finished messages above it are sent again
+//! (at-least-once, same `webhook-id`). At most `max_in_flight` messages are
+//! held in memory.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::lane::{Finished, Lane};
+use super::{DeliveryError, SCAN_BUDGET, STORE_ERROR_BACKOFF};
+use crate::model::Seq;
+use crate::store::{Message, Scan};
+
+/// Which seqs above the cursor are finished, in flight, or waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Every seq in (cursor, scanned] is finished or in `open`.
+    scanned: Seq,
+    /// Dispatched (or to be dispatched again) and not finished.
+    open: BTreeSet<Seq>,
+    /// The part of `open` that waits to be (re)started.
+    queued: BTreeSet<Seq>,
+}
+
+impl Window {
+    /// Nothing open above `cursor`.
+    pub fn new(cursor: Seq) -> Window {
+        Window {
+            scanned: cursor,
+            open: BTreeSet::new(),
+            queued: BTreeSet::new(),
+        }
+    }
+
+    /// A window saved by [`Window::snapshot`]: its open seqs wait to be sent again.
+    pub fn resume(cursor: Seq, scanned: Seq, open: &[Seq]) -> Window {
+        let scanned = scanned.max(cursor);
+        let open: BTreeSet<Seq> = open
+            .iter()
+            .copied()
+            .filter(|s| *s > cursor && *s <= scanned)
+            .collect();
+        Window {
+            scanned,
+            queued: open.clone(),
+            open,
+        }
+    }
+
+    /// Every seq at or below this is finished.
+    pub fn cursor(&self) -> Seq {
+        match self.open.first() {
+            Some(s) => Seq(s.0 - 1),
+            None => self.scanned,
+        }
+    }
+
+    /// The highest seq looked at; scanning goes on after it.
+    pub fn scanned(&self) -> Seq {
+        self.scanned
+    }
+
+    /// Open seqs, running or not; no new one starts while this is at the limit.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Takes the lowest seq waiting to be started again.
+    pub fn next_queued(&mut self) -> Option<Seq> {
+        self.queued.pop_first()
+    }
+
+    /// `seq`, found by scanning past `scanned`, starts; the seqs skipped on the
+    /// way were not routed here.
+    pub fn start(&mut self, seq: Seq) {
+        debug_assert!(seq > self.scanned);
+        self.open.insert(seq);
+        self.scanned = self.scanned.max(seq);
+    }
+
+    /// Nothing up to `upto` was routed here.
+    pub fn skipped(&mut self, upto: Seq) {
+        self.scanned = self.scanned.max(upto);
+    }
+
+    /// `seq` was delivered or dead-lettered.
+    pub fn finish(&mut self, seq: Seq) {
+        self.open.remove(&seq);
+        self.queued.remove(&seq);
+    }
+
+    /// (cursor, scanned, open) for [`Window::resume`].
+    pub fn snapshot(&self) -> (Seq, Seq, Vec<Seq>) {
+        (
+            self.cursor(),
+            self.scanned,
+            self.open.iter().copied().collect(),
+        )
+    }
+}
+
+type MessageTask = (Seq, Result<Finished, DeliveryError>);
+
+/// The scheduler's state between wake-ups.
+struct Scheduler {
+    lane: Arc<Lane>,
+    head: watch::Receiver<Seq>,
+    shutdown: CancellationToken,
+    max_in_flight: usize,
+    /// `None` until (re)loaded from the store, which happens only with no message task running.
+    window: Option<Window>,
+    /// The cursor as last written by us.
+    persisted: Seq,
+    /// Interrupts the retries of this window's tasks (a child of shutdown).
+    generation: CancellationToken,
+    /// Drain the tasks, then reload the window from the store's cursor.
+    reset: bool,
+    /// The window saved at the last graceful stop, for the first load; an
+    /// operator acting before that makes it stale.
+    saved: Option<(Seq, Seq, Vec<Seq>)>,
+    messages: JoinSet<MessageTask>,
+    redeliveries: JoinSet<()>,
+}
+
+/// Runs one unordered destination until shutdown, then joins every task.
+pub async fn run(
+    lane: Arc<Lane>,
+    head: watch::Receiver<Seq>,
+    shutdown: CancellationToken,
+    max_in_flight: usize,
+) {
+    let saved = match lane.store.take_unordered_window(&lane.dest.name) {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::error!(destination = %lane.dest.name, error = %e, "cannot read the saved delivery window");
+            None
+        }
+    };
+    let mut s = Scheduler {
+        generation: shutdown.child_token(),
+        lane,
+        head,
+        shutdown,
+        max_in_flight: max_in_flight.max(1),
+        window: None,
+        persisted: Seq(0),
+        reset: false,
+        saved,
+        messages: JoinSet::new(),
+        redeliveries: JoinSet::new(),
+    };
+    let name = s.lane.dest.name.clone();
+    tracing::debug!(destination = %name, max_in_flight = s.max_in_flight, "unordered worker started");
+    while !s.shutdown.is_cancelled() {
+        if let Err(e) = s.cycle().await {
+            tracing::error!(destination = %name, error = %e, "delivery step failed");
+            s.restart_window();
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                _ = s.shutdown.cancelled() => {}
+            }
+        }
+    }
+    s.stop().await;
+    tracing::debug!(destination = %name, "unordered worker stopped");
+}
+
+impl Scheduler {
+    /// One round: fill the window, then wait for something to happen
+    /// (operator requests arrive with a wake-up).
+    async fn cycle(&mut self) -> Result<(), DeliveryError> {
+        let state = self.lane.store.destination_state(&self.lane.dest.name)?;
+        let stopped = state.paused || state.blocked_on.is_some();
+        if stopped {
+            // Nothing new starts; retries in progress stop at their next wait.
+            self.generation.cancel();
+            self.reset = true;
+        }
+        if self.messages.is_empty() && (self.reset || self.window.is_none()) && !stopped {
+            self.load()?;
+        }
+        let more = if stopped { false } else { self.fill()? };
+        let room = !stopped
+            && !self.generation.is_cancelled()
+            && self
+                .window
+                .as_ref()
+                .is_some_and(|w| w.len() < self.max_in_flight);
+
+        let control = self.lane.control.clone();
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => {}
+            _ = control.changed.notified() => {
+                if !self.spawn_redeliveries() {
+                    // Pause, resume or replay: drain, then restart from the stored cursor.
+                    self.restart_window();
+                }
+            }
+            Some(done) = self.messages.join_next(), if !self.messages.is_empty() => {
+                self.finished(done)?;
+            }
+            Some(r) = self.redeliveries.join_next(), if !self.redeliveries.is_empty() => {
+                if let Err(e) = r {
+                    tracing::error!(destination = %self.lane.dest.name, error = %e, "redelivery task failed");
+                }
+            }
+            Ok(()) = self.head.changed(), if room && !more => {}
+            _ = tokio::task::yield_now(), if more => {}
+        }
+        Ok(())
+    }
+
+    /// Starts the operator's queued redeliveries; true if there were any.
+    fn spawn_redeliveries(&mut self) -> bool {
+        let mut any = false;
+        while let Some(seq) = self.lane.control.next_redelivery() {
+            any = true;
+            let lane = self.lane.clone();
+            let interrupt = self.shutdown.child_token();
+            self.redeliveries.spawn(async move {
+                if let Err(e) = lane.redeliver(seq, &interrupt).await {
+                    tracing::error!(destination = %lane.dest.name, %seq, error = %e, "redelivery failed");
+                }
+            });
+        }
+        any
+    }
+
+    /// Interrupts this window's retries; once they are drained the window
+    /// starts again from the stored cursor.
+    fn restart_window(&mut self) {
+        self.generation.cancel();
+        self.reset = true;
+        self.saved = None;
+    }
+
+    /// (Re)builds the window from the stored cursor; at the first load, from
+    /// the window saved at the last graceful stop if it matches that cursor.
+    fn load(&mut self) -> Result<(), DeliveryError> {
+        let cursor = self.lane.store.cursor(&self.lane.dest.name)?;
+        let window = match self.saved.take() {
+            Some((at, scanned, open)) if at == cursor => Window::resume(cursor, scanned, &open),
+            _ => Window::new(cursor),
+        };
+        self.window = Some(window);
+        self.persisted = cursor;
+        self.generation = self.shutdown.child_token();
+        self.reset = false;
+        Ok(())
+    }
+
+    /// Starts messages until the window is full or the log is exhausted; true
+    /// if the scan budget ran out with more of the log to look at.
+    fn fill(&mut self) -> Result<bool, DeliveryError> {
+        if self.reset || self.generation.is_cancelled() {
+            return Ok(false);
+        }
+        let Some(window) = self.window.as_mut() else {
+            return Ok(false);
+        };
+        let lane = &self.lane;
+        // Seqs saved open at the last stop go first (running = open - queued).
+        while window.len() - window.queued.len() < self.max_in_flight {
+            let Some(seq) = window.next_queued() else {
+                break;
+            };
+            match lane.store.message(seq)? {
+                Some(msg) => spawn_message(&mut self.messages, lane, &self.generation, seq, msg),
+                // Gone from the log (retention): nothing left to deliver.
+                None => window.finish(seq),
+            }
+        }
+        let head = *self.head.borrow_and_update();
+        let sources = &lane.dest.sources;
+        let mut more = false;
+        while window.len() < self.max_in_flight {
+            let scan = lane
+                .store
+                .next_message(window.scanned(), head, SCAN_BUDGET, |s| sources.contains(s))?;
+            match scan {
+                Scan::Found(seq, msg) => {
+                    window.start(seq);
+                    spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
+                }
+                Scan::Nothing(upto) => {
+                    window.skipped(upto);
+                    more = upto < head;
+                    break;
+                }
+            }
+        }
+        self.persist()?;
+        Ok(more)
+    }
+
+    fn finished(
+        &mut self,
+        done: Result<MessageTask, tokio::task::JoinError>,
+    ) -> Result<(), DeliveryError> {
+        let name = &self.lane.dest.name;
+        match done {
+            Ok((seq, Ok(Finished::Done))) => {
+                if let Some(w) = self.window.as_mut() {
+                    w.finish(seq);
+                }
+                self.persist()?;
+            }
+            // The lane persisted the block; the others stop at their next wait.
+            Ok((_, Ok(Finished::Blocked))) => self.restart_window(),
+            Ok((_, Ok(Finished::Interrupted))) => {}
+            Ok((seq, Err(e))) => {
+                tracing::error!(destination = %name, %seq, error = %e, "delivery failed in storage");
+                self.restart_window();
+            }
+            Err(e) => {
+                tracing::error!(destination = %name, error = %e, "delivery task failed");
+                self.restart_window();
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the stored cursor up to the window's, unless someone else (an
+    /// operator's replay) moved it since we last wrote it.
+    fn persist(&mut self) -> Result<(), DeliveryError> {
+        let Some(cursor) = self.window.as_ref().map(Window::cursor) else {
+            return Ok(());
+        };
+        if cursor <= self.persisted || self.reset {
+            return Ok(());
+        }
+        let name = &self.lane.dest.name;
+        if self
+            .lane
+            .store
+            .advance_cursor(name, self.persisted, cursor)?
+        {
+            self.persisted = cursor;
+        } else {
+            tracing::info!(destination = %name, "cursor moved by an operator; restarting the window");
+            self.restart_window();
+        }
+        Ok(())
+    }
+
+    /// Joins every task (in-flight attempts get the shutdown grace), then
+    /// writes the final cursor and saves the window for the next start.
+    async fn stop(&mut self) {
+        let name = self.lane.dest.name.clone();
+        self.generation.cancel();
+        while let Some(done) = self.messages.join_next().await {
+            if let Err(e) = self.finished(done) {
+                tracing::error!(destination = %name, error = %e, "delivery step failed at shutdown");
+            }
+        }
+        while self.redeliveries.join_next().await.is_some() {}
+        let store = &self.lane.store;
+        if let Some((cursor, scanned, open)) = self.saved.take() {
+            // Never loaded (stopped all along): keep it for the next start.
+            if let Err(e) = store.save_unordered_window(&name, cursor, scanned, &open) {
+                tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
+            }
+            return;
+        }
+        if self.reset {
+            return;
+        }
+        let Some(window) = &self.window else { return };
+        let (cursor, scanned, open) = window.snapshot();
+        if cursor != self.persisted {
+            return;
+        }
+        if let Err(e) = store.save_unordered_window(&name, cursor, scanned, &open) {
+            tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
+        }
+    }
+}
+
+fn spawn_message(
+    tasks: &mut JoinSet<MessageTask>,
+    lane: &Arc<Lane>,
+    generation: &CancellationToken,
+    seq: Seq,
+    msg: Message,
+) {
+    let lane = lane.clone();
+    let interrupt = generation.clone();
+    tasks.spawn(async move {
+        let r = lane.deliver(seq, &msg, &interrupt).await;
+        (seq, r)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_is_lowest_unfinished_minus_one() {
+        let mut w = Window::new(Seq(10));
+        assert_eq!(w.cursor(), Seq(10));
+        w.start(Seq(11));
+        w.start(Seq(13));
+        w.start(Seq(14));
+        assert_eq!((w.cursor(), w.len()), (Seq(10), 3));
+        w.finish(Seq(13));
+        assert_eq!(w.cursor(), Seq(10), "13 done but 11 is not");
+        w.finish(Seq(11));
+        assert_eq!(w.cursor(), Seq(13), "12 was not routed here, 13 is done");
+        w.finish(Seq(14));
+        assert_eq!(w.cursor(), Seq(14));
+        w.skipped(Seq(20));
+        assert_eq!((w.cursor(), w.scanned()), (Seq(20), Seq(20)));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn finishing_out_of_order_never_moves_the_cursor_past_an_open_seq() {
+        let mut w = Window::new(Seq(0));
+        for s in 1..=8 {
+            w.start(Seq(s));
+        }
+        for s in (2..=8).rev() {
+            w.finish(Seq(s));
+            assert_eq!(w.cursor(), Seq(0));
+        }
+        w.finish(Seq(1));
+        assert_eq!(w.cursor(), Seq(8));
+    }
+
+    #[test]
+    fn snapshot_resumes_with_open_seqs_queued() {
+        let mut w = Window::new(Seq(4));
+        for s in [5, 7, 9] {
+            w.start(Seq(s));
+        }
+        w.finish(Seq(7));
+        let (cursor, scanned, open) = w.snapshot();
+        assert_eq!(
+            (cursor, scanned, open.clone()),
+            (Seq(4), Seq(9), vec![Seq(5), Seq(9)])
+        );
+        let mut r = Window::resume(cursor, scanned, &open);
+        assert_eq!(r.cursor(), Seq(4));
+        assert_eq!(r.next_queued(), Some(Seq(5)));
+        assert_eq!(r.next_queued(), Some(Seq(9)));
+        assert_eq!(r.next_queued(), None);
+        assert_eq!(r.len(), 2, "still open while running");
+        r.finish(Seq(5));
+        r.finish(Seq(9));
+        assert_eq!(r.cursor(), Seq(9), "7 is not sent again");
+    }
+
+    #[test]
+    fn the_saved_window_round_trips_once_and_the_cursor_moves_only_from_where_we_left_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let d: crate::model::DestinationName = "d".parse().unwrap();
+        assert_eq!(store.take_unordered_window(&d).unwrap(), None);
+        store
+            .save_unordered_window(&d, Seq(4), Seq(9), &[Seq(5), Seq(9)])
+            .unwrap();
+        assert_eq!(
+            store.take_unordered_window(&d).unwrap(),
+            Some((Seq(4), Seq(9), vec![Seq(5), Seq(9)]))
+        );
+        assert_eq!(store.take_unordered_window(&d).unwrap(), None, "taken once");
+
+        assert!(store.advance_cursor(&d, Seq(0), Seq(3)).unwrap());
+        assert!(
+            !store.advance_cursor(&d, Seq(0), Seq(5)).unwrap(),
+            "moved since"
+        );
+        store.set_cursor(&d, Seq(1)).unwrap(); // an operator's replay
+        assert!(!store.advance_cursor(&d, Seq(3), Seq(8)).unwrap());
+        assert_eq!(store.cursor(&d).unwrap(), Seq(1));
+        assert!(store.advance_cursor(&d, Seq(1), Seq(2)).unwrap());
+        assert_eq!(store.cursor(&d).unwrap(), Seq(2));
+    }
+
+    #[test]
+    fn resume_ignores_seqs_outside_the_window() {
+        let w = Window::resume(Seq(10), Seq(12), &[Seq(3), Seq(11), Seq(40)]);
+        assert_eq!(w.snapshot(), (Seq(10), Seq(12), vec![Seq(11)]));
+        let w = Window::resume(Seq(10), Seq(2), &[]);
+        assert_eq!(w.cursor(), Seq(10));
+    }
+}

@@ -1,0 +1,363 @@
+//! Operating the relay: retention, the disk budget, and systemd notifications
+//! from the real binary.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use hookrelay::model::{DestinationName, Seq};
+use hookrelay::store::Store;
+
+use crate::harness::*;
+
+/// A receiver answering 503 until `open` is set, then 200.
+async fn gated(open: &Arc<AtomicBool>) -> Receiver {
+    let open = open.clone();
+    Receiver::scripted(Arc::new(move |_| {
+        let status = if open.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await
+}
+
+/// Retries fast and never gives up within a test.
+const PATIENT: &str = r#"retry = { initial = "20ms", max_interval = "100ms", max_attempts = 1000000, max_age = "1h" }"#;
+
+/// Waits until the admin API answers `status` for message `seq`.
+async fn wait_message_status(relay: &TestRelay, seq: u64, status: StatusCode) {
+    let url = format!("http://{}/api/v1/messages/{seq}", relay.admin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if get(&url).await.status == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for message {seq} to answer {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_finished_messages_keeps_unfinished_ones_and_seqs_survive_an_empty_log() {
+    let up = Receiver::ok().await;
+    let open = Arc::new(AtomicBool::new(false));
+    let down = gated(&open).await;
+    let body = format!(
+        r#"
+[[source]]
+name = "a"
+path = "/a"
+
+[[source]]
+name = "b"
+path = "/b"
+
+[[destination]]
+name = "up"
+url = "{}"
+sources = ["a"]
+
+[[destination]]
+name = "down"
+url = "{}"
+sources = ["b"]
+{PATIENT}
+"#,
+        up.url("/"),
+        down.url("/")
+    );
+    let mut relay = TestRelay::spawn_with_storage(&body, "retention = \"1s\"").await;
+    let c = client();
+    let post_to = |path: &'static str, text: &'static str| {
+        let (c, url) = (c.clone(), relay.url(path));
+        async move {
+            let a = post(&c, &url, &[], text).await.unwrap();
+            assert_eq!(a.status, StatusCode::OK);
+            a.json["seq"].as_u64().unwrap()
+        }
+    };
+
+    // 1: delivered to `up`, not routed to `down`: deleted once a second old.
+    assert_eq!(post_to("/a", "a1").await, 1);
+    up.wait_delivered(1, Duration::from_secs(10)).await;
+    wait_message_status(&relay, 1, StatusCode::NOT_FOUND).await;
+
+    // 2: `down` refuses it; 3: delivered to `up` but behind 2 in the log.
+    assert_eq!(post_to("/b", "b1").await, 2);
+    let stored = Instant::now();
+    assert_eq!(post_to("/a", "a2").await, 3);
+    up.wait_delivered(2, Duration::from_secs(10)).await;
+    wait_until("failed attempts at down", Duration::from_secs(10), || {
+        down.count() >= 2
+    })
+    .await;
+    // Proving that nothing happens needs a window: both messages are past the
+    // 1 s retention for three more passes (one every 500 ms).
+    tokio::time::sleep_until((stored + Duration::from_millis(2500)).into()).await;
+    wait_message_status(&relay, 2, StatusCode::OK).await;
+    wait_message_status(&relay, 3, StatusCode::OK).await;
+
+    // Once `down` takes it, both go, and the log is empty.
+    open.store(true, Ordering::SeqCst);
+    down.wait_delivered(1, Duration::from_secs(10)).await;
+    wait_message_status(&relay, 2, StatusCode::NOT_FOUND).await;
+    wait_message_status(&relay, 3, StatusCode::NOT_FOUND).await;
+    relay.stop().await.expect("clean stop");
+
+    let data = relay.dir.join("data");
+    {
+        let store = Store::open(&data).unwrap();
+        for seq in 1..=3 {
+            assert!(store.message(Seq(seq)).unwrap().is_none(), "seq {seq}");
+        }
+        let down_name: DestinationName = "down".parse().unwrap();
+        assert!(
+            store.attempts(&down_name, Seq(2)).unwrap().is_empty(),
+            "attempts of a deleted message are deleted too"
+        );
+        assert_eq!(store.last_seq().unwrap(), Seq(3), "the floor keeps the seq");
+    }
+
+    // After a restart on the emptied log, seqs go on from 4.
+    let relay = relay.restart().await;
+    let a = post(&client(), &relay.url("/a"), &[], "a3").await.unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json["seq"], 4);
+    let got = up.wait_delivered(3, Duration::from_secs(10)).await;
+    assert_eq!(got[2].seq(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_disk_bytes_inbound_gets_503_until_retention_frees_space() {
+    let open = Arc::new(AtomicBool::new(false));
+    let rx = gated(&open).await;
+    let body = format!(
+        "[[source]]\nname = \"s\"\npath = \"/s\"\n\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n{PATIENT}\n",
+        rx.url("/")
+    );
+    // A fresh database is a few hundred bytes; 64 KiB fill up in a few dozen webhooks.
+    let relay =
+        TestRelay::spawn_with_storage(&body, "retention = \"1s\"\nmax_disk_bytes = \"64KiB\"")
+            .await;
+    let c = client();
+    let url = relay.url("/s");
+    let payload = |i: usize| format!("{i:06}:{}", "x".repeat(4000));
+
+    // The destination is down, so nothing can be deleted: fill until refused.
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        assert!(Instant::now() < deadline, "never refused");
+        let body = payload(accepted.len());
+        let a = post(&c, &url, &[], body.clone()).await.unwrap();
+        match a.status {
+            StatusCode::OK => accepted.push(body),
+            StatusCode::SERVICE_UNAVAILABLE => break a,
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert_eq!(refused.json["error"], "storage over max_disk_bytes");
+    let retry_after: u64 = refused
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry_after > 0);
+    let mut refused_bodies = vec![payload(accepted.len())];
+    // Still refused: retention has nothing it may delete.
+    let again = post(&c, &url, &[], "refused-2").await.unwrap();
+    assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+    refused_bodies.push("refused-2".into());
+
+    // The destination comes back; everything stored is delivered, retention
+    // deletes it, and inbound is accepted again without a restart.
+    open.store(true, Ordering::SeqCst);
+    rx.wait_delivered(accepted.len(), Duration::from_secs(30))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        let body = format!("after-{}", refused_bodies.len());
+        let a = post(&c, &url, &[], body.clone()).await.unwrap();
+        if a.status == StatusCode::OK {
+            break body;
+        }
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        refused_bodies.push(body);
+        assert!(Instant::now() < deadline, "never accepted again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    accepted.push(resumed);
+
+    let got = rx
+        .wait_delivered(accepted.len(), Duration::from_secs(30))
+        .await;
+    let delivered: HashSet<_> = got.iter().map(|r| r.body.clone()).collect();
+    for b in &accepted {
+        assert!(delivered.contains(b.as_bytes()), "accepted webhook lost");
+    }
+    for b in &refused_bodies {
+        assert!(!delivered.contains(b.as_bytes()), "refused webhook stored");
+    }
+}
+
+/// The real binary under a fake systemd: a datagram socket as `NOTIFY_SOCKET`.
+struct Notified {
+    child: Child,
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Notified {
+    /// Waits until `n` datagrams carried `line`; every datagram is kept in `seen`.
+    fn wait_count(&mut self, line: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.count(line) >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not {n} times {line} within {timeout:?}; got {:?}",
+                self.seen
+            );
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
+    fn wait_for(&mut self, line: &str, timeout: Duration) {
+        self.wait_count(line, 1, timeout);
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.seen
+            .iter()
+            .filter(|m| m.lines().any(|l| l == line))
+            .count()
+    }
+}
+
+impl Drop for Notified {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_notified(dir: &Path, env: &[(&str, &str)]) -> (Notified, mpsc::Receiver<String>) {
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [storage]\ndata_dir = \"data\"\n\n[[source]]\nname = \"s\"\npath = \"/s\"\n",
+    )
+    .unwrap();
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start hookrelay");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("ingest=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let n = Notified {
+        child,
+        socket,
+        seen: Vec::new(),
+    };
+    (n, rx)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "relay did not exit in time");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_watchdog_pings_and_stopping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut relay, addr) = start_notified(tmp.path(), &[("WATCHDOG_USEC", "200000")]);
+    relay.wait_for("READY=1", Duration::from_secs(20));
+
+    // READY=1 means the listeners are bound and the store is open.
+    let addr = addr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("relay logs its address");
+    let a = post(&client(), &format!("http://{addr}/s"), &[], "hello")
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+
+    // WATCHDOG_USEC = 200 ms: a ping every 100 ms.
+    relay.wait_count("WATCHDOG=1", 3, Duration::from_secs(10));
+
+    sigterm(&relay.child);
+    relay.wait_for("STOPPING=1", Duration::from_secs(10));
+    assert_eq!(wait_exit(&mut relay.child, Duration::from_secs(30)), 0);
+    let ready_at = relay.seen.iter().position(|m| m.contains("READY=1"));
+    let stopping_at = relay.seen.iter().position(|m| m.contains("STOPPING=1"));
+    assert!(ready_at < stopping_at);
+}
+
+#[test]
+fn without_watchdog_usec_there_are_no_pings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut relay, _addr) = start_notified(tmp.path(), &[]);
+    relay.wait_for("READY=1", Duration::from_secs(20));
+    sigterm(&relay.child);
+    relay.wait_for("STOPPING=1", Duration::from_secs(10));
+    assert_eq!(wait_exit(&mut relay.child, Duration::from_secs(30)), 0);
+    assert_eq!(relay.count("WATCHDOG=1"), 0, "{:?}", relay.seen);
+}
