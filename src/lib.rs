@@ -24,6 +24,7 @@ pub mod model;
 mod notify;
 mod respond;
 pub mod store;
+pub mod telemetry;
 mod time;
 pub mod verify;
 

@@ -12,6 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,9 @@ use crate::ingest::RejectReason;
 /// Renders the metrics page.
 #[derive(Debug, Default)]
 pub struct Metrics;
+
+/// Histograms by one label value.
+type Series = Vec<(String, Histogram)>;
 
 /// One scrape's values.
 #[derive(Debug, Default)]
@@ -33,6 +37,12 @@ struct Snapshot {
     destinations: Vec<(String, u64, u64, u64)>,
     log_entries: u64,
     storage_bytes: u64,
+    /// (destination, attempt durations)
+    delivery_duration: Series,
+    /// (source, time to the durable answer)
+    ingest_duration: Series,
+    flush_batch_size: Option<Histogram>,
+    sync_duration: Option<Histogram>,
 }
 
 impl Metrics {
@@ -73,10 +83,13 @@ fn snapshot(admin: &Admin) -> Snapshot {
             s.received
                 .push((name.clone(), reason.as_str(), st.rejected_for(reason)));
         }
+        s.ingest_duration.push((name, st.ingest_duration.0.clone()));
     }
     let head = *admin.head.borrow();
     for (d, c) in &admin.destinations {
         let name = d.name.to_string();
+        s.delivery_duration
+            .push((name.clone(), c.duration.0.clone()));
         let (delivered, failed, dead) = c.counters();
         s.deliveries.push((name.clone(), "delivered", delivered));
         s.deliveries.push((name.clone(), "failed", failed));
@@ -92,6 +105,9 @@ fn snapshot(admin: &Admin) -> Snapshot {
     let first = admin.store.first_seq().ok().flatten();
     s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
     s.storage_bytes = admin.store.size_on_disk().unwrap_or(0);
+    let commit = admin.store.commit_stats();
+    s.flush_batch_size = Some(commit.batch_size.0.clone());
+    s.sync_duration = Some(commit.sync_duration.0.clone());
     s
 }
 
@@ -156,6 +172,45 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.storage_bytes as i64).encode(m)?;
+
+        let labelled: [(&str, &str, &str, &Series); 2] = [
+            (
+                "hookrelay_delivery_duration_seconds",
+                "Duration of each delivery attempt.",
+                "destination",
+                &self.delivery_duration,
+            ),
+            (
+                "hookrelay_ingest_duration_seconds",
+                "Time from an inbound request's start to its durable 200, for stored messages.",
+                "source",
+                &self.ingest_duration,
+            ),
+        ];
+        for (name, help, label, series) in labelled {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (value, h) in series {
+                let labels = [(label, value.as_str())];
+                h.encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let unlabelled = [
+            (
+                "hookrelay_flush_batch_size",
+                "Messages per group-commit batch.",
+                &self.flush_batch_size,
+            ),
+            (
+                "hookrelay_sync_duration_seconds",
+                "Duration of one durable sync (sled flush + fdatasync).",
+                &self.sync_duration,
+            ),
+        ];
+        for (name, help, h) in unlabelled {
+            if let Some(h) = h {
+                h.encode(enc.encode_descriptor(name, help, None, MetricType::Histogram)?)?;
+            }
+        }
         Ok(())
     }
 }

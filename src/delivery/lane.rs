@@ -180,6 +180,7 @@ impl Lane {
             tracing::warn!(destination = %self.dest.name, %seq, "attempt abandoned at shutdown");
             return Ok(None);
         };
+        self.control.duration.observe(latency);
         let (status, error, retry_after) = match result {
             AttemptResult::Delivered { status } => (Some(status), None, None),
             AttemptResult::Failed {

@@ -40,6 +40,8 @@ pub struct Control {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Duration of every attempt (`hookrelay_delivery_duration_seconds`).
+    pub duration: crate::telemetry::Seconds,
     /// Dead letters an operator asked to deliver once more, out of order.
     redeliveries: Mutex<std::collections::VecDeque<crate::model::Seq>>,
 }

@@ -193,9 +193,11 @@ async fn accept(
         .get(req.uri().path())
         .ok_or(IngestError::NotFound)?;
     let stats = &route.stats;
+    let started = std::time::Instant::now();
     let result = receive(ingest, route, req).await;
     match &result {
         Ok(Outcome::Appended(AppendOutcome::Stored { .. })) => {
+            stats.ingest_duration.observe(started.elapsed());
             stats.received.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Outcome::Appended(AppendOutcome::Duplicate { .. })) => {

@@ -77,6 +77,8 @@ pub struct SourceStats {
     /// Handshakes the relay answered itself (not stored).
     pub handshakes: AtomicU64,
     rejected_by: [AtomicU64; RejectReason::ALL.len()],
+    /// Time from request start to the durable answer, for stored messages.
+    pub ingest_duration: crate::telemetry::Seconds,
 }
 
 impl SourceStats {

@@ -160,9 +160,15 @@ async fn sync_loop(
         let synced = match durability {
             Durability::Fsync => {
                 let s = store.clone();
-                tokio::task::spawn_blocking(move || s.sync())
+                let started = std::time::Instant::now();
+                let r = tokio::task::spawn_blocking(move || s.sync())
                     .await
-                    .unwrap_or(Err(StoreError::Closed))
+                    .unwrap_or(Err(StoreError::Closed));
+                store
+                    .commit_stats()
+                    .sync_duration
+                    .observe(started.elapsed());
+                r
             }
             Durability::Buffered => Ok(()),
         };
@@ -233,6 +239,7 @@ async fn apply(
             return next;
         }
     }
+    store.commit_stats().batch_size.observe(records.len());
     let last = records.last().map(|(seq, _)| *seq);
     if let Err(mpsc::error::SendError(lost)) = applied.send(Applied { last, replies }).await {
         for (reply, _) in lost.replies {

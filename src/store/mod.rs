@@ -92,6 +92,16 @@ pub struct Store {
     meta: sled::Tree,
     db_file: Arc<File>,
     dir: PathBuf,
+    commit: Arc<CommitStats>,
+}
+
+/// What group commit looks like, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Messages per applied batch.
+    pub batch_size: crate::telemetry::Count,
+    /// Time of one sync (sled flush + fdatasync).
+    pub sync_duration: crate::telemetry::Seconds,
 }
 
 /// Result of looking for a destination's next message.
@@ -133,6 +143,7 @@ impl Store {
             db,
             db_file: Arc::new(db_file),
             dir: dir.to_path_buf(),
+            commit: Arc::default(),
         };
         store.check_format()?;
         Ok(store)
@@ -367,6 +378,11 @@ impl Store {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Group-commit statistics.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.commit
     }
 
     /// The data directory.

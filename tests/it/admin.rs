@@ -371,6 +371,10 @@ async fn metrics_expose_the_documented_names() {
         r#"hookrelay_deliveries_total{destination="d",outcome="delivered"}"#,
         r#"hookrelay_destination_lag{destination="d"}"#,
         "hookrelay_log_entries 2",
+        r#"hookrelay_delivery_duration_seconds_count{destination="d"} 2"#,
+        r#"hookrelay_ingest_duration_seconds_count{source="s"} 2"#,
+        "hookrelay_flush_batch_size_count",
+        "hookrelay_sync_duration_seconds_count",
         "hookrelay_storage_bytes",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");

@@ -277,3 +277,134 @@ fn check_on_a_missing_file_exits_2_naming_the_path() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hookrelay.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_refusal_and_failed_attempt_without_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let failing = Receiver::scripted(std::sync::Arc::new(|_| {
+        (StatusCode::SERVICE_UNAVAILABLE, vec![], Duration::ZERO)
+    }))
+    .await;
+    let secret = "super-secret-github-key";
+    let config = tmp.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[source]]
+name = "gh"
+path = "/gh"
+verify = {{ scheme = "github", secret = "{secret}" }}
+[[source]]
+name = "open"
+path = "/open"
+[[destination]]
+name = "down"
+url = "{}"
+sources = ["open"]
+retry = {{ initial = "10ms", max_interval = "10ms", max_attempts = 3 }}
+"#,
+            failing.url("/")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(line);
+        }
+    });
+    let ingest = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v["fields"]["ingest"].as_str().map(str::to_owned)
+            });
+            if let Some(a) = found {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "no listening line");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let c = client();
+    let a = post(
+        &c,
+        &format!("http://{ingest}/gh"),
+        &[("x-hub-signature-256", "sha256=00")],
+        "{}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    post(
+        &c,
+        &format!("http://{ingest}/open"),
+        &[],
+        "payload-not-logged",
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "three failed attempts logged",
+        Duration::from_secs(20),
+        || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("delivery attempt failed"))
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let lines = lines.lock().unwrap().clone();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let refused = parsed
+        .iter()
+        .find(|v| v["fields"]["message"] == "inbound request refused")
+        .expect("a line for the rejected request");
+    assert_eq!(refused["fields"]["source"], "gh");
+    assert_eq!(refused["fields"]["status"], 401);
+    assert!(refused["fields"]["reason"].is_string());
+    let failed = parsed
+        .iter()
+        .find(|v| v["fields"]["message"] == "delivery attempt failed")
+        .expect("a line per failed attempt");
+    assert_eq!(failed["fields"]["destination"], "down");
+    assert_eq!(failed["fields"]["seq"], "1");
+    assert!(failed["fields"]["status"]
+        .as_str()
+        .unwrap_or("")
+        .contains("503"));
+    assert!(failed["fields"]["reason"].as_str().unwrap().contains("503"));
+    let all = lines.join("\n");
+    assert!(!all.contains(secret), "the secret reached the logs");
+    assert!(
+        !all.contains("payload-not-logged"),
+        "a body reached the logs at info"
+    );
+}
