@@ -118,6 +118,15 @@ pub struct DedupEntry {
     pub expires_at_ms: u64,
 }
 
+/// An unordered destination's delivery window, saved at a clean stop: every seq
+/// in (`cursor`, `scanned`] not in `open` is finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnorderedWindow {
+    pub cursor: Seq,
+    pub scanned: Seq,
+    pub open: Vec<Seq>,
+}
+
 /// Error strings stored in attempts and dead letters are cut to this many bytes.
 pub const MAX_ERROR_LEN: usize = 512;
 
@@ -138,6 +147,7 @@ record_codec!(Attempt, encode_attempt, decode_attempt);
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
 record_codec!(DestinationState, encode_state, decode_state);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
+record_codec!(UnorderedWindow, encode_window, decode_window);
 
 /// `log` key: seq (8 bytes BE) ‖ chunk index (4 bytes BE).
 pub fn log_key(seq: Seq, chunk: u32) -> [u8; 12] {

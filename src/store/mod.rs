@@ -12,6 +12,7 @@
 //! | `attempts` | dest ‖ 0x00 ‖ seq BE ‖ attempt u32 BE | `Attempt`                      |
 //! | `dead`     | dest ‖ 0x00 ‖ seq BE                  | `DeadLetter`                   |
 //! | `dedup`    | source ‖ 0x00 ‖ idempotency key       | `DedupEntry`                   |
+//! | `unordered`| destination name                      | `UnorderedWindow` (clean stop) |
 //! | `meta`     | `format` / `seq_floor`                | u32 BE / u64 BE                |
 //!
 //! Every value is versioned (see [`codec`]). A message is encoded once and split
@@ -416,7 +417,7 @@ impl Store {
 
     /// Saves an unordered destination's window at a graceful stop: every seq
     /// in (`cursor`, `scanned`] not in `open` is finished. Tree `unordered`,
-    /// key destination name, value `cursor ‖ scanned ‖ open...` (u64 BE each).
+    /// key destination name, value a versioned [`codec::UnorderedWindow`].
     pub fn save_unordered_window(
         &self,
         dest: &DestinationName,
@@ -424,11 +425,14 @@ impl Store {
         scanned: Seq,
         open: &[Seq],
     ) -> Result<(), StoreError> {
-        let mut v = Vec::with_capacity(16 + 8 * open.len());
-        for s in [cursor, scanned].iter().chain(open) {
-            v.extend_from_slice(&s.to_be_bytes());
-        }
-        self.db.open_tree("unordered")?.insert(dest.as_str(), v)?;
+        let w = codec::UnorderedWindow {
+            cursor,
+            scanned,
+            open: open.to_vec(),
+        };
+        self.db
+            .open_tree("unordered")?
+            .insert(dest.as_str(), codec::encode_window(&w)?)?;
         Ok(())
     }
 
@@ -442,15 +446,8 @@ impl Store {
         let Some(v) = self.db.open_tree("unordered")?.remove(dest.as_str())? else {
             return Ok(None);
         };
-        let mut seqs = Vec::with_capacity(v.len() / 8);
-        for c in v.chunks(8) {
-            seqs.push(codec::decode_seq(c)?);
-        }
-        if seqs.len() < 2 {
-            return Err(CodecError::Corrupt("unordered window".into()).into());
-        }
-        let open = seqs.split_off(2);
-        Ok(Some((seqs[0], seqs[1], open)))
+        let w = codec::decode_window(&v)?;
+        Ok(Some((w.cursor, w.scanned, w.open)))
     }
 }
 
