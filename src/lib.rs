@@ -173,6 +173,9 @@ pub async fn run(
 
     tracker.close();
     tracker.wait().await;
+    if store.is_poisoned() {
+        return Err(Error::Store(StoreError::Poisoned));
+    }
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.sync())
         .await

@@ -278,14 +278,14 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
 fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = entry;
-    let mut st = admin.store.destination_state(&d.name)?;
-    st.paused = paused;
-    if !paused {
-        // Resuming is also how an operator releases a blocked destination: the
-        // blocking message gets a fresh run of attempts.
-        st.blocked_on = None;
-    }
-    admin.store.set_destination_state(&d.name, &st)?;
+    admin.store.update_destination_state(&d.name, |st| {
+        st.paused = paused;
+        if !paused {
+            // Resuming is also how an operator releases a blocked destination:
+            // the blocking message gets a fresh run of attempts.
+            st.blocked_on = None;
+        }
+    })?;
     c.wake();
     tracing::info!(destination = %d.name, paused, "destination state changed by operator");
     describe(admin, entry)
@@ -323,11 +323,18 @@ fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
             ))
         }
     };
+    let head = *admin.head.borrow();
+    if from.0 > head.0.saturating_add(1) {
+        return Err(ApiError::BadRequest(format!(
+            "from_seq {} is beyond the log head {} (at most head + 1)",
+            from.0, head.0
+        )));
+    }
     let cursor = Seq(from.0 - 1);
     admin.store.set_cursor(&d.name, cursor)?;
-    let mut st = admin.store.destination_state(&d.name)?;
-    st.blocked_on = None;
-    admin.store.set_destination_state(&d.name, &st)?;
+    admin
+        .store
+        .update_destination_state(&d.name, |st| st.blocked_on = None)?;
     c.wake();
     tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
     Ok((

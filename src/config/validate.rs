@@ -413,6 +413,15 @@ pub(super) fn url(cx: &mut Ctx<'_>, v: &Spanned<String>, key: &str) -> Option<ht
     }
     // http::Uri accepts any digits as a port; a delivery needs a u16.
     let authority = uri.authority().map_or("", |a| a.as_str());
+    if authority.contains('@') {
+        // The client would never send them, and they would sit in the config's Debug output.
+        cx.at(
+            v,
+            key,
+            "URL credentials (user:pass@) are not supported; use headers = { \"Authorization\" = \"...\" }",
+        );
+        return None;
+    }
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
     let after_host = host_port.rsplit(']').next().unwrap_or(host_port);
     if let Some((_, port)) = after_host.rsplit_once(':') {
@@ -460,11 +469,22 @@ fn dest_sources(
     ok.then_some(out)
 }
 
+/// Upper bound of `max_in_flight`: bounds memory and the saved window record.
+const MAX_IN_FLIGHT: usize = 1024;
+
 fn max_in_flight(cx: &mut Ctx<'_>, r: &RawDestination, ordering: Ordering, key: &str) -> usize {
     let Some(v) = &r.max_in_flight else { return 1 };
     let n = *v.get_ref();
     if n < 1 {
         cx.at(v, key, "must be at least 1");
+        return 1;
+    }
+    if n > MAX_IN_FLIGHT as i64 {
+        cx.at(
+            v,
+            key,
+            format!("must be at most {MAX_IN_FLIGHT} (each in-flight message is held in memory)"),
+        );
         return 1;
     }
     if ordering == Ordering::Strict && n != 1 {

@@ -235,11 +235,9 @@ impl Lane {
             }
             OnExhausted::Block => {
                 tracing::warn!(destination = %name, %seq, attempts, why, "destination blocked until an operator acts");
-                let mut state = self.store.destination_state(name)?;
-                if state.blocked_on.is_none() {
-                    state.blocked_on = Some(seq);
-                    self.store.set_destination_state(name, &state)?;
-                }
+                self.store.update_destination_state(name, |st| {
+                    st.blocked_on.get_or_insert(seq);
+                })?;
                 Ok(Finished::Blocked)
             }
         }

@@ -144,6 +144,9 @@ impl Strict {
                 }
                 if upto >= head {
                     self.wait_for_head(head).await;
+                } else {
+                    // The scan budget ran out on unrouted messages: let others run.
+                    tokio::task::yield_now().await;
                 }
             }
         }

@@ -124,7 +124,10 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // Idle h2c connections are pinged and closed when the peer is gone.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     // Connection tasks live here so that any still open after the drain grace
     // can be aborted; each holds the appender handle, which must go away.

@@ -86,9 +86,15 @@ pub fn spawn_appender(
     let (applied_tx, applied_rx) = mpsc::channel(64);
     let next = store.last_seq()?.next();
     if durability == Durability::Buffered {
-        tracker.spawn(periodic_sync(store.clone(), shutdown));
+        tracker.spawn(periodic_sync(store.clone(), shutdown.clone()));
     }
-    tracker.spawn(sync_loop(store.clone(), durability, head, applied_rx));
+    tracker.spawn(sync_loop(
+        store.clone(),
+        durability,
+        head,
+        applied_rx,
+        shutdown,
+    ));
     tracker.spawn(run(store, rx, applied_tx, next));
     Ok(Appender { tx })
 }
@@ -103,7 +109,11 @@ async fn periodic_sync(store: Store, shutdown: CancellationToken) {
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.sync()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "periodic sync failed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "periodic sync failed; stopping the relay");
+                shutdown.cancel();
+                return;
+            }
             Err(e) => tracing::error!(error = %e, "periodic sync task failed"),
         }
     }
@@ -150,6 +160,7 @@ async fn sync_loop(
     durability: Durability,
     head: watch::Sender<Seq>,
     mut rx: mpsc::Receiver<Applied>,
+    shutdown: CancellationToken,
 ) {
     let mut groups = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -185,7 +196,10 @@ async fn sync_loop(
                 // Not known durable: every writer hears so and the sender retries.
                 // Entries sled still holds may be delivered later, which
                 // at-least-once allows.
-                tracing::error!(error = %e, "sync failed");
+                // The store is poisoned now: every later append fails the same
+                // way, and the relay stops so a restart recovers from disk.
+                tracing::error!(error = %e, "sync failed; stopping the relay");
+                shutdown.cancel();
                 let reason = e.to_string();
                 for (reply, _) in groups.drain(..).flat_map(|g| g.replies) {
                     let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));

@@ -74,6 +74,8 @@ pub enum StoreError {
     NewerFormat(u32),
     #[error("append batch failed: {0}")]
     BatchFailed(String),
+    #[error("an earlier sync failed; restart to recover from disk")]
+    Poisoned,
     #[error("storage is shutting down")]
     Closed,
     #[error("message {0} is missing chunks")]
@@ -94,6 +96,8 @@ pub struct Store {
     db_file: Arc<File>,
     dir: PathBuf,
     commit: Arc<CommitStats>,
+    /// Set by the first failed sync; see [`Store::sync`].
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What group commit looks like, for `/metrics`.
@@ -114,20 +118,42 @@ pub enum Scan {
     Nothing(Seq),
 }
 
+/// How long [`Store::open`] waits for a previous instance to let go of the
+/// data dir's lock (sled's background threads release it shortly after the
+/// last handle drops, e.g. on an in-process restart).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            // Background flushes keep cursors and attempts fresh; acks never rely on them.
+            .flush_every_ms(Some(500))
+            .cache_capacity(64 * 1024 * 1024)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the database under `dir`, waiting up to [`LOCK_WAIT`]
+    /// for another instance to release it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let db = sled::Config::new()
-            .path(dir)
-            // Background flushes keep cursors and attempts fresh; acks never rely on them.
-            .flush_every_ms(Some(500))
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
+        let db = open_sled(dir)?;
         let file_path = dir.join("db");
         let db_file = File::open(&file_path).map_err(|source| StoreError::Io {
             path: file_path,
@@ -145,6 +171,7 @@ impl Store {
             db_file: Arc::new(db_file),
             dir: dir.to_path_buf(),
             commit: Arc::default(),
+            poisoned: Arc::default(),
         };
         store.check_format()?;
         Ok(store)
@@ -176,12 +203,35 @@ impl Store {
 
     /// Makes every write so far durable: sled flush, then fdatasync of its file.
     /// Blocking; call from a blocking context.
+    ///
+    /// After one failure every later call fails too: once an fsync has failed,
+    /// the kernel may have dropped dirty pages, so a later "successful" sync
+    /// proves nothing. The relay stops and recovers from disk on restart.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.db_file.sync_data().map_err(|source| StoreError::Io {
-            path: self.dir.join("db"),
-            source,
-        })
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.poisoned.load(SeqCst) {
+            return Err(StoreError::Poisoned);
+        }
+        let r = self
+            .db
+            .flush()
+            .map(drop)
+            .map_err(StoreError::from)
+            .and_then(|()| {
+                self.db_file.sync_data().map_err(|source| StoreError::Io {
+                    path: self.dir.join("db"),
+                    source,
+                })
+            });
+        if r.is_err() {
+            self.poisoned.store(true, SeqCst);
+        }
+        r
+    }
+
+    /// True once a sync has failed; nothing written since can be trusted as durable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The highest seq ever assigned (0 when the log has never held anything).
@@ -261,13 +311,13 @@ impl Store {
                 .next()
                 .transpose()?
             else {
-                break;
+                // Nothing stored up to `upto` (gaps come from retention): all of it is scanned.
+                return Ok(Scan::Nothing(upto));
             };
-            let Some((seq, chunk)) = codec::parse_log_key(&k) else {
-                break;
-            };
+            let (seq, chunk) = codec::parse_log_key(&k)
+                .ok_or_else(|| CodecError::Corrupt(format!("log key of {} bytes", k.len())))?;
             if seq > upto {
-                break;
+                return Ok(Scan::Nothing(upto));
             }
             if chunk == 0 {
                 let head = codec::decode_head(&v)?;
@@ -318,6 +368,32 @@ impl Store {
         self.dest
             .insert(dest.as_str(), codec::encode_state(state)?)?;
         Ok(())
+    }
+
+    /// Changes a destination's operator state atomically (compare-and-swap
+    /// loop), so an operator's pause and a worker's block never overwrite each
+    /// other. Returns the new state.
+    pub fn update_destination_state(
+        &self,
+        dest: &DestinationName,
+        change: impl Fn(&mut DestinationState),
+    ) -> Result<DestinationState, StoreError> {
+        loop {
+            let current = self.dest.get(dest.as_str())?;
+            let mut state = match &current {
+                Some(v) => codec::decode_state(v)?,
+                None => DestinationState::default(),
+            };
+            change(&mut state);
+            let new = codec::encode_state(&state)?;
+            if self
+                .dest
+                .compare_and_swap(dest.as_str(), current, Some(new))?
+                .is_ok()
+            {
+                return Ok(state);
+            }
+        }
     }
 
     /// Records attempt number `n` (1-based) of delivering `seq` to `dest`.
@@ -503,6 +579,16 @@ mod tests {
         assert!(matches!(
             store.next_message(Seq(1), Seq(2), 10, only_a).unwrap(),
             Scan::Nothing(Seq(2))
+        ));
+        // A head above the last stored entry (e.g. after retention emptied the
+        // log) is reported as fully scanned, so the worker waits instead of spinning.
+        assert!(matches!(
+            store.next_message(Seq(3), Seq(9), 10, only_a).unwrap(),
+            Scan::Nothing(Seq(9))
+        ));
+        assert!(matches!(
+            store.next_message(Seq(0), Seq(1), 10, |_| false).unwrap(),
+            Scan::Nothing(Seq(1))
         ));
         assert_eq!(store.last_seq().unwrap(), Seq(3));
     }

@@ -456,3 +456,30 @@ fn cli_says_clearly_when_the_relay_is_not_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is the relay running?"), "{err}");
 }
+
+#[tokio::test]
+async fn replay_beyond_head_is_refused() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    post_n(&relay, "/s", 1).await;
+    let (s, v) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/replay",
+        Some(json!({"from_seq": 1000})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = api(
+        &relay,
+        Method::POST,
+        "/api/v1/destinations/d/replay",
+        Some(json!({"from_seq": 2})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["cursor"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "head + 1 is allowed"
+    );
+}

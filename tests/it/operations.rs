@@ -361,3 +361,58 @@ fn without_watchdog_usec_there_are_no_pings() {
     assert_eq!(wait_exit(&mut relay.child, Duration::from_secs(30)), 0);
     assert_eq!(relay.count("WATCHDOG=1"), 0, "{:?}", relay.seen);
 }
+
+/// Regression: after retention emptied the log, a cursor below the head with
+/// nothing stored above it must wait, not spin (a spinning worker froze this
+/// single-threaded test runtime, and with it the relay).
+#[tokio::test]
+async fn replay_into_an_emptied_log_waits_instead_of_spinning() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn_with_storage(
+        &format!(
+            "[[source]]\nname = \"s\"\npath = \"/s\"\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n",
+            rx.url("/")
+        ),
+        "retention = \"1s\"",
+    )
+    .await;
+    let c = client();
+    for i in 0..3 {
+        post(&c, &relay.url("/s"), &[], format!("{i}"))
+            .await
+            .unwrap();
+    }
+    rx.wait_delivered(3, Duration::from_secs(10)).await;
+    wait_message_status(&relay, 3, StatusCode::NOT_FOUND).await;
+
+    let req = http::Request::post(format!(
+        "http://{}/api/v1/destinations/d/replay",
+        relay.admin
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::from(
+        r#"{"from_seq": 1}"#,
+    )))
+    .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
+        .await
+        .expect("admin answers")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(&format!("http://{}/healthz", relay.admin)),
+    )
+    .await
+    .expect("the relay stays responsive");
+    assert_eq!(health.status, StatusCode::OK);
+    let a = tokio::time::timeout(
+        Duration::from_secs(5),
+        post(&c, &relay.url("/s"), &[], "after"),
+    )
+    .await
+    .expect("ingest stays responsive")
+    .unwrap();
+    assert_eq!(a.json["seq"], 4);
+    let got = rx.wait_delivered(4, Duration::from_secs(10)).await;
+    assert_eq!(got[3].body.as_ref(), b"after");
+}

@@ -306,10 +306,11 @@ async fn unordered_delivers_up_to_max_in_flight_at_once() {
         let now = c.fetch_add(1, Ordering::SeqCst) + 1;
         p.fetch_max(now, Ordering::SeqCst);
         let c = c.clone();
-        // Leaves the count a little before the answer goes out, so a
-        // delivery started right after an answer is never counted twice.
+        // Leaves the count 200 ms before the answer goes out, so a delivery
+        // started right after an answer is never counted twice, even when
+        // this task runs late on a loaded machine.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(450)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             c.fetch_sub(1, Ordering::SeqCst);
         });
         (StatusCode::OK, vec![], Duration::from_millis(500))
@@ -341,7 +342,7 @@ async fn unordered_delivers_up_to_max_in_flight_at_once() {
     assert!(peak <= 8, "{peak} deliveries in flight at once");
     assert!(peak >= 4, "only {peak} deliveries in flight at once");
     assert!(took >= Duration::from_millis(1000), "{took:?}");
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(took < Duration::from_millis(4000), "{took:?}");
     let mut seqs: Vec<u64> = got.iter().map(Received::seq).collect();
     seqs.sort();
     assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
