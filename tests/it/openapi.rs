@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -104,23 +102,8 @@ async fn call(
     body: Option<&Value>,
     token: bool,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method.clone())
-        .uri(format!("http://{addr}{path}"));
-    if token {
-        req = req.header("authorization", format!("Bearer {TOKEN}"));
-    }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let resp = client()
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let url = format!("http://{addr}{path}");
+    json_request(method.clone(), &url, body, token.then_some(TOKEN)).await
 }
 
 #[tokio::test]
