@@ -15,7 +15,9 @@
 //! | `unordered`| destination name                      | `UnorderedWindow` (clean stop) |
 //! | `meta`     | `format` / `seq_floor`                | u32 BE / u64 BE                |
 //!
-//! Every value is versioned (see [`codec`]). A message is encoded once and split
+//! Every record is versioned (see [`codec`]); the bare counters (cursors,
+//! `seq_floor`, `format`) are fixed-width big-endian integers whose meaning is
+//! pinned by the `meta/format` version. A message is encoded once and split
 //! into [`CHUNK_BYTES`] chunks written in one sled batch, so a message is stored
 //! whole or not at all. Chunks stay small because sled 0.34 writes any page over
 //! a quarter of its 512 KiB segment to a separate blob file that its flush never
