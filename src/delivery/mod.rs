@@ -5,7 +5,7 @@
 //!
 //! - this file: spawning, and the strict worker (one message at a time, in seq order);
 //! - [`unordered`]: the `max_in_flight` scheduler and its cursor bookkeeping;
-//! - [`lane`]: one message's attempts, retries and exhaustion, shared by both;
+//! - `lane`: one message's attempts, retries and exhaustion, shared by both;
 //! - [`retry`]: retry timing (pure); [`limit`]: the rate limiter;
 //! - [`client`]: HTTP/TLS clients and one attempt; [`request`]: the request and its signature;
 //! - [`status`]: the live view shared with the admin API.

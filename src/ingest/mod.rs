@@ -111,7 +111,7 @@ impl Ingest {
 }
 
 /// Serves webhooks on `listener` until `shutdown`, then lets open requests finish
-/// (bounded by [`DRAIN_GRACE`]). Returning drops the last appender handle.
+/// (bounded by `DRAIN_GRACE`). Returning drops the last appender handle.
 pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

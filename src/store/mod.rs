@@ -147,7 +147,7 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
 }
 
 impl Store {
-    /// Opens (or creates) the database under `dir`, waiting up to [`LOCK_WAIT`]
+    /// Opens (or creates) the database under `dir`, waiting up to `LOCK_WAIT`
     /// for another instance to release it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io {
