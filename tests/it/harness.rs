@@ -328,3 +328,59 @@ pub async fn json_request(
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Starts `hookrelay serve --config CONFIG` with `cmd` adjustments (env vars);
+/// the receiver yields the ingest address from each "listening" log line.
+pub fn spawn_binary(
+    config: &std::path::Path,
+    adjust: impl FnOnce(&mut std::process::Command),
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().expect("start hookrelay");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.split("ingest=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+}
+
+/// Waits for `child` to exit; its exit code (-1 if killed by a signal).
+pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

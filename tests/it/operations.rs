@@ -2,10 +2,9 @@
 //! from the real binary.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -274,27 +273,12 @@ fn start_notified(dir: &Path, env: &[(&str, &str)]) -> (Notified, mpsc::Receiver
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NOTIFY_SOCKET", &path)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start hookrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("ingest=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(addr);
-            }
+    let (child, rx) = spawn_binary(&config, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        for (k, v) in env {
+            cmd.env(k, v);
         }
     });
     let n = Notified {
@@ -303,26 +287,6 @@ fn start_notified(dir: &Path, env: &[(&str, &str)]) -> (Notified, mpsc::Receiver
         seen: Vec::new(),
     };
     (n, rx)
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "relay did not exit in time");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,24 +21,7 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn start(config: &Path) -> RelayProcess {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hookrelay");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("ingest=").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
+        let (child, rx) = spawn_binary(config, |_| {});
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("relay logs its listening address");
@@ -59,20 +41,8 @@ impl RelayProcess {
     }
 
     fn terminate(mut self) -> i32 {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.child.kill().unwrap();
-        panic!("relay did not exit within 30 s of SIGTERM");
+        sigterm(&self.child);
+        wait_exit(&mut self.child, Duration::from_secs(30))
     }
 }
 
