@@ -714,3 +714,12 @@ fn no_message_ever_contains_a_secret() {
     };
     assert_eq!(problems.len(), 5, "{problems:#?}");
 }
+
+#[test]
+fn configured_header_values_never_show_in_debug_output() {
+    let text = format!(
+        "{SRC}[[destination]]\nname = \"d\"\nurl = \"http://h/\"\nsources = [\"a\"]\nheaders = {{ \"Authorization\" = \"Bearer hunter2\" }}\n"
+    );
+    let config = load(&text).unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+}

@@ -531,7 +531,11 @@ fn headers(
             continue;
         }
         match http::HeaderValue::from_str(v.get_ref()) {
-            Ok(value) => out.push((name, value)),
+            Ok(mut value) => {
+                // Often a credential (Authorization, API keys): Debug prints it as "Sensitive".
+                value.set_sensitive(true);
+                out.push((name, value));
+            }
             Err(_) => cx.at(
                 v,
                 &hkey,
