@@ -227,13 +227,8 @@ fn display_url(u: &http::Uri) -> String {
 }
 
 /// A destination's state word: paused and blocked come from the store, retrying from the worker.
-pub(super) fn state_of(
-    admin: &Admin,
-    d: &DestinationConfig,
-    c: &Control,
-) -> Result<&'static str, StoreError> {
-    let st = admin.store.destination_state(&d.name)?;
-    Ok(if st.paused {
+fn state_word(st: &crate::store::DestinationState, c: &Control) -> &'static str {
+    if st.paused {
         "paused"
     } else if st.blocked_on.is_some() {
         "blocked"
@@ -241,13 +236,13 @@ pub(super) fn state_of(
         "retrying"
     } else {
         "active"
-    })
+    }
 }
 
 fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)) -> ApiResult {
     let cursor = admin.store.cursor(&d.name)?;
     let head = *admin.head.borrow();
-    let blocked_on = admin.store.destination_state(&d.name)?.blocked_on;
+    let st = admin.store.destination_state(&d.name)?;
     let last = c.last_attempt().map(|a| {
         json!({
             "at": crate::time::rfc3339(a.at_ms),
@@ -263,8 +258,8 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
             "url": display_url(&d.url),
             "sources": d.sources,
             "ordering": match d.ordering { crate::config::Ordering::Strict => "strict", crate::config::Ordering::Unordered => "unordered" },
-            "state": state_of(admin, d, c)?,
-            "blocked_on": blocked_on.map(|s| s.0),
+            "state": state_word(&st, c),
+            "blocked_on": st.blocked_on.map(|s| s.0),
             "cursor": cursor.0,
             "head": head.0,
             "lag": head.0.saturating_sub(cursor.0),
