@@ -3,6 +3,7 @@
 //! request to the appender. Answers the sender only after the appender says the
 //! message is durable. Must not touch sled or delivery state directly.
 
+mod preface;
 mod response;
 mod stats;
 
@@ -148,6 +149,8 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // Bounds the wait for the first bytes, which no hyper timer covers.
+        let stream = preface::PrefaceDeadline::new(stream, ingest.request_timeout);
         let ingest = ingest.clone();
         let service = service_fn(move |req| {
             let ingest = ingest.clone();

@@ -220,3 +220,31 @@ async fn buffered_durability_accepts_and_delivers() {
     }
     assert_eq!(rx.wait_delivered(5, Duration::from_secs(10)).await.len(), 5);
 }
+
+#[tokio::test]
+async fn connections_that_never_choose_a_protocol_are_closed() {
+    // request_timeout is 1s: a connection that sends nothing, or stops inside
+    // what could be the HTTP/2 preface, is closed like a stalled HTTP/1 head.
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let mut waits = Vec::new();
+    for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
+        let addr = relay.ingest;
+        waits.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let mut answer = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+            assert!(closed.is_ok(), "open after 5s having sent {sent:?}");
+            assert!(answer.is_empty(), "{answer:?}");
+        }));
+    }
+    for w in waits {
+        w.await.unwrap();
+    }
+    let a = post(&client(), &relay.url("/hooks/demo"), &[], "still here")
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+}
