@@ -8,4 +8,5 @@ mod operations;
 mod ordering;
 mod policies;
 mod process;
+mod sweep;
 mod verify;
