@@ -3,9 +3,13 @@
 //! bare hyper server answering 200 is driven the same way for comparison.
 //!
 //! cargo bench --bench load -- [--requests N] [--connections C] [--body-bytes B]
-//!     [--durability fsync|buffered] [--destinations D] [--rate R]
+//!     [--durability fsync|buffered] [--destinations D] [--rate R] [--backlog [--data-dir DIR]]
 //!
 //! `--rate R` switches to an open loop at R requests/s (for latency).
+//! `--backlog` runs the relay as a child process with its destinations paused:
+//! it ingests N, reports the relay's RSS with that backlog, times a restart
+//! after `kill -9` and then a clean one, then resumes and times the drain.
+//! `--data-dir DIR` (with `--backlog`) keeps its config and data in DIR.
 //! Prints ingest req/s, ack p50/p99, delivered/s, end-to-end p50/p99 (send time
 //! is stamped in the body), peak RSS of the process, and the ratio to bare hyper.
 
@@ -39,6 +43,8 @@ struct Args {
     durability: String,
     destinations: usize,
     rate: Option<u64>,
+    backlog: bool,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -49,6 +55,8 @@ fn args() -> Args {
         durability: "fsync".into(),
         destinations: 1,
         rate: None,
+        backlog: false,
+        data_dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -61,6 +69,12 @@ fn args() -> Args {
             "--durability" => a.durability = val,
             "--destinations" => a.destinations = val.parse().expect("--destinations D"),
             "--rate" => a.rate = Some(val.parse().expect("--rate R")),
+            "--data-dir" => a.data_dir = Some(val.into()),
+            "--backlog" => {
+                a.backlog = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -349,8 +363,196 @@ async fn run(a: Args) {
     let _ = relay.await;
 }
 
+/// A relay running as its own process, so its memory is its own.
+struct Child {
+    proc: std::process::Child,
+    ingest: SocketAddr,
+    admin: SocketAddr,
+    /// From spawn until the relay logged that it is listening.
+    ready_after: Duration,
+}
+
+fn spawn_relay(config: &std::path::Path) -> Child {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut proc = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hookrelay");
+    let stderr = proc.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let field = |k: &str| {
+                line.split(k)
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<SocketAddr>().ok())
+            };
+            if let (Some(i), Some(a)) = (field("ingest="), field("admin=")) {
+                let _ = tx.send((i, a));
+            }
+        }
+    });
+    let (ingest, admin) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("relay did not start listening");
+    Child {
+        proc,
+        ingest,
+        admin,
+        ready_after: started.elapsed(),
+    }
+}
+
+/// VmRSS and VmHWM of `pid`, in MiB.
+fn rss_of(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn admin_post(addr: SocketAddr, path: &str) -> StatusCode {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap().status()
+}
+
+fn stop_relay(child: &mut Child, signal: &str) -> Duration {
+    let t = Instant::now();
+    let pid = child.proc.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status();
+    let _ = child.proc.wait();
+    t.elapsed()
+}
+
+fn dir_mib(dir: &std::path::Path) -> f64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_mib(&e.path()) * 1048576.0,
+                    Ok(m) => m.len() as f64,
+                    Err(_) => 0.0,
+                })
+                .sum::<f64>()
+        })
+        .unwrap_or(0.0)
+        / 1048576.0
+}
+
+/// `--backlog`: the relay as a child process with its destinations paused;
+/// ingest N, read its RSS with N messages waiting, restart it (after `kill -9`,
+/// then clean) and time until it listens, then resume and time the drain.
+async fn run_backlog(a: Args) {
+    START.get_or_init(Instant::now);
+    println!(
+        "scenario: backlog of {} messages ({} B bodies, durability {}, {} connections), relay in its own process, {} destination(s) paused while ingesting",
+        a.requests, a.body, a.durability, a.connections, a.destinations
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // `--data-dir` keeps the relay's files afterwards, to restart or profile it by hand.
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).unwrap();
+    let expected = a.requests * a.destinations;
+    let sink = start_sink(expected).await;
+    let file = dir.join("relay.toml");
+    let text = config_text(&a, sink.addr).replace(
+        "[storage]\n",
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[storage]\n",
+    );
+    std::fs::write(&file, text).unwrap();
+
+    let mut relay = spawn_relay(&file);
+    let (rss0, _) = rss_of(relay.proc.id());
+    for d in 0..a.destinations {
+        let s = admin_post(relay.admin, &format!("/api/v1/destinations/d{d}/pause")).await;
+        assert_eq!(s, StatusCode::OK, "pause d{d}");
+    }
+    let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
+    let ingest_rps = r.acks.len() as f64 / r.elapsed.as_secs_f64();
+    let (rss, hwm) = rss_of(relay.proc.id());
+    println!(
+        "ingest     : {:>9.0} req/s   ack p50 {:>8.2?} p99 {:>8.2?}   ({} failed)",
+        ingest_rps,
+        pct(&mut r.acks, 0.50),
+        pct(&mut r.acks, 0.99),
+        r.failed
+    );
+    println!(
+        "relay RSS  : {rss0:.1} MiB at start, {rss:.1} MiB with the backlog stored (peak {hwm:.1} MiB while ingesting); data dir {:.0} MiB",
+        dir_mib(&dir.join("data"))
+    );
+
+    // Worst case first: killed with the whole backlog written since it
+    // started, so sled replays all of it; then a clean stop, which checkpoints.
+    stop_relay(&mut relay, "-KILL");
+    let mut relay = spawn_relay(&file);
+    println!(
+        "crash      : after kill -9, listening again {:.2?} after spawn",
+        relay.ready_after
+    );
+    let stop = stop_relay(&mut relay, "-TERM");
+    let mut relay = spawn_relay(&file);
+    let (rss_restart, _) = rss_of(relay.proc.id());
+    println!(
+        "restart    : clean stop took {stop:.2?}; listening again {:.2?} after spawn (RSS {rss_restart:.1} MiB)",
+        relay.ready_after
+    );
+
+    let t = Instant::now();
+    for d in 0..a.destinations {
+        let s = admin_post(relay.admin, &format!("/api/v1/destinations/d{d}/resume")).await;
+        assert_eq!(s, StatusCode::OK, "resume d{d}");
+    }
+    let wait = tokio::time::timeout(Duration::from_secs(3600), sink.done.notified()).await;
+    let drained = t.elapsed();
+    let delivered = sink.delivered.load(Ordering::SeqCst);
+    if wait.is_err() || delivered < expected {
+        println!("WARNING: only {delivered} of {expected} deliveries arrived");
+    }
+    let (rss_after, hwm_after) = rss_of(relay.proc.id());
+    println!(
+        "drain      : {:>9.0} deliveries/s (all {delivered} in {drained:.2?}); relay RSS {rss_after:.1} MiB after, peak {hwm_after:.1} MiB since the restart",
+        delivered as f64 / drained.as_secs_f64()
+    );
+    stop_relay(&mut relay, "-TERM");
+}
+
 fn main() {
     let a = args();
+    if a.backlog {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_backlog(a));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -180,6 +180,18 @@ pub async fn run(
     tokio::task::spawn_blocking(move || s.sync())
         .await
         .map_err(|_| Error::Store(StoreError::Closed))??;
+    // Everything is durable; the checkpoint only shortens the next start, so
+    // failing it is not an error. The other handles go first: it needs the
+    // last one.
+    drop(admin_state);
+    let checkpoint = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+        Ok(Ok(())) => tracing::debug!(took = ?checkpoint.elapsed(), "store checkpointed"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "store checkpoint failed; the next start replays more of the log")
+        }
+        Err(e) => tracing::warn!(error = %e, "store checkpoint task failed"),
+    }
     tracing::info!("hookrelay stopped");
     Ok(())
 }
