@@ -2,6 +2,7 @@
 //! in-process sink, N webhooks over C keep-alive connections; in the same run a
 //! bare hyper server answering 200 is driven the same way for comparison.
 //!
+//! cargo bench --bench load            # every scenario of BENCHMARKS.md (~10 min)
 //! cargo bench --bench load -- [--requests N] [--connections C] [--body-bytes B]
 //!     [--durability fsync|buffered] [--destinations D] [--rate R] [--backlog [--data-dir DIR]]
 //!
@@ -543,7 +544,37 @@ async fn run_backlog(a: Args) {
     stop_relay(&mut relay, "-TERM");
 }
 
+/// What `cargo bench --bench load` runs without arguments: every scenario of
+/// BENCHMARKS.md, each in a fresh process so that memory figures are its own.
+const SUITE: &[&str] = &[
+    "--requests 30000",
+    "--requests 30000 --destinations 0",
+    "--requests 30000 --durability buffered",
+    "--requests 20000 --destinations 10",
+    "--requests 5000 --body-bytes 65536",
+    "--requests 10000 --rate 1000",
+    "--backlog --requests 1000000",
+    "--backlog --requests 50000 --destinations 10",
+];
+
 fn main() {
+    // `cargo bench` passes `--bench`; anything else is a scenario's arguments.
+    let given: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if given.is_empty() {
+        let exe = std::env::current_exe().expect("own path");
+        for scenario in SUITE {
+            println!();
+            let status = std::process::Command::new(&exe)
+                .args(scenario.split_whitespace())
+                .status()
+                .expect("run scenario");
+            assert!(status.success(), "scenario `{scenario}` failed");
+        }
+        return;
+    }
     let a = args();
     if a.backlog {
         let rt = tokio::runtime::Builder::new_multi_thread()
