@@ -438,6 +438,16 @@ async fn admin_post(addr: SocketAddr, path: &str) -> StatusCode {
     sender.send_request(req).await.unwrap().status()
 }
 
+impl Drop for Child {
+    /// A bench that panics must not leave its relay running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.proc.try_wait() {
+            let _ = self.proc.kill();
+            let _ = self.proc.wait();
+        }
+    }
+}
+
 fn stop_relay(child: &mut Child, signal: &str) -> Duration {
     let t = Instant::now();
     let pid = child.proc.id().to_string();
@@ -479,6 +489,12 @@ async fn run_backlog(a: Args) {
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
+    // Old messages would be delivered too and spoil the counts.
+    assert!(
+        !dir.join("data").exists(),
+        "{} already holds a data dir; give --data-dir an empty or new directory",
+        dir.display()
+    );
     let expected = a.requests * a.destinations;
     let sink = start_sink(expected).await;
     let file = dir.join("relay.toml");
@@ -559,11 +575,20 @@ const SUITE: &[&str] = &[
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else is a scenario's arguments.
-    let given: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if given.is_empty() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.is_empty() {
+        // Built as a test (`cargo test --benches`): a quick smoke run only.
+        let exe = std::env::current_exe().expect("own path");
+        for scenario in ["--requests 200", "--backlog --requests 200"] {
+            let status = std::process::Command::new(&exe)
+                .args(scenario.split_whitespace())
+                .status()
+                .expect("run scenario");
+            assert!(status.success(), "scenario `{scenario}` failed");
+        }
+        return;
+    }
+    if argv.iter().all(|a| a == "--bench") {
         let exe = std::env::current_exe().expect("own path");
         for scenario in SUITE {
             println!();

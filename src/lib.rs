@@ -91,9 +91,14 @@ impl Listeners {
     }
 }
 
+/// How much longer than `TimeoutStopSec` systemd is asked to wait for the
+/// checkpoint at a clean stop (as long as the unit's `TimeoutStartSec`).
+const CHECKPOINT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs the relay until `shutdown` is cancelled, then stops in order: stop
 /// accepting, let open requests finish and their appends commit, give in-flight
-/// deliveries [`delivery::SHUTDOWN_GRACE`], persist cursors, sync, return.
+/// deliveries [`delivery::SHUTDOWN_GRACE`], persist cursors, sync, checkpoint
+/// the store (see [`store::Store::checkpoint`]), return.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -184,6 +189,7 @@ pub async fn run(
     // failing it is not an error. The other handles go first: it needs the
     // last one.
     drop(admin_state);
+    notify::extend_stop(CHECKPOINT_ALLOWANCE);
     let checkpoint = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || store.checkpoint()).await {
         Ok(Ok(())) => tracing::debug!(took = ?checkpoint.elapsed(), "store checkpointed"),

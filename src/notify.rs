@@ -1,6 +1,7 @@
 //! systemd service notifications (`sd_notify`): `READY=1` once the relay
 //! serves, `WATCHDOG=1` every `WATCHDOG_USEC / 2` while it runs, `STOPPING=1`
-//! as soon as shutdown starts. Everything here is a no-op when `NOTIFY_SOCKET`
+//! as soon as shutdown starts, `EXTEND_TIMEOUT_USEC` before the stop's
+//! checkpoint. Everything here is a no-op when `NOTIFY_SOCKET`
 //! is unset (not started by systemd, or in tests).
 //!
 //! The watchdog ping proves that the runtime still schedules tasks and timers;
@@ -21,6 +22,16 @@ const MIN_PING_EVERY: Duration = Duration::from_millis(10);
 /// Tells systemd the relay is up: listeners bound, store open.
 pub fn ready() {
     send(&[NotifyState::Ready], "READY=1");
+}
+
+/// Asks systemd for `by` more time to stop (the checkpoint at a clean stop
+/// does the work of a start, which `TimeoutStartSec` allows for).
+pub fn extend_stop(by: Duration) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    send(
+        &[NotifyState::ExtendTimeoutUsec(usec)],
+        "EXTEND_TIMEOUT_USEC",
+    );
 }
 
 /// Starts the task that sends watchdog pings (when systemd asks for them) and

@@ -4,6 +4,7 @@
 //! an operator's one-off redelivery of a dead letter. Shared by the strict
 //! worker and the unordered scheduler; it never moves the cursor.
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub struct Lane {
     shutdown: CancellationToken,
     /// Messages currently between a failed attempt and their end.
     failing: Mutex<usize>,
+    /// No seq above this has a recorded attempt, so a new message's attempt
+    /// count is known without reading the store (u64::MAX: unknown, always read).
+    attempted_upto: AtomicU64,
 }
 
 /// What one completed attempt said.
@@ -57,7 +61,15 @@ impl Lane {
         client: HttpClient,
         shutdown: CancellationToken,
     ) -> Lane {
+        let attempted_upto = match store.last_attempted(&dest.name) {
+            Ok(seq) => seq.0,
+            Err(e) => {
+                tracing::warn!(destination = %dest.name, error = %e, "cannot read the last attempted seq; attempts will be looked up every time");
+                u64::MAX
+            }
+        };
         Lane {
+            attempted_upto: AtomicU64::new(attempted_upto),
             limiter: Limiter::new(dest.rate_limit),
             dest,
             store,
@@ -81,7 +93,7 @@ impl Lane {
         // Attempt numbers continue across restarts and replays (they key the
         // attempt history); the retry budget (attempts, age) counts this run only.
         let first = Instant::now();
-        let mut n = self.store.attempts(&self.dest.name, seq)?.len() as u32;
+        let mut n = self.attempts_so_far(seq)?;
         let mut made = 0u32;
         let mut failing: Option<FailingGuard<'_>> = None;
         loop {
@@ -130,7 +142,7 @@ impl Lane {
             tracing::warn!(destination = %name, %seq, "redelivery skipped: message no longer stored");
             return Ok(());
         };
-        let n = self.store.attempts(name, seq)?.len() as u32 + 1;
+        let n = self.attempts_so_far(seq)? + 1;
         let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
             return Ok(());
         };
@@ -149,6 +161,15 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// How many attempts of `seq` are recorded; a store read only for a seq
+    /// that may have been attempted before (a retry after restart, a replay).
+    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+        if seq.0 > self.attempted_upto.load(AtomicOrdering::Acquire) {
+            return Ok(0);
+        }
+        Ok(self.store.attempts(&self.dest.name, seq)?.len() as u32)
     }
 
     /// Takes a rate permit, sends attempt `n`, records it. `None` when
@@ -197,6 +218,8 @@ impl Lane {
         };
         self.store
             .record_attempt(&self.dest.name, seq, n, &record)?;
+        self.attempted_upto
+            .fetch_max(seq.0, AtomicOrdering::Release);
         let last = LastAttempt {
             at_ms,
             seq: seq.0,

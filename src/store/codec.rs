@@ -186,6 +186,13 @@ pub fn attempt_key(dest: &DestinationName, seq: Seq, n: u32) -> Vec<u8> {
     k
 }
 
+/// The seq of an `attempts` key of `dest` (see [`attempt_key`]).
+pub fn parse_attempt_seq(dest: &DestinationName, k: &[u8]) -> Option<Seq> {
+    let rest = k.strip_prefix(dest_prefix(dest).as_slice())?;
+    let seq: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+    (rest.len() == 12).then(|| Seq::from_be_bytes(seq))
+}
+
 /// `dedup` key: source ‖ 0 ‖ idempotency key.
 pub fn dedup_key(source: &SourceName, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(source.as_str().len() + 1 + key.len());

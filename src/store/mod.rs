@@ -83,6 +83,8 @@ pub enum StoreError {
     Closed,
     #[error("message {0} is missing chunks")]
     Truncated(Seq),
+    #[error("{0} other store handle(s) still open")]
+    StillOpen(usize),
 }
 
 /// Handle to the database; cheap to clone.
@@ -188,9 +190,15 @@ impl Store {
     /// start does not replay the whole log written since this one began.
     ///
     /// sled 0.34 writes that snapshot only while opening, so this reopens the
-    /// database once after the last handle is gone. Waits (up to `LOCK_WAIT`)
-    /// for every other clone to be dropped first. Blocking.
+    /// database once this, the last handle, is gone (sled's own threads may
+    /// hold the lock a moment longer: up to `LOCK_WAIT` is waited). Fails at
+    /// once if other handles are still alive. Blocking.
     pub fn checkpoint(self) -> Result<(), StoreError> {
+        // Every clone shares this Arc, so its count is the number of live handles.
+        let others = Arc::strong_count(&self.poisoned) - 1;
+        if others > 0 {
+            return Err(StoreError::StillOpen(others));
+        }
         let dir = self.dir.clone();
         drop(self);
         let reopened = open_sled(&dir)?;
@@ -344,12 +352,8 @@ impl Store {
             if from > upto {
                 break;
             }
-            let Some((k, v)) = self
-                .log
-                .range(codec::log_key(from, 0)..)
-                .next()
-                .transpose()?
-            else {
+            let mut chunks = self.log.range(codec::log_key(from, 0)..);
+            let Some((k, v)) = chunks.next().transpose()? else {
                 // Nothing stored up to `upto` (gaps come from retention): all of it is scanned.
                 return Ok(Scan::Nothing(upto));
             };
@@ -361,16 +365,33 @@ impl Store {
             if chunk == 0 {
                 let head = codec::decode_head(&v)?;
                 if routes(&head.source) {
-                    return match self.message(seq)? {
-                        Some(m) => Ok(Scan::Found(seq, Box::new(m))),
-                        None => Err(StoreError::Truncated(seq)),
-                    };
+                    return self.rest_of(seq, v, &mut chunks);
                 }
             }
             seen = seq;
             from = seq.next();
         }
         Ok(Scan::Nothing(seen))
+    }
+
+    /// Reads the chunks after `first` (chunk 0 of `seq`) from the iterator
+    /// that found it, saving a second descent of the tree per delivery.
+    fn rest_of(
+        &self,
+        seq: Seq,
+        first: sled::IVec,
+        chunks: &mut sled::Iter,
+    ) -> Result<Scan, StoreError> {
+        let mut bytes = first.to_vec();
+        for (expected, kv) in chunks.enumerate() {
+            let (k, v) = kv?;
+            match codec::parse_log_key(&k) {
+                Some((s, _)) if s != seq => break,
+                Some((_, chunk)) if chunk as usize == expected + 1 => bytes.extend_from_slice(&v),
+                _ => return Err(StoreError::Truncated(seq)),
+            }
+        }
+        Ok(Scan::Found(seq, Box::new(codec::decode_message(&bytes)?)))
     }
 
     /// The destination's cursor (0 when new).
@@ -448,6 +469,26 @@ impl Store {
             codec::encode_attempt(attempt)?,
         )?;
         Ok(())
+    }
+
+    /// The highest seq with any recorded attempt at `dest` (0 when none).
+    pub fn last_attempted(&self, dest: &DestinationName) -> Result<Seq, StoreError> {
+        match self
+            .attempts
+            .scan_prefix(codec::dest_prefix(dest))
+            .next_back()
+        {
+            Some(kv) => {
+                let (k, _) = kv?;
+                codec::parse_attempt_seq(dest, &k).ok_or_else(|| {
+                    StoreError::Codec(CodecError::Corrupt(format!(
+                        "attempts key of {} bytes",
+                        k.len()
+                    )))
+                })
+            }
+            None => Ok(Seq(0)),
+        }
     }
 
     /// Every recorded attempt of `seq` at `dest`, oldest first.
@@ -604,6 +645,53 @@ mod tests {
     }
 
     #[test]
+    fn next_message_reads_every_chunk_and_stops_at_the_next_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..3 * CHUNK_BYTES as u32 + 7).map(|i| i as u8).collect();
+        put(&store, 1, &msg("a", big.clone()));
+        put(&store, 2, &msg("a", vec![2]));
+        let any = |_: &SourceName| true;
+        match store.next_message(Seq(0), Seq(2), 10, any).unwrap() {
+            Scan::Found(seq, m) => assert_eq!((seq, m.body), (Seq(1), big)),
+            other => panic!("{other:?}"),
+        }
+        match store.next_message(Seq(1), Seq(2), 10, any).unwrap() {
+            Scan::Found(seq, m) => assert_eq!((seq, m.body), (Seq(2), vec![2])),
+            other => panic!("{other:?}"),
+        }
+        // A missing middle chunk is reported, not skipped.
+        store.log.remove(codec::log_key(Seq(1), 2)).unwrap();
+        assert!(matches!(
+            store.next_message(Seq(0), Seq(2), 10, any),
+            Err(StoreError::Truncated(Seq(1)))
+        ));
+    }
+
+    #[test]
+    fn last_attempted_is_per_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let attempt = Attempt {
+            at_ms: 1,
+            status: Some(200),
+            latency_ms: 1,
+            error: None,
+        };
+        let (a, ab, c): (DestinationName, DestinationName, DestinationName) = (
+            "a".parse().unwrap(),
+            "ab".parse().unwrap(),
+            "c".parse().unwrap(),
+        );
+        store.record_attempt(&a, Seq(7), 2, &attempt).unwrap();
+        store.record_attempt(&a, Seq(3), 1, &attempt).unwrap();
+        store.record_attempt(&ab, Seq(9), 1, &attempt).unwrap();
+        assert_eq!(store.last_attempted(&a).unwrap(), Seq(7));
+        assert_eq!(store.last_attempted(&ab).unwrap(), Seq(9));
+        assert_eq!(store.last_attempted(&c).unwrap(), Seq(0));
+    }
+
+    #[test]
     fn next_message_skips_unrouted_sources_and_respects_upto() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -648,16 +736,27 @@ mod tests {
         let Ok(dir) = std::env::var(CRASH_CHILD_DIR) else {
             return;
         };
-        let flushes: u32 = std::env::var(CRASH_CHILD_FLUSHES).unwrap().parse().unwrap();
-        let store = Store::open(Path::new(&dir)).unwrap();
+        // Any failure exits at once with its own code (never 3, the parent's
+        // "died as planned"), so a broken child can neither pass nor run forever.
+        let fail = |what: &str, code: i32| -> ! {
+            eprintln!("crash child: {what}");
+            std::process::exit(code)
+        };
+        let flushes: u32 = std::env::var(CRASH_CHILD_FLUSHES)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| fail("bad flush count", 4));
+        let store = Store::open(Path::new(&dir)).unwrap_or_else(|e| fail(&e.to_string(), 5));
         let db = store.db.clone();
         std::thread::spawn(move || {
             for _ in 0..flushes {
-                db.flush().unwrap();
+                if let Err(e) = db.flush() {
+                    fail(&e.to_string(), 6);
+                }
             }
             std::process::exit(3);
         });
-        for seq in 1.. {
+        for seq in 1..=1_000_000 {
             let key = format!("delivery-{seq}");
             let mut m = msg("a", vec![7; 200]);
             m.idempotency_key = Some(key.clone());
@@ -671,8 +770,11 @@ mod tests {
                 codec::encode_dedup(&entry).unwrap(),
             );
             let bytes = codec::encode_message(&m).unwrap();
-            store.write_batch(&[(Seq(seq), bytes)], &[dedup]).unwrap();
+            if let Err(e) = store.write_batch(&[(Seq(seq), bytes)], &[dedup]) {
+                fail(&e.to_string(), 7);
+            }
         }
+        fail("the flushes never finished", 8);
     }
 
     /// A message and its dedup entry are one atomic write: after a crash at
@@ -693,10 +795,13 @@ mod tests {
                 .env(CRASH_CHILD_DIR, dir.path())
                 .env(CRASH_CHILD_FLUSHES, (1 + trial % 4).to_string())
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
                 .status()
                 .unwrap();
-            assert_eq!(status.code(), Some(3), "the child dies after its flushes");
+            assert_eq!(
+                status.code(),
+                Some(3),
+                "the child dies after its flushes (other codes: see its stderr above)"
+            );
             let store = Store::open(dir.path()).unwrap();
             let source: SourceName = "a".parse().unwrap();
             let last = store.last_seq().unwrap();
