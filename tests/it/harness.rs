@@ -335,6 +335,23 @@ pub fn spawn_binary(
     config: &std::path::Path,
     adjust: impl FnOnce(&mut std::process::Command),
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let (child, rx, _) = spawn_binary_logged(config, adjust);
+    (child, rx)
+}
+
+/// Every line the relay wrote to stderr so far.
+pub type StderrLines = Arc<Mutex<Vec<String>>>;
+
+/// Like [`spawn_binary`], and also keeps every stderr line of the relay (for
+/// example to look for panics, which end only a connection task).
+pub fn spawn_binary_logged(
+    config: &std::path::Path,
+    adjust: impl FnOnce(&mut std::process::Command),
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    StderrLines,
+) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
     cmd.args(["serve", "--config"])
@@ -346,6 +363,8 @@ pub fn spawn_binary(
     let mut child = cmd.spawn().expect("start hookrelay");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = StderrLines::default();
+    let kept = lines.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -355,9 +374,10 @@ pub fn spawn_binary(
                 let addr = addr.split_whitespace().next().unwrap_or("").to_string();
                 let _ = tx.send(addr);
             }
+            kept.lock().unwrap().push(line);
         }
     });
-    (child, rx)
+    (child, rx, lines)
 }
 
 /// Sends SIGTERM to `child`.
