@@ -37,10 +37,34 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&V1, rest)) => bincode::serde::decode_from_slice(rest, bincode::config::standard())
-            .map(|(v, _)| v)
-            .map_err(|e| CodecError::Corrupt(e.to_string())),
+        Some((&V1, rest)) => decode_limited(rest).map_err(|e| CodecError::Corrupt(e.to_string())),
         Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// bincode allocates what a length prefix claims before it reads those bytes,
+/// so without a limit a corrupt prefix asks for any amount of memory and the
+/// process aborts (found by the `record_decoder` fuzz target). A decode
+/// claims at most 8 bytes per byte it reads (a one-byte varint counts as its
+/// 8-byte integer; string bytes count once), so a limit of 8 × the input
+/// refuses no valid record. bincode's limit is a constant: this takes the
+/// smallest of a few that is large enough, which bounds what a corrupt record
+/// can allocate to 16 × its size.
+fn decode_limited<T: DeserializeOwned>(rest: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    fn with<T: DeserializeOwned, const LIMIT: usize>(
+        rest: &[u8],
+    ) -> Result<T, bincode::error::DecodeError> {
+        let config = bincode::config::standard().with_limit::<LIMIT>();
+        bincode::serde::decode_from_slice(rest, config).map(|(v, _)| v)
+    }
+    match rest.len().saturating_mul(8) {
+        n if n <= 1 << 16 => with::<T, { 1 << 16 }>(rest),
+        n if n <= 1 << 20 => with::<T, { 1 << 20 }>(rest),
+        n if n <= 1 << 24 => with::<T, { 1 << 24 }>(rest),
+        n if n <= 1 << 28 => with::<T, { 1 << 28 }>(rest),
+        n if n <= 1 << 32 => with::<T, { 1 << 32 }>(rest),
+        n if n <= 1 << 36 => with::<T, { 1 << 36 }>(rest),
+        _ => with::<T, { usize::MAX }>(rest),
     }
 }
 
@@ -246,6 +270,41 @@ mod tests {
         assert!(matches!(decode_message(&[]), Err(CodecError::Empty)));
         assert!(decode_message(&[1, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_state(&[1]).is_err());
+    }
+
+    #[test]
+    fn corrupt_lengths_are_errors_not_allocations() {
+        // From the record_decoder fuzz target: an id whose length prefix
+        // claims ~7 * 10^18 bytes made the decoder allocate them (abort).
+        let huge_id = [1, 0xfd, 0x03, 0x73, 0x65, 0x64, 0xc7, 0x37, 0x58, 0x64];
+        assert!(matches!(
+            decode_message(&huge_id),
+            Err(CodecError::Corrupt(_))
+        ));
+        assert!(decode_head(&huge_id).is_err());
+        // A length beyond isize::MAX (a capacity-overflow panic without the limit).
+        let mut max = vec![1, 0xfd];
+        max.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_message(&max).is_err());
+        // Attempt.error: Some(string of 2^40 bytes).
+        let mut attempt = vec![1, 0, 0, 0, 1, 0xfd];
+        attempt.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode_attempt(&attempt).is_err());
+    }
+
+    #[test]
+    fn the_decode_limit_refuses_no_valid_record() {
+        // The worst claim per input byte: many one-byte varints.
+        let w = UnorderedWindow {
+            cursor: Seq(0),
+            scanned: Seq(0),
+            open: vec![Seq(1); 100_000],
+        };
+        assert_eq!(decode_window(&encode_window(&w).unwrap()).unwrap(), w);
+        let mut m = sample();
+        m.headers = vec![(String::new(), Vec::new()); 50_000];
+        m.body = vec![7; 3 << 20];
+        assert_eq!(decode_message(&encode_message(&m).unwrap()).unwrap(), m);
     }
 
     #[test]

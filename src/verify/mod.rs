@@ -15,6 +15,7 @@
 
 mod common;
 mod discord;
+pub(crate) mod fuzz;
 mod generic;
 mod hub;
 mod paypal;
