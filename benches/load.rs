@@ -376,7 +376,12 @@ struct Child {
 fn spawn_relay(config: &std::path::Path) -> Child {
     use std::io::BufRead;
     let started = Instant::now();
-    let mut proc = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    // BENCH_RELAY_BIN runs another build of the relay, for before/after comparisons.
+    let bin = std::env::var_os("BENCH_RELAY_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_hookrelay").into(),
+        std::path::PathBuf::from,
+    );
+    let mut proc = std::process::Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
