@@ -244,6 +244,17 @@ async fn drive(addr: SocketAddr, path: &str, a: &Args) -> Drive {
     }
 }
 
+/// One line: ingest rate, ack latency and failures of a drive.
+fn print_ingest(label: &str, rps: f64, d: &mut Drive) {
+    println!(
+        "{label:<11}: {:>9.0} req/s   ack p50 {:>8.2?} p99 {:>8.2?}   ({} failed)",
+        rps,
+        pct(&mut d.acks, 0.50),
+        pct(&mut d.acks, 0.99),
+        d.failed
+    );
+}
+
 fn pct(v: &mut [u64], p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
@@ -337,13 +348,7 @@ async fn run(a: Args) {
         println!("WARNING: only {delivered} of {expected} deliveries arrived");
     }
     let mut e2e = std::mem::take(&mut *sink.e2e.lock().unwrap());
-    println!(
-        "hookrelay  : {:>9.0} req/s   ack p50 {:>8.2?} p99 {:>8.2?}   ({} failed)",
-        ingest_rps,
-        pct(&mut r.acks, 0.50),
-        pct(&mut r.acks, 0.99),
-        r.failed
-    );
+    print_ingest("hookrelay", ingest_rps, &mut r);
     println!(
         "delivery   : {:>9.0} deliveries/s (all {} in {:.2?})   end-to-end p50 {:>8.2?} p99 {:>8.2?}",
         delivered as f64 / all_delivered.as_secs_f64(),
@@ -518,13 +523,7 @@ async fn run_backlog(a: Args) {
     let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
     let ingest_rps = r.acks.len() as f64 / r.elapsed.as_secs_f64();
     let (rss, hwm) = rss_of(relay.proc.id());
-    println!(
-        "ingest     : {:>9.0} req/s   ack p50 {:>8.2?} p99 {:>8.2?}   ({} failed)",
-        ingest_rps,
-        pct(&mut r.acks, 0.50),
-        pct(&mut r.acks, 0.99),
-        r.failed
-    );
+    print_ingest("ingest", ingest_rps, &mut r);
     println!(
         "relay RSS  : {rss0:.1} MiB at start, {rss:.1} MiB with the backlog stored (peak {hwm:.1} MiB while ingesting); data dir {:.0} MiB",
         dir_mib(&dir.join("data"))
