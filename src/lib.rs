@@ -192,9 +192,10 @@ pub async fn run(
     // last one.
     drop(admin_state);
     notify::extend_stop(CHECKPOINT_ALLOWANCE);
+    tracing::info!("checkpointing the store");
     let checkpoint = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || store.checkpoint()).await {
-        Ok(Ok(())) => tracing::debug!(took = ?checkpoint.elapsed(), "store checkpointed"),
+        Ok(Ok(())) => tracing::info!(took = ?checkpoint.elapsed(), "store checkpointed"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "store checkpoint failed; the next start replays more of the log")
         }

@@ -233,6 +233,11 @@ impl Relay {
         }
     }
 
+    /// Whether the relay's stderr (its last 200 lines) has a line containing `what`.
+    fn logged(&self, what: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
     /// Starts the binary and waits for its "listening" line (or its death).
     async fn start(config: &Path) -> Relay {
         let mut relay = Relay::spawn(config);
@@ -414,14 +419,17 @@ enum Mode {
     KillWhileStopping,
     /// A clean `SIGTERM` stop under load (exit 0 expected).
     Terminate,
+    /// `SIGTERM` under load, then `kill -9` once the stop's store checkpoint
+    /// (a reopen of the store) has begun.
+    KillWhileCheckpointing,
 }
 
 /// The modes in turn; the first cycles (all a CI run does) are kills under
-/// load and in a backlog.
+/// load, in a backlog and during the checkpoint of a clean stop.
 const ROTATION: [Mode; 12] = [
     Mode::KillUnderLoad,
     Mode::KillInBacklog,
-    Mode::KillUnderLoad,
+    Mode::KillWhileCheckpointing,
     Mode::KillAtStart,
     Mode::KillUnderLoad,
     Mode::KillWhileStopping,
@@ -552,6 +560,10 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
             Mode::KillAtStart => (rng.random_range(0..=30), 0),
             Mode::KillInBacklog => (rng.random_range(200..=600), rng.random_range(0..=300)),
             Mode::KillWhileStopping => (rng.random_range(50..=500), rng.random_range(0..=20)),
+            // Microseconds after the checkpoint's first log line.
+            Mode::KillWhileCheckpointing => {
+                (rng.random_range(50..=500), rng.random_range(0..=3000))
+            }
             _ => (rng.random_range(50..=500), 0),
         };
         if mode == Mode::KillInBacklog {
@@ -602,7 +614,36 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
                 harness::sigterm(&relay.child);
                 let code = harness::wait_exit(&mut relay.child, Duration::from_secs(60));
                 assert_eq!(code, 0, "SIGTERM exit code:\n{}", tail(&relay.stderr));
+                // Let the reader thread catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(
+                    relay.logged("store checkpointed"),
+                    "a clean stop checkpoints the store:\n{}",
+                    tail(&relay.stderr)
+                );
                 "SIGTERM"
+            }
+            Mode::KillWhileCheckpointing => {
+                harness::sigterm(&relay.child);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !relay.logged("checkpointing the store")
+                    && relay.child.try_wait().unwrap().is_none()
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no checkpoint within 60 s of SIGTERM:\n{}",
+                        tail(&relay.stderr)
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_micros(extra)).await;
+                let exited = relay.child.try_wait().unwrap().is_some();
+                relay.kill9();
+                if exited {
+                    "SIGTERM (exited before the kill -9)"
+                } else {
+                    "SIGTERM, kill -9 in the checkpoint"
+                }
             }
         };
         *modes.entry(how).or_default() += 1;
@@ -614,8 +655,13 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
                 .expect("load client panicked");
         }
         let acked_now = ledger.lock().unwrap().acked.len();
+        let extra_unit = if mode == Mode::KillWhileCheckpointing {
+            "µs"
+        } else {
+            "ms"
+        };
         println!(
-            "cycle {cycle:>3}: {mode:?} after {delay}+{extra} ms: {how} with lags {lags:?}; acked {} (total {acked_now}); {:.2}s",
+            "cycle {cycle:>3}: {mode:?} after {delay} ms + {extra} {extra_unit}: {how} with lags {lags:?}; acked {} (total {acked_now}); {:.2}s",
             acked_now - acked_before,
             cycle_start.elapsed().as_secs_f64()
         );
