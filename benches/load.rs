@@ -577,31 +577,29 @@ const SUITE: &[&str] = &[
     "--backlog --requests 50000 --destinations 10",
 ];
 
+/// Runs each scenario in a fresh process of this bench, so memory figures are its own.
+fn run_each(scenarios: &[&str]) {
+    let exe = std::env::current_exe().expect("own path");
+    for scenario in scenarios {
+        println!();
+        let status = std::process::Command::new(&exe)
+            .args(scenario.split_whitespace())
+            .status()
+            .expect("run scenario");
+        assert!(status.success(), "scenario `{scenario}` failed");
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else is a scenario's arguments.
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.is_empty() {
         // Built as a test (`cargo test --benches`): a quick smoke run only.
-        let exe = std::env::current_exe().expect("own path");
-        for scenario in ["--requests 200", "--backlog --requests 200"] {
-            let status = std::process::Command::new(&exe)
-                .args(scenario.split_whitespace())
-                .status()
-                .expect("run scenario");
-            assert!(status.success(), "scenario `{scenario}` failed");
-        }
+        run_each(&["--requests 200", "--backlog --requests 200"]);
         return;
     }
     if argv.iter().all(|a| a == "--bench") {
-        let exe = std::env::current_exe().expect("own path");
-        for scenario in SUITE {
-            println!();
-            let status = std::process::Command::new(&exe)
-                .args(scenario.split_whitespace())
-                .status()
-                .expect("run scenario");
-            assert!(status.success(), "scenario `{scenario}` failed");
-        }
+        run_each(SUITE);
         return;
     }
     let a = args();

@@ -1,5 +1,5 @@
 //! Domain newtypes shared by every stage: sequence numbers, message ids and
-//! validated names. Parsing happens here once; the rest of the code trusts them.
+//! validated names; and the header names with a fixed meaning to the relay. Parsing happens here once; the rest of the code trusts them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -129,6 +129,36 @@ name_type!(
     /// A destination's name from the config: `[a-z0-9_-]{1,64}`.
     DestinationName
 );
+
+/// Headers that describe one hop or the framing: never configured for a
+/// destination and never forwarded (nor is any `proxy-*` header).
+pub const HOP_BY_HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Headers only the relay sets on a delivery, whatever came in or is configured.
+pub const RELAY_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-hookrelay-source",
+    "x-hookrelay-seq",
+    "x-hookrelay-attempt",
+];
+
+/// Whether the header `name` (lowercase) is hop-by-hop, `proxy-*` or the relay's own.
+pub fn is_reserved_header(name: &str) -> bool {
+    HOP_BY_HOP_HEADERS.contains(&name)
+        || name.starts_with("proxy-")
+        || RELAY_HEADERS.contains(&name)
+}
 
 #[cfg(test)]
 mod tests {

@@ -22,27 +22,6 @@ use crate::model::{DestinationName, SourceName};
 /// Environment variable holding the admin token when `[admin]` names none.
 const DEFAULT_TOKEN_ENV: &str = "HOOKRELAY_ADMIN_TOKEN";
 
-/// Headers the relay sets itself or that must never be copied between hops.
-const RESERVED_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-hookrelay-source",
-    "x-hookrelay-seq",
-    "x-hookrelay-attempt",
-];
-
 pub(super) fn validate(
     raw: RawConfig,
     text: &str,
@@ -499,7 +478,15 @@ fn max_in_flight(cx: &mut Ctx<'_>, r: &RawDestination, ordering: Ordering, key: 
 }
 
 fn reserved(cx: &mut Ctx<'_>, name: &http::HeaderName, v: &Spanned<String>, key: &str) -> bool {
-    if RESERVED_HEADERS.contains(&name.as_str()) {
+    use crate::model::{HOP_BY_HOP_HEADERS, RELAY_HEADERS};
+    // Other `proxy-*` names may be listed (forwarding drops them anyway).
+    const PROXY: &[&str] = &[
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ];
+    let n = name.as_str();
+    if HOP_BY_HOP_HEADERS.contains(&n) || RELAY_HEADERS.contains(&n) || PROXY.contains(&n) {
         cx.at(
             v,
             key,

@@ -30,37 +30,11 @@ pub const DEFAULT_FORWARD: &[&str] = &[
     "user-agent",
 ];
 
-/// Headers that only ever describe one hop (or the framing) and never pass;
-/// so do `proxy-*` and, at ingest, the headers an inbound `Connection` names.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
-/// Headers only the relay sets, whatever came in.
-const RELAY_OWN: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-hookrelay-source",
-    "x-hookrelay-seq",
-    "x-hookrelay-attempt",
-];
-
 /// Whether the stored inbound header `name` (lowercase) goes to `dest`.
 pub fn forwarded(dest: &DestinationConfig, name: &str) -> bool {
     let listed =
         DEFAULT_FORWARD.contains(&name) || dest.forward_headers.iter().any(|f| f.as_str() == name);
-    listed
-        && !HOP_BY_HOP.contains(&name)
-        && !name.starts_with("proxy-")
-        && !RELAY_OWN.contains(&name)
+    listed && !crate::model::is_reserved_header(name)
 }
 
 /// The outbound request for attempt `attempt` made at `now_secs`.
