@@ -804,7 +804,14 @@ mod tests {
             .unwrap_or_else(|| fail("bad flush count", 4));
         let store = Store::open(Path::new(&dir)).unwrap_or_else(|e| fail(&e.to_string(), 5));
         let db = store.db.clone();
+        // Flushing starts once the first message is written: on a fast
+        // machine the flushes would otherwise all finish before any write,
+        // and the trial would test nothing.
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
+            if first_rx.recv().is_err() {
+                fail("the writer stopped before its first write", 9);
+            }
             for _ in 0..flushes {
                 if let Err(e) = db.flush() {
                     fail(&e.to_string(), 6);
@@ -828,6 +835,9 @@ mod tests {
             let bytes = codec::encode_message(&m).unwrap();
             if let Err(e) = store.write_batch(&[(Seq(seq), bytes)], &[dedup]) {
                 fail(&e.to_string(), 7);
+            }
+            if seq == 1 {
+                let _ = first_tx.send(());
             }
         }
         fail("the flushes never finished", 8);
