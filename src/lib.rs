@@ -93,6 +93,13 @@ impl Listeners {
     }
 }
 
+/// Where a started relay serves, passed to [`run_notify`]'s callback once it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+}
+
 /// How much longer than `TimeoutStopSec` systemd is asked to wait for the
 /// checkpoint at a clean stop (as long as the unit's `TimeoutStartSec`).
 const CHECKPOINT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -105,6 +112,17 @@ pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
+) -> Result<(), Error> {
+    run_notify(config, listeners, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_ready` once both listeners serve and the store is
+/// open (when systemd is told `READY=1`), e.g. to write `--ready-file`.
+pub async fn run_notify(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(Ready),
 ) -> Result<(), Error> {
     // Outbound TLS setup (ca_file) is config: check it before anything starts.
     let clients = delivery::Clients::build(&config.destinations)?;
@@ -141,8 +159,17 @@ pub async fn run(
         shutdown.clone(),
     );
 
-    let ingest_addr = local(&listeners.ingest);
-    let admin_addr = local(&listeners.admin);
+    let ingest_addr = listeners
+        .ingest
+        .local_addr()
+        .map_err(|source| Error::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let admin_addr = listeners.admin.local_addr().map_err(|source| Error::Bind {
+        addr: config.admin.listen,
+        source,
+    })?;
 
     let ingest = match ingest::Ingest::new(&config, appender) {
         Ok(ingest) => Arc::new(ingest.with_disk_budget(over_budget)),
@@ -174,6 +201,10 @@ pub async fn run(
         "hookrelay listening"
     );
     notify::ready();
+    on_ready(Ready {
+        ingest: ingest_addr,
+        admin: admin_addr,
+    });
     admin_state.ready.store(true, Ordering::Relaxed);
     ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::Relaxed);
@@ -203,10 +234,4 @@ pub async fn run(
     }
     tracing::info!("hookrelay stopped");
     Ok(())
-}
-
-fn local(l: &TcpListener) -> String {
-    l.local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into())
 }

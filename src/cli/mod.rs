@@ -40,6 +40,10 @@ pub enum Command {
         /// Log format on stderr (level from RUST_LOG, default info).
         #[arg(long, value_enum, default_value_t)]
         log_format: LogFormat,
+        /// Once ready, write `{"pid":..,"ingest":"ip:port","admin":"ip:port"}`
+        /// here (atomically; removed at exit), for scripts and tests using port 0.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Validate the config and exit: 0 valid, 2 invalid.
     Check {
@@ -156,7 +160,11 @@ pub fn main(cli: Cli) -> i32 {
             let v = c.call(Method::POST, &path, Some(body)).await?;
             Ok((v.clone(), format!("{dest}: cursor now {}", v["cursor"])))
         }),
-        Command::Serve { config, log_format } => {
+        Command::Serve {
+            config,
+            log_format,
+            ready_file,
+        } => {
             init_logging(log_format);
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -169,7 +177,11 @@ pub fn main(cli: Cli) -> i32 {
                 Ok(rt) => rt,
                 Err(e) => return report(&Error::Client(format!("cannot start runtime: {e}"))),
             };
-            match runtime.block_on(serve(config)) {
+            let result = runtime.block_on(serve(config, ready_file.clone()));
+            if let Some(path) = ready_file {
+                let _ = std::fs::remove_file(path);
+            }
+            match result {
                 Ok(()) => 0,
                 Err(e) => report(&e),
             }
@@ -210,11 +222,32 @@ where
     }
 }
 
-async fn serve(config: Config) -> Result<(), Error> {
+async fn serve(config: Config, ready_file: Option<PathBuf>) -> Result<(), Error> {
     let listeners = Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    crate::run(config, listeners, shutdown).await
+    crate::run_notify(config, listeners, shutdown, |ready| {
+        if let Some(path) = ready_file {
+            if let Err(e) = write_ready_file(&path, ready) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the ready file");
+            }
+        }
+    })
+    .await
+}
+
+/// Writes the ready file through a temporary name and a rename, so a reader
+/// never sees half of it. A few bytes once at start: blocking is fine here.
+fn write_ready_file(path: &std::path::Path, ready: crate::Ready) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "ingest": ready.ingest.to_string(),
+        "admin": ready.admin.to_string(),
+    });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
