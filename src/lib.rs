@@ -2,33 +2,49 @@
 //!
 //! The path of one webhook, one module per stage:
 //!
-//! - [`config`]: reads and validates `relay.toml` into typed values.
-//! - [`ingest`]: inbound HTTP; routing, limits, then hands off to the appender.
-//! - [`verify`]: whether an inbound request is authentic, and its idempotency key.
-//! - [`store`]: the only code touching sled; group-commit appender, cursors, attempts.
-//! - [`delivery`]: one worker per destination; ordered delivery with retries.
-//! - [`admin`]: health, readiness (and later the operator API).
-//! - [`cli`]: the `hookrelay` command line.
+//! - `config`: reads and validates `relay.toml` into typed values; each
+//!   source's verification scheme becomes a `VerifySpec` with its keys decoded.
+//! - `ingest`: inbound HTTP; routing by path, limits, then hands off to the appender.
+//! - `verify`: whether an inbound request is authentic, and its idempotency key;
+//!   one file per scheme.
+//! - `store`: the only code touching sled; group-commit appender, log, cursors,
+//!   attempts, dead letters, dedup index, retention.
+//! - `delivery`: one worker per destination; ordered delivery with retries.
+//! - `admin`: health, readiness, metrics and the operator API (`/api/v1/`).
+//! - `cli`: the `hookrelay` command line.
+//!
+//! Beside them: `keys` (key material and its encodings, shared by config,
+//! verify and delivery signing), `model` (the typed names and ids), and small
+//! helpers (`notify` for systemd, `telemetry`, `time`, `respond`).
 //!
 //! [`run`] wires them together and owns shutdown: one [`CancellationToken`]
 //! fanned out to every task, which are joined before it returns.
+//!
+//! The public surface is what the binary, the integration tests and the
+//! benches need: [`run`], [`Cli`], [`config`], [`model`] and [`store`] (to
+//! inspect a stopped relay's data dir). The fuzz entry points are behind the
+//! `fuzzing` feature, which only the test and fuzz builds enable.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod cli;
+mod admin;
+mod cli;
 pub mod config;
-pub mod delivery;
+mod delivery;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod ingest;
+mod ingest;
+mod keys;
 pub mod model;
 mod notify;
 mod respond;
 pub mod store;
-pub mod telemetry;
+mod telemetry;
 mod time;
-pub mod verify;
+mod verify;
+
+pub use cli::Cli;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -55,9 +71,7 @@ pub enum Error {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Verify(#[from] verify::SetupError),
-    #[error(transparent)]
-    Tls(#[from] delivery::ClientError),
+    Tls(#[from] delivery::TlsSetupError),
     #[error("{0}")]
     Client(String),
 }
@@ -66,7 +80,7 @@ impl Error {
     /// 2 for bad configuration, 1 for anything that went wrong at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Verify(_) | Error::Tls(_) => 2,
+            Error::Config(_) | Error::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -124,8 +138,14 @@ pub async fn run_notify(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(Ready),
 ) -> Result<(), Error> {
-    // Outbound TLS setup (ca_file) is config: check it before anything starts.
+    // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
+    let local = |l: &TcpListener, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| Error::Bind { addr, source })
+    };
+    let ingest_addr = local(&listeners.ingest, config.server.listen)?;
+    let admin_addr = local(&listeners.admin, config.admin.listen)?;
     let data_dir = config.storage.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
         .await
@@ -134,7 +154,6 @@ pub async fn run_notify(
     let (head_tx, head_rx) = watch::channel(last);
 
     let tracker = TaskTracker::new();
-    notify::spawn(&tracker, shutdown.clone());
     let appender = store::spawn_appender(
         store.clone(),
         config.storage.durability,
@@ -142,6 +161,7 @@ pub async fn run_notify(
         &tracker,
         shutdown.clone(),
     )?;
+    notify::spawn(&tracker, shutdown.clone());
     let controls = delivery::spawn_workers(
         &config.destinations,
         &clients,
@@ -158,29 +178,7 @@ pub async fn run_notify(
         &tracker,
         shutdown.clone(),
     );
-
-    let ingest_addr = listeners
-        .ingest
-        .local_addr()
-        .map_err(|source| Error::Bind {
-            addr: config.server.listen,
-            source,
-        })?;
-    let admin_addr = listeners.admin.local_addr().map_err(|source| Error::Bind {
-        addr: config.admin.listen,
-        source,
-    })?;
-
-    let ingest = match ingest::Ingest::new(&config, appender) {
-        Ok(ingest) => Arc::new(ingest.with_disk_budget(over_budget)),
-        Err(e) => {
-            // Stop what already started before reporting the config problem.
-            shutdown.cancel();
-            tracker.close();
-            tracker.wait().await;
-            return Err(e.into());
-        }
-    };
+    let ingest = Arc::new(ingest::Ingest::new(&config, appender).with_disk_budget(over_budget));
     let admin_state = Arc::new(admin::Admin::new(
         &config,
         store.clone(),

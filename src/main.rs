@@ -3,6 +3,5 @@
 use clap::Parser;
 
 fn main() {
-    let cli = hookrelay::cli::Cli::parse();
-    std::process::exit(hookrelay::cli::main(cli));
+    std::process::exit(hookrelay::Cli::parse().run());
 }

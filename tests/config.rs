@@ -5,10 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookrelay::config::{
-    Config, ConfigError, Durability, OnExhausted, Ordering, Problem, RateLimit, Schedule, Scheme,
+    Config, ConfigError, DeliveryOrder, Durability, OnExhausted, Problem, RateLimit, Schedule,
+    Scheme, VerifySpec, WhsecKey,
 };
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// A real RSA certificate, as PayPal's `cert_file` must be.
+const PAYPAL_CERT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/verify/testdata/paypal_test_cert.pem"
+);
 
 /// The example from SPEC.md, verbatim.
 const SPEC_EXAMPLE: &str = r#"
@@ -114,17 +120,17 @@ fn the_spec_example_parses_with_its_documented_values() {
 
     let s = c.source(&"stripe".parse().unwrap()).unwrap();
     assert_eq!(s.path, "/hooks/stripe");
-    assert_eq!(s.verify.scheme, Scheme::Stripe);
-    assert_eq!(s.verify.secrets.len(), 1);
-    assert_eq!(s.verify.secrets[0].expose(), b"whsec_test_secret");
-    assert_eq!(s.verify.tolerance, Duration::from_secs(300));
+    assert_eq!(s.verify.scheme(), Scheme::Stripe);
+    assert_eq!(s.verify.shared_secrets().len(), 1);
+    assert_eq!(s.verify.shared_secrets()[0].expose(), b"whsec_test_secret");
+    assert_eq!(s.verify.tolerance(), Some(Duration::from_secs(300)));
     assert_eq!(s.dedup_window, Duration::from_secs(24 * 3600));
 
     let d = c.destination(&"billing".parse().unwrap()).unwrap();
     assert_eq!(d.url, "http://127.0.0.1:9000/stripe");
     assert_eq!(d.sources, vec![s.name.clone()]);
     assert_eq!(d.timeout, Duration::from_secs(10));
-    assert_eq!(d.ordering, Ordering::Strict);
+    assert_eq!(d.ordering, DeliveryOrder::Strict);
     assert_eq!(d.max_in_flight, 1);
     assert_eq!(
         d.rate_limit,
@@ -140,7 +146,7 @@ fn the_spec_example_parses_with_its_documented_values() {
         d.forward_headers,
         vec![http::HeaderName::from_static("x-github-event")]
     );
-    assert_eq!(d.signing.as_ref().unwrap().expose(), WHSEC.as_bytes());
+    assert_eq!(d.signing, WhsecKey::parse(WHSEC.as_bytes()));
     assert_eq!(d.retry.schedule, Schedule::Exponential);
     assert_eq!(d.retry.initial, Duration::from_secs(1));
     assert_eq!(d.retry.max_interval, Duration::from_secs(600));
@@ -175,7 +181,7 @@ fn the_spec_example_loads_from_a_file_with_the_process_environment() {
     let c = Config::load(&path).unwrap();
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-token");
     assert_eq!(
-        c.sources[0].verify.secrets[0].expose(),
+        c.sources[0].verify.shared_secrets()[0].expose(),
         b"whsec_test_secret"
     );
     assert_eq!(c.storage.data_dir, dir.path().join("data"));
@@ -222,7 +228,8 @@ fn every_kind_of_error_names_file_line_and_key() {
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"hmac\", secret = \"x\" }\n", "verify", "source[0].verify.header"),
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"paypal\", webhook_id = \"W\" }\n", "verify", "source[0].verify.cert_file"),
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"paypal\", cert_file = \"/nonexistent/c.pem\", webhook_id = \"W\" }\n", "verify", "source[0].verify.cert_file"),
-        ("[[source]]\nname = \"a\"\npath = \"/a\"\n[source.verify]\nscheme = \"paypal\"\ncert_file = \"relay.toml\"\n", "[source.verify]", "source[0].verify.webhook_id"),
+        (&format!("[[source]]\nname = \"a\"\npath = \"/a\"\n[source.verify]\nscheme = \"paypal\"\ncert_file = \"{PAYPAL_CERT}\"\n"), "[source.verify]", "source[0].verify.webhook_id"),
+        ("[[source]]\nname = \"a\"\npath = \"/a\"\n[source.verify]\nscheme = \"paypal\"\nwebhook_id = \"W\"\ncert_file = \"relay.toml\"\n", "cert_file", "source[0].verify.cert_file"),
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"discord\", public_key = \"abcd\" }\n", "verify", "source[0].verify.public_key"),
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"meta\", secret = \"x\" }\n", "verify", "source[0].verify.verify_token"),
         ("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"twilio\", secret = \"x\" }\n", "verify", "source[0].verify.public_url"),
@@ -305,11 +312,8 @@ fn relative_paths_resolve_against_the_config_directory() {
     write(dir.path(), "secrets/github.txt", "from-file\n\n");
     write(dir.path(), "secrets/signing.txt", &format!("{WHSEC}\r\n"));
     write(dir.path(), "secrets/admin.txt", "admin-from-file\n");
-    write(
-        dir.path(),
-        "certs/paypal.pem",
-        "-----BEGIN CERTIFICATE-----\n",
-    );
+    let cert = std::fs::read_to_string(PAYPAL_CERT).unwrap();
+    write(dir.path(), "certs/paypal.pem", &cert);
     write(dir.path(), "certs/ca.pem", "-----BEGIN CERTIFICATE-----\n");
     let text = r#"
 [admin]
@@ -340,15 +344,12 @@ ca_file = "certs/ca.pem"
     let c = Config::load(&path).unwrap();
     assert_eq!(c.storage.data_dir, dir.path().join("var/db"));
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-from-file");
-    assert_eq!(c.sources[0].verify.secrets[0].expose(), b"from-file");
     assert_eq!(
-        c.sources[1].verify.cert_file.as_deref(),
-        Some(&*dir.path().join("certs/paypal.pem"))
+        c.sources[0].verify.shared_secrets()[0].expose(),
+        b"from-file"
     );
-    assert_eq!(
-        c.destinations[0].signing.as_ref().unwrap().expose(),
-        WHSEC.as_bytes()
-    );
+    assert!(matches!(c.sources[1].verify, VerifySpec::Paypal { .. }));
+    assert_eq!(c.destinations[0].signing, WhsecKey::parse(WHSEC.as_bytes()));
     assert_eq!(
         c.destinations[0].ca_file.as_deref(),
         Some(&*dir.path().join("certs/ca.pem"))

@@ -183,7 +183,7 @@ fn sources(admin: &Admin) -> Value {
             json!({
                 "name": s.name,
                 "path": s.path,
-                "scheme": s.verify.scheme.as_str(),
+                "scheme": s.verify.scheme().as_str(),
                 "received": st.received.load(Relaxed),
                 "rejected": st.rejected.load(Relaxed),
                 "rejected_by_reason": by_reason,
@@ -257,7 +257,7 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
             "name": d.name,
             "url": display_url(&d.url),
             "sources": d.sources,
-            "ordering": match d.ordering { crate::config::Ordering::Strict => "strict", crate::config::Ordering::Unordered => "unordered" },
+            "ordering": d.ordering.as_str(),
             "state": state_word(&st, c),
             "blocked_on": st.blocked_on.map(|s| s.0),
             "cursor": cursor.0,

@@ -100,8 +100,14 @@ pub struct ClientArgs {
     json: bool,
 }
 
-/// Runs the parsed command; returns the process exit code.
-pub fn main(cli: Cli) -> i32 {
+impl Cli {
+    /// Runs the parsed command; returns the process exit code.
+    pub fn run(self) -> i32 {
+        main(self)
+    }
+}
+
+fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {

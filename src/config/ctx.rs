@@ -204,6 +204,49 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An absolute http or https URL with a host. The URL is not echoed: it may carry credentials.
+    pub fn http_url(&mut self, v: &Spanned<String>, key: &str) -> Option<http::Uri> {
+        let uri = match v.get_ref().parse::<http::Uri>() {
+            Ok(u) => u,
+            Err(e) => {
+                self.at(
+                    v,
+                    key,
+                    format!("invalid URL: {e} (use e.g. \"https://example.com/path\")"),
+                );
+                return None;
+            }
+        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            self.at(v, key, "URL must start with http:// or https://");
+            return None;
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            self.at(v, key, "URL has no host");
+            return None;
+        }
+        // http::Uri accepts any digits as a port; a delivery needs a u16.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            // The client would never send them, and they would sit in the config's Debug output.
+            self.at(
+                v,
+                key,
+                "URL credentials (user:pass@) are not supported; use headers = { \"Authorization\" = \"...\" }",
+            );
+            return None;
+        }
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        let after_host = host_port.rsplit(']').next().unwrap_or(host_port);
+        if let Some((_, port)) = after_host.rsplit_once(':') {
+            if !port.is_empty() && port.parse::<u16>().is_err() {
+                self.at(v, key, "URL has an invalid port");
+                return None;
+            }
+        }
+        Some(uri)
+    }
+
     /// A path that must name an existing file.
     pub fn existing_file(&mut self, v: &Spanned<String>, key: &str) -> Option<PathBuf> {
         let path = self.resolve(v.get_ref());

@@ -1,22 +1,23 @@
 //! Reading and validating `relay.toml` into typed values.
 //!
-//! This module owns the config contract of SPEC.md: the TOML shape, the
-//! defaults, units (durations, sizes, rates), secrets (literal, environment
-//! variable or file) and every cross-field rule. [`Config::load`] reports all
+//! This module owns the config contract (README, "Configuration"): the TOML
+//! shape, the defaults, units (durations, sizes, rates), secrets (literal,
+//! environment variable or file), each scheme's keys decoded once (see
+//! [`VerifySpec`]) and every cross-field rule. [`Config::load`] reports all
 //! problems at once, each with file, line and dotted key. After loading, the
 //! rest of the crate trusts these values and never re-parses them.
 //!
 //! It must not touch anything else: no I/O beyond reading the config file, the
-//! secret files and environment variables (and checking that `cert_file` and
-//! `ca_file` exist), no networking, no logging of secret values. A [`Secret`]
+//! secret files, PayPal's `cert_file` and environment variables (and checking
+//! that `ca_file` exists), no networking, no logging of secret values. A [`Secret`]
 //! prints as `[redacted]` and no error message ever contains one.
 
 mod ctx;
 mod raw;
+mod scheme;
 mod secret;
 mod units;
 mod validate;
-mod verify;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,8 +26,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::keys::{Ed25519PublicKey, RsaPublicKey, WhsecKey};
 use crate::model::{DestinationName, SourceName};
 
+pub use scheme::VerifySpec;
 pub use secret::Secret;
 
 /// The whole, validated relay configuration.
@@ -82,39 +85,9 @@ pub struct SourceConfig {
     pub name: SourceName,
     /// Starts with `/`.
     pub path: String,
-    pub verify: VerifyConfig,
+    pub verify: VerifySpec,
     pub dedup_window: Duration,
     pub dedup_header: Option<http::HeaderName>,
-}
-
-/// A source's `verify` table. Keys that a scheme does not use are refused at load.
-#[derive(Debug, Clone)]
-pub struct VerifyConfig {
-    pub scheme: Scheme,
-    /// Any one matching is enough. Empty only for `none`, `discord` and `paypal`.
-    pub secrets: Vec<Secret>,
-    /// Default 5m.
-    pub tolerance: Duration,
-    /// `hmac` (required), `token` (optional; else `Authorization: Bearer`).
-    pub header: Option<http::HeaderName>,
-    /// `hmac`; default sha256.
-    pub algorithm: HmacAlgorithm,
-    /// `hmac`; default hex.
-    pub encoding: SigEncoding,
-    /// `hmac`, e.g. `"sha256="`.
-    pub prefix: Option<String>,
-    /// `meta` (required): the handshake's `hub.verify_token`.
-    pub verify_token: Option<Secret>,
-    /// `discord` (required): the 32-byte Ed25519 public key.
-    pub public_key: Option<Vec<u8>>,
-    /// `twilio` (required): the URL Twilio posts to.
-    pub public_url: Option<String>,
-    /// `paypal` (required): resolved against the config dir; exists.
-    pub cert_file: Option<PathBuf>,
-    /// `paypal` (required).
-    pub webhook_id: Option<String>,
-    /// `basic` (required).
-    pub username: Option<String>,
 }
 
 /// `verify.scheme`.
@@ -183,14 +156,14 @@ pub struct DestinationConfig {
     /// At least one; every one names a configured source.
     pub sources: Vec<SourceName>,
     pub timeout: Duration,
-    pub ordering: Ordering,
+    pub ordering: DeliveryOrder,
     /// 1 for strict; at least 1 for unordered.
     pub max_in_flight: usize,
     pub rate_limit: Option<RateLimit>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub forward_headers: Vec<http::HeaderName>,
-    /// The full `whsec_...` string (its base64 was checked at load).
-    pub signing: Option<Secret>,
+    /// Signs every delivery (Standard Webhooks).
+    pub signing: Option<WhsecKey>,
     pub retry: RetryPolicy,
     pub on_exhausted: OnExhausted,
     /// Resolved against the config dir; exists.
@@ -200,9 +173,19 @@ pub struct DestinationConfig {
 /// `destination.ordering`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Ordering {
+pub enum DeliveryOrder {
     Strict,
     Unordered,
+}
+
+impl DeliveryOrder {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOrder::Strict => "strict",
+            DeliveryOrder::Unordered => "unordered",
+        }
+    }
 }
 
 /// `destination.rate_limit`: at most `count` deliveries per `per`.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::units::RawSize;
-use super::{Durability, HmacAlgorithm, OnExhausted, Ordering, Schedule, Scheme, SigEncoding};
+use super::{DeliveryOrder, Durability, HmacAlgorithm, OnExhausted, Schedule, Scheme, SigEncoding};
 
 pub(super) type Text = Option<Spanned<String>>;
 pub(super) type TextList = Option<Spanned<Vec<Spanned<String>>>>;
@@ -91,7 +91,7 @@ pub(super) struct RawDestination {
     pub url: Text,
     pub sources: TextList,
     pub timeout: Text,
-    pub ordering: Option<Spanned<Ordering>>,
+    pub ordering: Option<Spanned<DeliveryOrder>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub rate_limit: Text,
     pub headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,

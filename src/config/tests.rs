@@ -90,15 +90,15 @@ fn an_empty_file_gives_every_default() {
 fn source_and_destination_defaults() {
     let c = load(&with_dest("")).unwrap();
     let s = &c.sources[0];
-    assert_eq!(s.verify.scheme, Scheme::None);
-    assert!(s.verify.secrets.is_empty());
+    assert_eq!(s.verify.scheme(), Scheme::None);
+    assert!(s.verify.shared_secrets().is_empty());
     assert_eq!(s.dedup_window, Duration::from_secs(86400));
     assert!(s.dedup_header.is_none());
     let d = &c.destinations[0];
     assert_eq!(d.url, "http://127.0.0.1:9000/x");
     assert_eq!(d.sources, vec!["a".parse().unwrap()]);
     assert_eq!(d.timeout, Duration::from_secs(10));
-    assert_eq!(d.ordering, Ordering::Strict);
+    assert_eq!(d.ordering, DeliveryOrder::Strict);
     assert_eq!(d.max_in_flight, 1);
     assert!(d.rate_limit.is_none() && d.signing.is_none() && d.ca_file.is_none());
     assert!(d.headers.is_empty() && d.forward_headers.is_empty());
@@ -316,19 +316,25 @@ fn verify_secret_must_be_given_exactly_one_way() {
 #[test]
 fn verify_secrets_come_from_every_form() {
     let c = load(&with_verify("scheme = \"github\", secret = \"lit\"")).unwrap();
-    assert_eq!(c.sources[0].verify.secrets[0].expose(), b"lit");
+    assert_eq!(c.sources[0].verify.shared_secrets()[0].expose(), b"lit");
     let c = load(&with_verify(
         "scheme = \"github\", secrets = [\"one\", \"two\"]",
     ))
     .unwrap();
-    assert_eq!(c.sources[0].verify.secrets.len(), 2);
+    assert_eq!(c.sources[0].verify.shared_secrets().len(), 2);
     let c = load(&with_verify("scheme = \"github\", secret_env = \"SET\"")).unwrap();
-    assert_eq!(c.sources[0].verify.secrets[0].expose(), b"s3cr3t-from-env");
+    assert_eq!(
+        c.sources[0].verify.shared_secrets()[0].expose(),
+        b"s3cr3t-from-env"
+    );
     let c = load(&with_verify(
         "scheme = \"github\", secrets_env = [\"SET\", \"OTHER\"]",
     ))
     .unwrap();
-    assert_eq!(c.sources[0].verify.secrets[1].expose(), b"other-from-env");
+    assert_eq!(
+        c.sources[0].verify.shared_secrets()[1].expose(),
+        b"other-from-env"
+    );
 }
 
 #[test]
@@ -389,13 +395,22 @@ fn hmac_needs_a_header() {
         "scheme = \"hmac\", secret = \"x\", header = \"X-Sig\", algorithm = \"sha512\", encoding = \"base64\", prefix = \"sha512=\"",
     ))
     .unwrap();
-    let v = &c.sources[0].verify;
-    assert_eq!(v.header.as_ref().map(|h| h.as_str()), Some("x-sig"));
+    let VerifySpec::Hmac {
+        header,
+        algorithm,
+        encoding,
+        prefix,
+        ..
+    } = &c.sources[0].verify
+    else {
+        panic!("{:?}", c.sources[0].verify)
+    };
+    assert_eq!(header.as_str(), "x-sig");
     assert_eq!(
-        (v.algorithm, v.encoding),
+        (*algorithm, *encoding),
         (HmacAlgorithm::Sha512, SigEncoding::Base64)
     );
-    assert_eq!(v.prefix.as_deref(), Some("sha512="));
+    assert_eq!(prefix.as_deref(), Some("sha512="));
     let text = with_verify("scheme = \"hmac\", secret = \"x\", header = \"bad header\"");
     assert_one(
         &text,
@@ -408,7 +423,10 @@ fn hmac_needs_a_header() {
 #[test]
 fn token_header_is_optional() {
     let c = load(&with_verify("scheme = \"token\", secret = \"x\"")).unwrap();
-    assert!(c.sources[0].verify.header.is_none());
+    assert!(matches!(
+        c.sources[0].verify,
+        VerifySpec::Token { header: None, .. }
+    ));
 }
 
 #[test]
@@ -429,6 +447,24 @@ fn paypal_needs_cert_file_and_webhook_id_and_no_secret() {
         "source[0].verify.cert_file",
         "does not exist",
     );
+    // The certificate is read at load, so `check` finds a bad one.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = with_verify(&format!(
+        "scheme = \"paypal\", cert_file = \"{}\", webhook_id = \"WH-1\"",
+        junk.display()
+    ));
+    assert_one(
+        &text,
+        "verify",
+        "source[0].verify.cert_file",
+        "not an X.509 certificate",
+    );
 }
 
 #[test]
@@ -438,8 +474,10 @@ fn discord_needs_a_64_hex_char_public_key() {
         "scheme = \"discord\", public_key = \"{key}\""
     )))
     .unwrap();
-    assert_eq!(c.sources[0].verify.public_key, Some(vec![0xee; 32]));
-    assert!(c.sources[0].verify.secrets.is_empty());
+    assert!(matches!(
+        c.sources[0].verify,
+        VerifySpec::Discord { public_key, .. } if public_key.0 == [0xee; 32]
+    ));
     let text = with_verify("scheme = \"discord\"");
     assert_one(&text, "verify", "source[0].verify.public_key", "required");
     for bad in ["abc".to_string(), "g".repeat(64), "é".repeat(32)] {
@@ -461,10 +499,10 @@ fn meta_needs_a_verify_token() {
         "scheme = \"meta\", secret = \"app\", verify_token_env = \"SET\"",
     ))
     .unwrap();
-    assert_eq!(
-        c.sources[0].verify.verify_token.as_ref().unwrap().expose(),
-        b"s3cr3t-from-env"
-    );
+    let VerifySpec::Meta { verify_token, .. } = &c.sources[0].verify else {
+        panic!("{:?}", c.sources[0].verify)
+    };
+    assert_eq!(verify_token.expose(), b"s3cr3t-from-env");
 }
 
 #[test]
@@ -477,10 +515,10 @@ fn twilio_needs_a_public_url() {
         "scheme = \"twilio\", secret = \"x\", public_url = \"https://example.com/a\"",
     ))
     .unwrap();
-    assert_eq!(
-        c.sources[0].verify.public_url.as_deref(),
-        Some("https://example.com/a")
-    );
+    assert!(matches!(
+        &c.sources[0].verify,
+        VerifySpec::Twilio { public_url, .. } if public_url == "https://example.com/a"
+    ));
 }
 
 #[test]
@@ -491,7 +529,10 @@ fn basic_needs_a_username() {
         "scheme = \"basic\", secret = \"pw\", username = \"u\"",
     ))
     .unwrap();
-    assert_eq!(c.sources[0].verify.username.as_deref(), Some("u"));
+    assert!(matches!(
+        &c.sources[0].verify,
+        VerifySpec::Basic { username, .. } if username == "u"
+    ));
 }
 
 #[test]
@@ -507,12 +548,18 @@ fn standard_secrets_must_be_base64() {
 #[test]
 fn tolerance_defaults_to_five_minutes() {
     let c = load(&with_verify("scheme = \"slack\", secret = \"x\"")).unwrap();
-    assert_eq!(c.sources[0].verify.tolerance, Duration::from_secs(300));
+    assert_eq!(
+        c.sources[0].verify.tolerance(),
+        Some(Duration::from_secs(300))
+    );
     let c = load(&with_verify(
         "scheme = \"slack\", secret = \"x\", tolerance = \"1m\"",
     ))
     .unwrap();
-    assert_eq!(c.sources[0].verify.tolerance, Duration::from_secs(60));
+    assert_eq!(
+        c.sources[0].verify.tolerance(),
+        Some(Duration::from_secs(60))
+    );
 }
 
 #[test]
@@ -618,10 +665,7 @@ fn headers_must_be_valid_and_not_reserved() {
 #[test]
 fn signing_takes_one_whsec_secret() {
     let c = load(&with_dest("signing = { secret_env = \"WHSEC\" }")).unwrap();
-    assert_eq!(
-        c.destinations[0].signing.as_ref().unwrap().expose(),
-        WHSEC.as_bytes()
-    );
+    assert_eq!(c.destinations[0].signing, WhsecKey::parse(WHSEC.as_bytes()));
     let unpadded = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     assert!(load(&with_dest(&format!(
         "signing = {{ secret = \"{unpadded}\" }}"

@@ -6,17 +6,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use toml::Spanned;
 
 use super::ctx::{show_key, Ctx, SecretKeys};
 use super::raw::{RawAdmin, RawConfig, RawDestination, RawRetry, RawServer, RawSource, RawStorage};
 use super::{
-    units, verify, AdminConfig, Config, DestinationConfig, Durability, OnExhausted, Ordering,
+    scheme, units, AdminConfig, Config, DeliveryOrder, DestinationConfig, Durability, OnExhausted,
     Problem, RetryPolicy, Schedule, Secret, ServerConfig, SourceConfig, StorageConfig,
 };
+use crate::keys::WhsecKey;
 use crate::model::{DestinationName, SourceName};
 
 /// Environment variable holding the admin token when `[admin]` names none.
@@ -192,7 +190,7 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
             }
             Some(p) => source_path(cx, &mut paths, p, &format!("{base}.path")),
         };
-        let verify = verify::verify(cx, &base, r.verify.as_ref());
+        let verify = scheme::verify(cx, &base, r.verify.as_ref());
         let dedup_window = cx.duration(
             &r.dedup_window,
             &format!("{base}.dedup_window"),
@@ -202,7 +200,7 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
             .dedup_header
             .as_ref()
             .and_then(|h| cx.header_name(h, &format!("{base}.dedup_header")));
-        if let (Some(name), Some(path)) = (name, path) {
+        if let (Some(name), Some(path), Some(verify)) = (name, path, verify) {
             out.push(SourceConfig {
                 name,
                 path,
@@ -312,7 +310,7 @@ fn destination(
             cx.missing(d.span(), &key("url"));
             None
         }
-        Some(u) => url(cx, u, &key("url")),
+        Some(u) => cx.http_url(u, &key("url")),
     };
     let sources = match &r.sources {
         None => {
@@ -325,7 +323,7 @@ fn destination(
     let ordering = r
         .ordering
         .as_ref()
-        .map_or(Ordering::Strict, |o| *o.get_ref());
+        .map_or(DeliveryOrder::Strict, |o| *o.get_ref());
     let max_in_flight = max_in_flight(cx, r, ordering, &key("max_in_flight"));
     let rate_limit = r
         .rate_limit
@@ -369,49 +367,6 @@ fn destination(
     })
 }
 
-/// An absolute http or https URL with a host. The URL is not echoed: it may carry credentials.
-pub(super) fn url(cx: &mut Ctx<'_>, v: &Spanned<String>, key: &str) -> Option<http::Uri> {
-    let uri = match v.get_ref().parse::<http::Uri>() {
-        Ok(u) => u,
-        Err(e) => {
-            cx.at(
-                v,
-                key,
-                format!("invalid URL: {e} (use e.g. \"https://example.com/path\")"),
-            );
-            return None;
-        }
-    };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        cx.at(v, key, "URL must start with http:// or https://");
-        return None;
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        cx.at(v, key, "URL has no host");
-        return None;
-    }
-    // http::Uri accepts any digits as a port; a delivery needs a u16.
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    if authority.contains('@') {
-        // The client would never send them, and they would sit in the config's Debug output.
-        cx.at(
-            v,
-            key,
-            "URL credentials (user:pass@) are not supported; use headers = { \"Authorization\" = \"...\" }",
-        );
-        return None;
-    }
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let after_host = host_port.rsplit(']').next().unwrap_or(host_port);
-    if let Some((_, port)) = after_host.rsplit_once(':') {
-        if !port.is_empty() && port.parse::<u16>().is_err() {
-            cx.at(v, key, "URL has an invalid port");
-            return None;
-        }
-    }
-    Some(uri)
-}
-
 fn dest_sources(
     cx: &mut Ctx<'_>,
     list: &Spanned<Vec<Spanned<String>>>,
@@ -451,7 +406,12 @@ fn dest_sources(
 /// Upper bound of `max_in_flight`: bounds memory and the saved window record.
 const MAX_IN_FLIGHT: usize = 1024;
 
-fn max_in_flight(cx: &mut Ctx<'_>, r: &RawDestination, ordering: Ordering, key: &str) -> usize {
+fn max_in_flight(
+    cx: &mut Ctx<'_>,
+    r: &RawDestination,
+    ordering: DeliveryOrder,
+    key: &str,
+) -> usize {
     let Some(v) = &r.max_in_flight else { return 1 };
     let n = *v.get_ref();
     if n < 1 {
@@ -466,7 +426,7 @@ fn max_in_flight(cx: &mut Ctx<'_>, r: &RawDestination, ordering: Ordering, key: 
         );
         return 1;
     }
-    if ordering == Ordering::Strict && n != 1 {
+    if ordering == DeliveryOrder::Strict && n != 1 {
         cx.at(
             v,
             key,
@@ -555,7 +515,7 @@ fn forward_headers(cx: &mut Ctx<'_>, r: &RawDestination, key: &str) -> Vec<http:
     out
 }
 
-fn signing(cx: &mut Ctx<'_>, s: &Spanned<super::raw::RawSigning>, key: &str) -> Option<Secret> {
+fn signing(cx: &mut Ctx<'_>, s: &Spanned<super::raw::RawSigning>, key: &str) -> Option<WhsecKey> {
     let r = s.get_ref();
     for (k, v) in [("secrets", &r.secrets), ("secrets_env", &r.secrets_env)] {
         if let Some(v) = v {
@@ -579,26 +539,16 @@ fn signing(cx: &mut Ctx<'_>, s: &Spanned<super::raw::RawSigning>, key: &str) -> 
         return None;
     }
     let given = cx.read_secrets(key, &keys).into_iter().next()?;
-    let ok = given
-        .secret
-        .expose()
-        .strip_prefix(b"whsec_")
-        .is_some_and(decodes_to_key);
-    if !ok {
+    let exposed = given.secret.expose();
+    let parsed = exposed
+        .starts_with(b"whsec_")
+        .then(|| WhsecKey::parse(exposed))
+        .flatten();
+    if parsed.is_none() {
         let msg = "signing secret must be `whsec_` followed by base64 (e.g. from `openssl rand -base64 32`)";
         cx.problem(given.span, &given.key, msg);
-        return None;
     }
-    Some(given.secret)
-}
-
-/// Whether `b64` is standard base64 (padded or not) of a non-empty key.
-pub(super) fn decodes_to_key(b64: &[u8]) -> bool {
-    const ENGINE: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    ENGINE.decode(b64).is_ok_and(|k| !k.is_empty())
+    parsed
 }
 
 fn retry(cx: &mut Ctx<'_>, raw: Option<&RawRetry>, key: &str) -> RetryPolicy {

@@ -35,7 +35,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the outbound clients could not be built; a startup (config) error.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum TlsSetupError {
     #[error("destination {dest}: cannot read ca_file {}: {source}", path.display())]
     ReadCa {
         dest: String,
@@ -51,7 +51,7 @@ pub enum ClientError {
         reason: String,
     },
     #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
 }
 
 /// Every client the destinations need, built once at startup.
@@ -63,7 +63,7 @@ pub struct Clients {
 impl Clients {
     /// Builds the shared client and one per distinct `ca_file`; an unreadable
     /// or invalid `ca_file` is an error.
-    pub fn build(destinations: &[DestinationConfig]) -> Result<Clients, ClientError> {
+    pub fn build(destinations: &[DestinationConfig]) -> Result<Clients, TlsSetupError> {
         let roots = default_roots();
         let shared = new_client(roots.clone())?;
         let mut by_ca = HashMap::new();
@@ -105,13 +105,13 @@ fn default_roots() -> RootCertStore {
     roots
 }
 
-fn add_ca_file(roots: &mut RootCertStore, dest: &str, path: &Path) -> Result<(), ClientError> {
-    let file = std::fs::File::open(path).map_err(|source| ClientError::ReadCa {
+fn add_ca_file(roots: &mut RootCertStore, dest: &str, path: &Path) -> Result<(), TlsSetupError> {
+    let file = std::fs::File::open(path).map_err(|source| TlsSetupError::ReadCa {
         dest: dest.to_string(),
         path: path.to_path_buf(),
         source,
     })?;
-    let bad = |reason: String| ClientError::BadCertificate {
+    let bad = |reason: String| TlsSetupError::BadCertificate {
         dest: dest.to_string(),
         path: path.to_path_buf(),
         reason,
@@ -123,7 +123,7 @@ fn add_ca_file(roots: &mut RootCertStore, dest: &str, path: &Path) -> Result<(),
         count += 1;
     }
     if count == 0 {
-        return Err(ClientError::NoCertificate {
+        return Err(TlsSetupError::NoCertificate {
             dest: dest.to_string(),
             path: path.to_path_buf(),
         });
@@ -131,11 +131,10 @@ fn add_ca_file(roots: &mut RootCertStore, dest: &str, path: &Path) -> Result<(),
     Ok(())
 }
 
-fn new_client(roots: RootCertStore) -> Result<HttpClient, ClientError> {
+fn new_client(roots: RootCertStore) -> Result<HttpClient, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
@@ -185,10 +184,10 @@ pub async fn attempt(
                 error: format!("timed out after {:?}", dest.timeout),
             },
         },
-        Err(error) => AttemptResult::Failed {
+        Err(e) => AttemptResult::Failed {
             status: None,
             retry_after: None,
-            error,
+            error: e.to_string(),
         },
     };
     (result, started.elapsed())
@@ -282,10 +281,10 @@ sources = ["s"]
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let err = Clients::build(&[dest(Some(empty))]).err().unwrap();
-        assert!(matches!(err, ClientError::NoCertificate { .. }), "{err}");
+        assert!(matches!(err, TlsSetupError::NoCertificate { .. }), "{err}");
         let missing = dir.path().join("missing.pem");
         let err = Clients::build(&[dest(Some(missing))]).err().unwrap();
-        assert!(matches!(err, ClientError::ReadCa { .. }), "{err}");
+        assert!(matches!(err, TlsSetupError::ReadCa { .. }), "{err}");
         assert!(err.to_string().contains("destination d"), "{err}");
     }
 
@@ -299,7 +298,7 @@ sources = ["s"]
         )
         .unwrap();
         let err = Clients::build(&[dest(Some(bad))]).err().unwrap();
-        assert!(matches!(err, ClientError::BadCertificate { .. }), "{err}");
+        assert!(matches!(err, TlsSetupError::BadCertificate { .. }), "{err}");
     }
 
     #[test]

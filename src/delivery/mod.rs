@@ -25,10 +25,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{DestinationConfig, Ordering};
+use crate::config::{DeliveryOrder, DestinationConfig};
 use crate::model::{DestinationName, Seq};
 use crate::store::{Message, Scan, StoreError};
-pub use client::{ClientError, Clients};
+pub use client::{Clients, TlsSetupError};
 use lane::{Finished, Lane};
 
 /// How long an in-flight attempt may run on after shutdown starts.
@@ -68,7 +68,7 @@ pub fn spawn_workers(
                 shutdown.clone(),
             ));
             match dest.ordering {
-                Ordering::Strict => {
+                DeliveryOrder::Strict => {
                     let worker = Strict {
                         lane,
                         head: head.clone(),
@@ -76,7 +76,7 @@ pub fn spawn_workers(
                     };
                     tracker.spawn(worker.run());
                 }
-                Ordering::Unordered => {
+                DeliveryOrder::Unordered => {
                     tracker.spawn(unordered::run(
                         lane,
                         head.clone(),

@@ -78,6 +78,7 @@ impl Window {
         self.open.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
 use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
-use crate::verify::{Inbound, Reply, SetupError, Verdict, Verified, Verifier};
+use crate::verify::{Inbound, Reply, Verdict, Verified, Verifier};
 pub use response::IngestError;
 pub use stats::{RejectReason, SourceStats};
 
@@ -71,28 +71,27 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the routing table and every source's verifier from the config;
-    /// a verifier that cannot be built (e.g. an unreadable `cert_file`) is an error.
-    pub fn new(config: &Config, appender: Appender) -> Result<Ingest, SetupError> {
+    /// Builds the routing table and every source's verifier from the config.
+    pub fn new(config: &Config, appender: Appender) -> Ingest {
         let routes = config
             .sources
             .iter()
             .map(|s| {
                 let route = Route {
                     source: s.clone(),
-                    verifier: Verifier::new(s)?,
+                    verifier: Verifier::new(s),
                     stats: Arc::default(),
                 };
-                Ok((s.path.clone(), route))
+                (s.path.clone(), route)
             })
-            .collect::<Result<_, SetupError>>()?;
-        Ok(Ingest {
+            .collect();
+        Ingest {
             routes,
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
             over_budget: Arc::default(),
-        })
+        }
     }
 
     /// Refuses to store (503) while `over_budget` is set; see

@@ -66,11 +66,6 @@ impl IngestError {
         }
     }
 
-    /// True when the sender's request was at fault (counted as rejected).
-    pub fn is_rejection(&self) -> bool {
-        self.reject_reason().is_some()
-    }
-
     /// The JSON error answer, with `Allow`, `Retry-After` or
     /// `WWW-Authenticate` where the status calls for it. A verification
     /// failure also carries its fixed `reason` code.

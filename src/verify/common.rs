@@ -1,18 +1,17 @@
 //! Helpers every scheme shares: reading headers under one policy, HMAC,
-//! constant-time comparison, hex/base64 decoding, timestamps, and
+//! constant-time comparison, timestamps (hex and base64 come from
+//! [`crate::keys`]), and
 //! `application/x-www-form-urlencoded` parsing. Nothing here panics on input.
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::{Inbound, VerifyError};
 use crate::config::HmacAlgorithm;
+pub(super) use crate::keys::{b64_decode, hex_decode, hex_encode};
 
 /// More candidate signatures than this in one header is refused as malformed
 /// (rotation needs two or three; this bounds the work an attacker can ask for).
@@ -20,13 +19,6 @@ pub(super) const MAX_CANDIDATES: usize = 16;
 
 /// Idempotency keys longer than this are replaced by their SHA-256.
 const MAX_KEY_BYTES: usize = 200;
-
-/// Standard base64 alphabet, padding optional (secrets and signatures are
-/// written both ways in the wild).
-const B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// The one value of header `name` as text.
 ///
@@ -126,41 +118,6 @@ pub(super) fn any_secret_eq(given: &[u8], secrets: &[Vec<u8>]) -> Choice {
         .fold(Choice::from(0), |ok, s| ok | secret_eq(given, s))
 }
 
-/// Hex (either case) to bytes; `None` unless every character is a hex digit
-/// and the length is even.
-pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    b.chunks_exact(2)
-        .map(|p| Some((nibble(p[0])? << 4) | nibble(p[1])?))
-        .collect()
-}
-
-/// Lowercase hex.
-pub(super) fn hex_encode(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(DIGITS[(x >> 4) as usize] as char);
-        s.push(DIGITS[(x & 15) as usize] as char);
-    }
-    s
-}
-
-/// Standard-alphabet base64, padded or not.
-pub(super) fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    B64.decode(s.as_bytes()).ok()
-}
-
-/// Standard base64 with padding.
-#[cfg(test)]
-pub(super) fn b64_encode(b: &[u8]) -> String {
-    B64.encode(b)
-}
-
 /// Unix seconds written as 1 to 19 ASCII digits (no sign, no spaces).
 pub(super) fn parse_unix(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
@@ -239,16 +196,6 @@ pub(super) fn content_type_is(req: &Inbound<'_>, essence: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trip_and_rejects() {
-        assert_eq!(hex_decode("00ffA0").unwrap(), vec![0, 255, 160]);
-        assert_eq!(hex_encode(&[0, 255, 160]), "00ffa0");
-        for bad in ["0", "zz", "0g", "+1", " 01", "é1"] {
-            assert_eq!(hex_decode(bad), None, "{bad}");
-        }
-        assert_eq!(hex_decode(""), Some(vec![]));
-    }
 
     #[test]
     fn unix_timestamps_are_plain_digits() {

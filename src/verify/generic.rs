@@ -208,7 +208,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mac.len(), 64);
-        let sig = common::b64_encode(&mac);
+        let sig = crate::keys::b64_encode(&mac);
         assert_accepts(&v, &req(&[("x-signature", &sig)], "body"), 0);
         assert_rejects(
             &v,
@@ -217,7 +217,7 @@ mod tests {
             VerifyError::BadSignature,
         );
         // A SHA-256-sized value can never match.
-        let short = common::b64_encode(&mac[..32]);
+        let short = crate::keys::b64_encode(&mac[..32]);
         assert_rejects(
             &v,
             &req(&[("x-signature", &short)], "body"),
@@ -323,7 +323,7 @@ mod tests {
         let b = |user: &str, pass: &str| {
             format!(
                 "Basic {}",
-                common::b64_encode(format!("{user}:{pass}").as_bytes())
+                crate::keys::b64_encode(format!("{user}:{pass}").as_bytes())
             )
         };
         assert_accepts(&v, &req(&[("Authorization", &b("relay", "pa:ss"))], ""), 0);
@@ -341,7 +341,7 @@ mod tests {
                 VerifyError::BadCredentials,
             );
         }
-        let no_colon = format!("Basic {}", common::b64_encode(b"relaypa"));
+        let no_colon = format!("Basic {}", crate::keys::b64_encode(b"relaypa"));
         let huge = format!("Basic {}", "A".repeat(60_000));
         for bad in [
             "Basic",

@@ -3,8 +3,9 @@
 //! providers' handshakes (Slack `url_verification`, Discord PING, Meta's
 //! subscription GET) itself.
 //!
-//! A [`Verifier`] is built once per source at startup (keys decoded, PayPal
-//! certificate loaded; failures there are startup errors). Per request it sees
+//! A [`Verifier`] is built once per source at startup from the source's
+//! [`VerifySpec`], whose keys the config already decoded, so building one
+//! cannot fail. Per request it sees
 //! only method, URI, headers, raw body bytes and the clock passed in, and
 //! returns a [`Verdict`]. A [`Verified`] can only be made here, so only an
 //! authentic request can reach the appender.
@@ -15,6 +16,7 @@
 
 mod common;
 mod discord;
+#[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod generic;
 mod hub;
@@ -31,7 +33,7 @@ mod tests;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
-use crate::config::{Scheme, Secret, SourceConfig};
+use crate::config::{Scheme, Secret, SourceConfig, VerifySpec};
 
 /// The parts of an inbound request verification looks at.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,7 @@ pub struct Verified {
 
 impl Verified {
     /// The key under which duplicates are recognized, if the request has one.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
     }
@@ -125,15 +128,6 @@ impl VerifyError {
     }
 }
 
-/// A source whose verifier cannot be built (a config problem found at startup).
-#[derive(Debug, thiserror::Error)]
-#[error("source {name}: verify: {message}")]
-pub struct SetupError {
-    pub name: String,
-    /// Names files and keys, never secret values.
-    pub message: String,
-}
-
 /// What a scheme found: an authentic request (with the provider's delivery id,
 /// if it has one) or a handshake answer.
 enum Passed {
@@ -172,93 +166,83 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Builds the verifier for `source`: decodes keys and loads files once.
-    pub fn new(source: &SourceConfig) -> Result<Verifier, SetupError> {
-        let v = &source.verify;
-        let fail = |message: String| SetupError {
-            name: source.name.to_string(),
-            message,
+    /// The verifier for `source`; its keys were decoded when the config loaded.
+    pub fn new(source: &SourceConfig) -> Verifier {
+        let raw = |secrets: &[Secret]| -> Vec<Vec<u8>> {
+            secrets.iter().map(|s| s.expose().to_vec()).collect()
         };
-        let keys = raw_keys(&v.secrets);
-        let check: Box<dyn Check> = match v.scheme {
-            Scheme::None => Box::new(Nothing),
-            Scheme::Standard => {
-                Box::new(standard::Standard::new(&v.secrets, v.tolerance).map_err(fail)?)
+        let check: Box<dyn Check> = match &source.verify {
+            VerifySpec::None => Box::new(Nothing),
+            VerifySpec::Standard { keys, tolerance } => {
+                Box::new(standard::Standard::new(keys.clone(), *tolerance))
             }
-            Scheme::Stripe => Box::new(stripe::Stripe::new(keys, v.tolerance)),
-            Scheme::Github => Box::new(hub::Github::new(keys)),
-            Scheme::Meta => {
-                let token = v
-                    .verify_token
-                    .as_ref()
-                    .ok_or_else(|| fail("`verify_token` is required".into()))?;
-                Box::new(hub::Meta::new(keys, token.expose().to_vec()))
+            VerifySpec::Stripe { secrets, tolerance } => {
+                Box::new(stripe::Stripe::new(raw(secrets), *tolerance))
             }
-            Scheme::Shopify => Box::new(shopify::Shopify::new(keys)),
-            Scheme::Slack => Box::new(slack::Slack::new(keys, v.tolerance)),
-            Scheme::Discord => {
-                let key = v
-                    .public_key
-                    .as_deref()
-                    .ok_or_else(|| fail("`public_key` is required".into()))?;
-                Box::new(discord::Discord::new(key, v.tolerance).map_err(fail)?)
+            VerifySpec::Github { secrets } => Box::new(hub::Github::new(raw(secrets))),
+            VerifySpec::Meta {
+                secrets,
+                verify_token,
+            } => Box::new(hub::Meta::new(raw(secrets), verify_token.expose().to_vec())),
+            VerifySpec::Shopify { secrets } => Box::new(shopify::Shopify::new(raw(secrets))),
+            VerifySpec::Slack { secrets, tolerance } => {
+                Box::new(slack::Slack::new(raw(secrets), *tolerance))
             }
-            Scheme::Twilio => {
-                let url = v
-                    .public_url
-                    .as_deref()
-                    .ok_or_else(|| fail("`public_url` is required".into()))?;
-                Box::new(twilio::Twilio::new(keys, url).map_err(fail)?)
+            VerifySpec::Discord {
+                public_key,
+                tolerance,
+            } => Box::new(discord::Discord::new(*public_key, *tolerance)),
+            VerifySpec::Twilio {
+                secrets,
+                public_url,
+            } => Box::new(twilio::Twilio::new(raw(secrets), public_url)),
+            VerifySpec::Paypal {
+                public_key,
+                webhook_id,
+                tolerance,
+            } => Box::new(paypal::Paypal::new(
+                public_key.clone(),
+                webhook_id,
+                *tolerance,
+            )),
+            VerifySpec::Hmac {
+                secrets,
+                header,
+                algorithm,
+                encoding,
+                prefix,
+            } => Box::new(generic::HmacHeader::new(
+                raw(secrets),
+                header.clone(),
+                *algorithm,
+                *encoding,
+                prefix.clone(),
+            )),
+            VerifySpec::Token { secrets, header } => {
+                Box::new(generic::Token::new(raw(secrets), header.clone()))
             }
-            Scheme::Paypal => {
-                let (Some(cert), Some(id)) = (v.cert_file.as_deref(), v.webhook_id.as_deref())
-                else {
-                    return Err(fail("`cert_file` and `webhook_id` are required".into()));
-                };
-                Box::new(paypal::Paypal::new(cert, id, v.tolerance).map_err(fail)?)
-            }
-            Scheme::Hmac => {
-                let header = v
-                    .header
-                    .clone()
-                    .ok_or_else(|| fail("`header` is required".into()))?;
-                Box::new(generic::HmacHeader::new(
-                    keys,
-                    header,
-                    v.algorithm,
-                    v.encoding,
-                    v.prefix.clone(),
-                ))
-            }
-            Scheme::Token => Box::new(generic::Token::new(keys, v.header.clone())),
-            Scheme::Basic => {
-                let user = v
-                    .username
-                    .as_deref()
-                    .ok_or_else(|| fail("`username` is required".into()))?;
-                Box::new(generic::Basic::new(keys, user))
-            }
+            VerifySpec::Basic {
+                passwords,
+                username,
+            } => Box::new(generic::Basic::new(raw(passwords), username)),
         };
-        if v.scheme != Scheme::None
-            && !matches!(v.scheme, Scheme::Discord | Scheme::Paypal)
-            && v.secrets.is_empty()
-        {
-            return Err(fail("no secret configured".into()));
-        }
-        let credential_header = match v.scheme {
-            Scheme::Token => Some(v.header.clone().unwrap_or(http::header::AUTHORIZATION)),
-            Scheme::Basic => Some(http::header::AUTHORIZATION),
+        let credential_header = match &source.verify {
+            VerifySpec::Token { header, .. } => {
+                Some(header.clone().unwrap_or(http::header::AUTHORIZATION))
+            }
+            VerifySpec::Basic { .. } => Some(http::header::AUTHORIZATION),
             _ => None,
         };
-        Ok(Verifier {
-            scheme: v.scheme,
+        Verifier {
+            scheme: source.verify.scheme(),
             check,
             dedup_header: source.dedup_header.clone(),
             credential_header,
-        })
+        }
     }
 
     /// The configured scheme.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
@@ -300,9 +284,4 @@ impl Verifier {
             }
         }
     }
-}
-
-/// Secrets as raw bytes (every scheme but `standard` uses them as written).
-fn raw_keys(secrets: &[Secret]) -> Vec<Vec<u8>> {
-    secrets.iter().map(|s| s.expose().to_vec()).collect()
 }

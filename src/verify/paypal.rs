@@ -6,13 +6,13 @@
 //! trusted because the operator configured it. Tolerance on the transmission
 //! time.
 
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 
 use super::common;
 use super::{Check, Inbound, Passed, VerifyError};
+use crate::keys::RsaPublicKey;
 
 const ID: &str = "paypal-transmission-id";
 const TIME: &str = "paypal-transmission-time";
@@ -21,95 +21,18 @@ const ALGO: &str = "paypal-auth-algo";
 
 #[derive(Debug)]
 pub(super) struct Paypal {
-    /// PKCS#1 `RSAPublicKey` DER, as ring wants it.
-    public_key: Vec<u8>,
+    public_key: RsaPublicKey,
     webhook_id: String,
     tolerance: Duration,
 }
 
 impl Paypal {
-    pub(super) fn new(
-        cert_file: &Path,
-        webhook_id: &str,
-        tolerance: Duration,
-    ) -> Result<Paypal, String> {
-        let shown = cert_file.display();
-        let pem =
-            std::fs::read(cert_file).map_err(|e| format!("cannot read cert_file {shown}: {e}"))?;
-        let cert = match rustls_pemfile::certs(&mut pem.as_slice()).next() {
-            Some(Ok(cert)) => cert,
-            Some(Err(e)) => return Err(format!("cert_file {shown}: bad PEM: {e}")),
-            None => return Err(format!("cert_file {shown}: no PEM certificate in it")),
-        };
-        let public_key = rsa_public_key(cert.as_ref())
-            .map_err(|what| format!("cert_file {shown}: {what}"))?
-            .to_vec();
-        Ok(Paypal {
+    pub(super) fn new(public_key: RsaPublicKey, webhook_id: &str, tolerance: Duration) -> Paypal {
+        Paypal {
             public_key,
             webhook_id: webhook_id.to_owned(),
             tolerance,
-        })
-    }
-}
-
-/// One DER element: (tag, contents, what follows). Only what X.509 needs:
-/// single-byte tags, definite lengths of at most 4 bytes.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
         }
-        let (bytes, r) = rest.split_at_checked(n)?;
-        rest = r;
-        bytes.iter().try_fold(0usize, |acc, &b| {
-            acc.checked_mul(256)?.checked_add(usize::from(b))
-        })?
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-/// `rsaEncryption`, 1.2.840.113549.1.1.1.
-const RSA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const SEQUENCE: u8 = 0x30;
-
-/// The RSA public key (PKCS#1 DER) of an X.509 certificate, by walking
-/// `Certificate.tbsCertificate.subjectPublicKeyInfo`.
-pub(super) fn rsa_public_key(cert: &[u8]) -> Result<&[u8], &'static str> {
-    const NOT_X509: &str = "not an X.509 certificate";
-    let expect = |input, tag| match tlv(input) {
-        Some((t, contents, rest)) if t == tag => Ok((contents, rest)),
-        _ => Err(NOT_X509),
-    };
-    let (cert, _) = expect(cert, SEQUENCE)?;
-    let (tbs, _) = expect(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    // version [0] EXPLICIT, optional
-    if let Some((0xa0, _, r)) = tlv(rest) {
-        rest = r;
-    }
-    // serialNumber, signature, issuer, validity, subject
-    for tag in [0x02, SEQUENCE, SEQUENCE, SEQUENCE, SEQUENCE] {
-        rest = expect(rest, tag)?.1;
-    }
-    let (spki, _) = expect(rest, SEQUENCE)?;
-    let (alg, rest) = expect(spki, SEQUENCE)?;
-    let (oid, _) = expect(alg, 0x06)?;
-    if oid != RSA_OID {
-        return Err("the certificate's key is not RSA");
-    }
-    let (bits, _) = expect(rest, 0x03)?;
-    match bits.split_first() {
-        Some((0, key)) if !key.is_empty() => Ok(key),
-        _ => Err(NOT_X509),
     }
 }
 
@@ -141,7 +64,7 @@ impl Check for Paypal {
             .ok_or(VerifyError::malformed(SIG))?;
         let crc = crc32fast::hash(req.body);
         let message = format!("{id}|{time}|{}|{crc}", self.webhook_id);
-        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.public_key)
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.public_key.0)
             .verify(message.as_bytes(), &sig)
             .map_err(|_| VerifyError::BadSignature)?;
         common::check_fresh(ts, now, self.tolerance)?;
@@ -173,8 +96,12 @@ pub(super) mod tests {
     const BODY: &str = r#"{"id":"WH-2WR32451HC0233532-67976317FL4543714","event_type":"PAYMENT.SALE.COMPLETED","resource":{"id":"80021663DE681814L"}}"#;
     const SIG_1: &str = "njLREduVyTF11nDnhqo/2ueAjCMSZQoEUgr/A+a3wllt4vORl82f1t4/fJmKKVXW2SlMi35TJIbOSqaj2Ilo0ZwUI63aklsQ5Ctu2MBffuRKOf/zpl9MDxdxZm8BLCuUO848sMTTrDeJADNqBMpRcs21IlXdATUARVRBkxCt1h/zu77RpDeL3ZsDgPGiM/tIj7YhBkAc9mIQisrPJ11DconF25/YEf3bcsAXY+Hy9MUVlpO0GR+sb6Os3RuvgKYZ+KuGqZGBUcw/ZbucwJsvlDeg6FkwNz4ofeXZbv2X9ivFojeZshH1rT1YiVOlJR35HCy19q+ZxwOfyxRNvOS2XA==";
 
+    fn key_of(cert: &str) -> RsaPublicKey {
+        crate::keys::rsa_public_key_of_pem(&std::fs::read(cert).unwrap()).unwrap()
+    }
+
     fn paypal(cert: &str) -> Paypal {
-        Paypal::new(Path::new(cert), WEBHOOK_ID, Duration::from_secs(300)).unwrap()
+        Paypal::new(key_of(cert), WEBHOOK_ID, Duration::from_secs(300))
     }
 
     fn pp_req(id: &str, time: &str, sig: &str, body: &str) -> Req {
@@ -221,7 +148,7 @@ pub(super) mod tests {
         let r = pp_req(TID, "2016-02-18T20:01:36Z", SIG_1, BODY);
         assert_rejects(&v, &r, TS_1, VerifyError::BadSignature);
         // Another webhook id, another certificate.
-        let other_id = Paypal::new(Path::new(CERT), "OTHER", Duration::from_secs(300)).unwrap();
+        let other_id = Paypal::new(key_of(CERT), "OTHER", Duration::from_secs(300));
         let r = pp_req(TID, TIME_1, SIG_1, BODY);
         assert_rejects(&other_id, &r, TS_1, VerifyError::BadSignature);
         assert_rejects(&paypal(OTHER_CERT), &r, TS_1, VerifyError::BadSignature);
@@ -255,58 +182,5 @@ pub(super) mod tests {
         let mut r = pp_req(TID, TIME_1, &huge, BODY);
         r.headers.remove(ALGO);
         assert_rejects(&v, &r, TS_1, VerifyError::BadSignature);
-    }
-
-    #[test]
-    fn setup_refuses_what_is_not_an_rsa_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        let t = Duration::from_secs(300);
-        let missing = dir.path().join("nope.pem");
-        assert!(Paypal::new(&missing, "x", t)
-            .unwrap_err()
-            .contains("cannot read"));
-        let empty = write("empty.pem", "");
-        assert!(Paypal::new(&empty, "x", t)
-            .unwrap_err()
-            .contains("no PEM certificate"));
-        let key_only = write("key.pem", include_str!("testdata/paypal_test_key.pem"));
-        assert!(Paypal::new(&key_only, "x", t)
-            .unwrap_err()
-            .contains("no PEM certificate"));
-        let junk = write(
-            "junk.pem",
-            "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
-        );
-        assert!(Paypal::new(&junk, "x", t)
-            .unwrap_err()
-            .contains("not an X.509"));
-        let ec = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
-        let ec = write("ec.pem", &ec.cert.pem());
-        assert!(Paypal::new(&ec, "x", t).unwrap_err().contains("not RSA"));
-    }
-
-    #[test]
-    fn der_walk_reads_the_key_openssl_reads() {
-        let pem = std::fs::read(CERT).unwrap();
-        let cert = rustls_pemfile::certs(&mut pem.as_slice())
-            .next()
-            .unwrap()
-            .unwrap();
-        let key = rsa_public_key(cert.as_ref()).unwrap();
-        // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-        let (tag, body, rest) = tlv(key).unwrap();
-        assert_eq!((tag, rest.len()), (SEQUENCE, 0));
-        let (tag, modulus, rest) = tlv(body).unwrap();
-        assert_eq!((tag, modulus.len()), (0x02, 257));
-        assert_eq!(tlv(rest).unwrap().1, &[1, 0, 1]);
-        // Every truncation fails cleanly.
-        for n in 0..cert.as_ref().len() {
-            let _ = rsa_public_key(&cert.as_ref()[..n]);
-        }
     }
 }

@@ -637,8 +637,8 @@ async fn duplicates_are_not_redelivered_even_after_a_restart() {
     assert_eq!(rx.delivered().len(), n, "no duplicate was delivered");
 }
 
-#[tokio::test]
-async fn an_unusable_paypal_certificate_stops_startup_with_exit_code_2() {
+#[test]
+fn an_unusable_paypal_certificate_is_a_config_error_that_check_reports() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("cert.pem"),
@@ -656,21 +656,19 @@ verify = { scheme = "paypal", cert_file = "cert.pem", webhook_id = "W" }
 "#;
     let file = dir.path().join("relay.toml");
     std::fs::write(&file, text).unwrap();
-    let config = hookrelay::config::Config::load(&file).expect("the config itself is valid");
-    let listeners = hookrelay::Listeners {
-        ingest: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = hookrelay::run(config, listeners, shutdown);
-    let err = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("run returns")
-        .expect_err("startup fails");
-    assert_eq!(err.exit_code(), 2);
-    let msg = err.to_string();
-    assert!(
-        msg.contains("source paypal") && msg.contains("cert.pem"),
-        "{msg}"
-    );
+    for command in ["check", "serve"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args([command, "--config"])
+            .arg(&file)
+            .output()
+            .expect("run hookrelay");
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:8: source[0].verify.cert_file: ", file.display());
+        assert!(
+            stderr.contains(&want) && stderr.contains("cert.pem: not an X.509 certificate"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("data").exists(), "nothing started");
 }
