@@ -1,6 +1,7 @@
 //! The validation context: collects problems with their lines, and the shared
 //! value parsers (durations, sizes, addresses, header names, paths, secrets).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -368,4 +369,47 @@ impl<'a> Ctx<'a> {
             }
         }
     }
+}
+
+/// Remembers the first line of each value, to report duplicates.
+#[derive(Default)]
+pub(super) struct Seen(HashMap<String, usize>);
+
+impl Seen {
+    /// `Some(first line)` when `v` was seen before.
+    pub fn check(&mut self, cx: &Ctx<'_>, v: &Spanned<String>) -> Option<usize> {
+        match self.0.get(v.get_ref()) {
+            Some(first) => Some(*first),
+            None => {
+                self.0.insert(v.get_ref().clone(), cx.line(&v.span()));
+                None
+            }
+        }
+    }
+}
+
+/// A valid, unique source or destination name.
+pub(super) fn unique_name<N: std::str::FromStr<Err = crate::model::InvalidName>>(
+    cx: &mut Ctx<'_>,
+    seen: &mut Seen,
+    v: &Spanned<String>,
+    key: &str,
+    what: &str,
+) -> Option<N> {
+    let name = match v.get_ref().parse::<N>() {
+        Ok(n) => n,
+        Err(e) => {
+            cx.at(v, key, e.to_string());
+            return None;
+        }
+    };
+    if let Some(first) = seen.check(cx, v) {
+        let msg = format!(
+            "duplicate {what} name {:?} (first on line {first})",
+            v.get_ref()
+        );
+        cx.at(v, key, msg);
+        return None;
+    }
+    Some(name)
 }

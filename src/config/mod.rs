@@ -13,6 +13,7 @@
 //! prints as `[redacted]` and no error message ever contains one.
 
 mod ctx;
+mod destination;
 mod raw;
 mod scheme;
 mod secret;
