@@ -383,3 +383,27 @@ fn no_truncation_or_corruption_of_the_example_panics() {
         let _ = Config::from_str_with_env(&broken, Path::new("relay.toml"), &spec_env);
     }
 }
+
+#[test]
+fn check_reports_a_ca_file_that_holds_no_valid_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bad.pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let text = "[[source]]\nname = \"s\"\npath = \"/s\"\n\n[[destination]]\nname = \"d\"\nurl = \"https://127.0.0.1:1/\"\nsources = [\"s\"]\nca_file = \"bad.pem\"\n";
+    let path = write(dir.path(), "relay.toml", text);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("destination d: ca_file") && stderr.contains("invalid certificate"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no `ok` line");
+}

@@ -110,7 +110,11 @@ impl Cli {
 fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
+            // The outbound TLS setup (`ca_file`) is checked as `serve` checks it.
             Ok(c) => {
+                if let Err(e) = crate::delivery::Clients::build(&c.destinations) {
+                    return report(&Error::Tls(e));
+                }
                 println!(
                     "{}: ok ({} sources, {} destinations)",
                     config.display(),
