@@ -72,8 +72,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] delivery::TlsSetupError),
-    #[error("{0}")]
-    Client(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl Error {

@@ -185,7 +185,7 @@ fn main(cli: Cli) -> i32 {
                 .build()
             {
                 Ok(rt) => rt,
-                Err(e) => return report(&Error::Client(format!("cannot start runtime: {e}"))),
+                Err(e) => return report(&Error::Runtime(e)),
             };
             let result = runtime.block_on(serve(config, ready_file.clone()));
             if let Some(path) = ready_file {
@@ -214,7 +214,7 @@ where
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return report(&Error::Client(format!("cannot start runtime: {e}"))),
+        Err(e) => return report(&Error::Runtime(e)),
     };
     match runtime.block_on(f(client::AdminClient::from_config(&config))) {
         Ok((json, text)) => {

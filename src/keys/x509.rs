@@ -4,13 +4,25 @@
 
 use super::RsaPublicKey;
 
-/// The RSA key of the first certificate in `pem`. The error says what is
-/// wrong in words, never with bytes of the input.
-pub fn rsa_public_key_of_pem(pem: &[u8]) -> Result<RsaPublicKey, String> {
+/// Why a PEM file gave no RSA public key. Never carries bytes of the input.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("bad PEM: {0}")]
+    Pem(#[source] std::io::Error),
+    #[error("no PEM certificate in it")]
+    NoCertificate,
+    #[error("not an X.509 certificate")]
+    NotX509,
+    #[error("the certificate's key is not RSA")]
+    NotRsa,
+}
+
+/// The RSA key of the first certificate in `pem`.
+pub fn rsa_public_key_of_pem(pem: &[u8]) -> Result<RsaPublicKey, CertError> {
     let cert = match rustls_pemfile::certs(&mut &pem[..]).next() {
         Some(Ok(cert)) => cert,
-        Some(Err(e)) => return Err(format!("bad PEM: {e}")),
-        None => return Err("no PEM certificate in it".into()),
+        Some(Err(e)) => return Err(CertError::Pem(e)),
+        None => return Err(CertError::NoCertificate),
     };
     let key = rsa_public_key(cert.as_ref())?;
     Ok(RsaPublicKey(key.to_vec()))
@@ -47,11 +59,10 @@ const SEQUENCE: u8 = 0x30;
 
 /// The RSA public key (PKCS#1 DER) of an X.509 certificate, by walking
 /// `Certificate.tbsCertificate.subjectPublicKeyInfo`.
-pub fn rsa_public_key(cert: &[u8]) -> Result<&[u8], &'static str> {
-    const NOT_X509: &str = "not an X.509 certificate";
+pub fn rsa_public_key(cert: &[u8]) -> Result<&[u8], CertError> {
     let expect = |input, tag| match tlv(input) {
         Some((t, contents, rest)) if t == tag => Ok((contents, rest)),
-        _ => Err(NOT_X509),
+        _ => Err(CertError::NotX509),
     };
     let (cert, _) = expect(cert, SEQUENCE)?;
     let (tbs, _) = expect(cert, SEQUENCE)?;
@@ -68,12 +79,12 @@ pub fn rsa_public_key(cert: &[u8]) -> Result<&[u8], &'static str> {
     let (alg, rest) = expect(spki, SEQUENCE)?;
     let (oid, _) = expect(alg, 0x06)?;
     if oid != RSA_OID {
-        return Err("the certificate's key is not RSA");
+        return Err(CertError::NotRsa);
     }
     let (bits, _) = expect(rest, 0x03)?;
     match bits.split_first() {
         Some((0, key)) if !key.is_empty() => Ok(key),
-        _ => Err(NOT_X509),
+        _ => Err(CertError::NotX509),
     }
 }
 
@@ -89,7 +100,7 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_what_is_not_an_rsa_certificate() {
-        let err = |pem: &[u8]| rsa_public_key_of_pem(pem).unwrap_err();
+        let err = |pem: &[u8]| rsa_public_key_of_pem(pem).unwrap_err().to_string();
         assert!(err(b"").contains("no PEM certificate"));
         let key_only = include_str!("../verify/testdata/paypal_test_key.pem");
         assert!(err(key_only.as_bytes()).contains("no PEM certificate"));
