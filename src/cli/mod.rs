@@ -129,32 +129,8 @@ fn main(cli: Cli) -> i32 {
             let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
             Ok((v.clone(), client::status_table(&v)))
         }),
-        Command::Pause { dest, client } => remote(client, |c| async move {
-            let v = c
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/destinations/{dest}/pause"),
-                    None,
-                )
-                .await?;
-            Ok((
-                v.clone(),
-                format!("{dest}: {}", v["state"].as_str().unwrap_or("?")),
-            ))
-        }),
-        Command::Resume { dest, client } => remote(client, |c| async move {
-            let v = c
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/destinations/{dest}/resume"),
-                    None,
-                )
-                .await?;
-            Ok((
-                v.clone(),
-                format!("{dest}: {}", v["state"].as_str().unwrap_or("?")),
-            ))
-        }),
+        Command::Pause { dest, client } => set_state(client, dest, "pause"),
+        Command::Resume { dest, client } => set_state(client, dest, "resume"),
         Command::Replay {
             dest,
             from_seq,
@@ -197,6 +173,16 @@ fn main(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// `pause` or `resume` a destination; prints its new state.
+fn set_state(client: ClientArgs, dest: String, action: &'static str) -> i32 {
+    remote(client, |c| async move {
+        let path = format!("/api/v1/destinations/{dest}/{action}");
+        let v = c.call(Method::POST, &path, None).await?;
+        let state = format!("{dest}: {}", v["state"].as_str().unwrap_or("?"));
+        Ok((v, state))
+    })
 }
 
 /// Runs a client command against the relay named by `args.config`; prints JSON or text.

@@ -123,15 +123,7 @@ mod tests {
 
     #[test]
     fn verify_reasons_are_the_counter_labels() {
-        let all = [
-            VerifyError::MissingHeader("h".into()),
-            VerifyError::MalformedHeader("h".into()),
-            VerifyError::BadSignature,
-            VerifyError::BadCredentials,
-            VerifyError::StaleTimestamp,
-            VerifyError::HandshakeRefused,
-        ];
-        for e in all {
+        for e in VerifyError::every_kind() {
             assert_eq!(RejectReason::from(&e).as_str(), e.reason());
         }
     }

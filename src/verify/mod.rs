@@ -111,6 +111,19 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// One value of every kind (for tests that must cover them all).
+    #[cfg(test)]
+    pub(crate) fn every_kind() -> [VerifyError; 6] {
+        [
+            VerifyError::MissingHeader("h".into()),
+            VerifyError::MalformedHeader("h".into()),
+            VerifyError::BadSignature,
+            VerifyError::BadCredentials,
+            VerifyError::StaleTimestamp,
+            VerifyError::HandshakeRefused,
+        ]
+    }
+
     /// Short fixed reason, for the JSON answer, logs and counters.
     pub fn reason(&self) -> &'static str {
         match self {
