@@ -158,6 +158,18 @@ fn relay(config: &Path) -> Launch {
         .env_remove("HOOKRELAY_ADMIN_TOKEN")
 }
 
+/// `kill -9` after a SIGTERM; `how` the cycle ended, or that the relay had
+/// already exited.
+fn kill_unless_exited(relay: &mut RelayProcess, how: &'static str) -> &'static str {
+    let exited = relay.exited();
+    relay.kill9();
+    if exited {
+        "SIGTERM (exited before the kill -9)"
+    } else {
+        how
+    }
+}
+
 /// The relay's view of every destination.
 async fn destinations(relay: &RelayProcess) -> Vec<serde_json::Value> {
     let a = get(&relay.admin_url("/api/v1/destinations")).await;
@@ -455,13 +467,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
             Mode::KillWhileStopping => {
                 relay.sigterm();
                 tokio::time::sleep(Duration::from_millis(extra)).await;
-                let exited = relay.exited();
-                relay.kill9();
-                if exited {
-                    "SIGTERM (exited before the kill -9)"
-                } else {
-                    "SIGTERM, kill -9"
-                }
+                kill_unless_exited(&mut relay, "SIGTERM, kill -9")
             }
             Mode::Terminate => {
                 relay.sigterm();
@@ -486,13 +492,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 tokio::time::sleep(Duration::from_micros(extra)).await;
-                let exited = relay.exited();
-                relay.kill9();
-                if exited {
-                    "SIGTERM (exited before the kill -9)"
-                } else {
-                    "SIGTERM, kill -9 in the checkpoint"
-                }
+                kill_unless_exited(&mut relay, "SIGTERM, kill -9 in the checkpoint")
             }
         };
         *modes.entry(how).or_default() += 1;

@@ -18,19 +18,17 @@ fn config(url: &str) -> RelayConfig {
         .edit_destination("d", |d| d.retry(Retry::every("10ms", "20ms").attempts(2)))
 }
 
+/// A receiver answering 200, and a relay started with [`config`] for it.
+async fn started() -> (Receiver, TestRelay) {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    (rx, relay)
+}
+
+/// POSTs `m0`, `m1`, .. as text to `path`.
 async fn post_n(relay: &TestRelay, path: &str, n: usize) {
-    let c = client();
-    for i in 0..n {
-        let a = post(
-            &c,
-            &relay.url(path),
-            &[("content-type", "text/plain")],
-            format!("m{i}"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    let bodies = (0..n).map(|i| format!("m{i}"));
+    post_ok(&relay.url(path), &[("content-type", "text/plain")], bodies).await;
 }
 
 /// GET `path` on the admin API with `token`.
@@ -40,8 +38,7 @@ async fn get_with(relay: &TestRelay, path: &str, token: Option<&str>) -> (Status
 
 #[tokio::test]
 async fn api_needs_the_bearer_token_but_probes_and_metrics_do_not() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (_rx, relay) = started().await;
     let (s, v) = get_with(&relay, "/api/v1/destinations", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"].is_string());
@@ -55,8 +52,7 @@ async fn api_needs_the_bearer_token_but_probes_and_metrics_do_not() {
 
 #[tokio::test]
 async fn sources_destinations_and_messages_describe_the_relay() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 3).await;
     post_n(&relay, "/other", 1).await;
     rx.wait_delivered(3, Duration::from_secs(10)).await;
@@ -64,7 +60,7 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 4)
         .await;
 
-    let (s, v) = relay.api(Method::GET, "/api/v1/sources", None).await;
+    let (s, v) = relay.api_get("/api/v1/sources").await;
     assert_eq!(s, StatusCode::OK);
     let src = v
         .as_array()
@@ -81,7 +77,7 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         (Some("/s"), Some("none"), Some(3))
     );
 
-    let (s, d) = relay.api(Method::GET, "/api/v1/destinations/d", None).await;
+    let (s, d) = relay.api_get("/api/v1/destinations/d").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(d["state"], "active");
     assert_eq!(
@@ -90,15 +86,11 @@ async fn sources_destinations_and_messages_describe_the_relay() {
     );
     assert_eq!(d["last_attempt"]["status"], 200);
     assert_eq!(d["dead_letters"], 0);
-    let (_, all) = relay.api(Method::GET, "/api/v1/destinations", None).await;
+    let (_, all) = relay.api_get("/api/v1/destinations").await;
     assert_eq!(all.as_array().unwrap().len(), 1);
 
     let (s, list) = relay
-        .api(
-            Method::GET,
-            "/api/v1/messages?source=s&after_seq=1&limit=5",
-            None,
-        )
+        .api_get("/api/v1/messages?source=s&after_seq=1&limit=5")
         .await;
     assert_eq!(s, StatusCode::OK);
     let seqs: Vec<u64> = list
@@ -109,7 +101,7 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         .collect();
     assert_eq!(seqs, vec![2, 3]);
 
-    let (s, m) = relay.api(Method::GET, "/api/v1/messages/2", None).await;
+    let (s, m) = relay.api_get("/api/v1/messages/2").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(m["body_base64"], "bTE="); // "m1"
     assert_eq!(m["content_type"], "text/plain");
@@ -128,42 +120,34 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         ),
         ("/api/v1/nothing", StatusCode::NOT_FOUND),
     ] {
-        let (s, v) = relay.api(Method::GET, path, None).await;
+        let (s, v) = relay.api_get(path).await;
         assert_eq!(s, status, "{path}");
         assert!(v["error"].is_string(), "{path}: JSON error body");
     }
-    let (s, _) = relay
-        .api(Method::GET, "/api/v1/destinations/d/pause", None)
-        .await;
+    let (s, _) = relay.api_get("/api/v1/destinations/d/pause").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
 async fn pause_holds_deliveries_survives_a_restart_and_resume_releases_them() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
-    let (s, v) = relay
-        .api(Method::POST, "/api/v1/destinations/d/pause", None)
-        .await;
+    let (rx, relay) = started().await;
+    let (s, v) = relay.api_post("/api/v1/destinations/d/pause", None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("paused")));
     post_n(&relay, "/s", 2).await;
     let relay = relay.restart().await;
-    let (_, v) = relay.api(Method::GET, "/api/v1/destinations/d", None).await;
+    let (_, v) = relay.api_get("/api/v1/destinations/d").await;
     assert_eq!(v["state"], "paused");
     assert_eq!(v["lag"], 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 0, "nothing delivered while paused");
-    let (s, v) = relay
-        .api(Method::POST, "/api/v1/destinations/d/resume", None)
-        .await;
+    let (s, v) = relay.api_post("/api/v1/destinations/d/resume", None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("active")));
     rx.wait_delivered(2, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     // Receive times have millisecond resolution: keep message 2 strictly before.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -173,8 +157,7 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
     let first = rx.wait_delivered(4, Duration::from_secs(10)).await;
 
     let (s, v) = relay
-        .api(
-            Method::POST,
+        .api_post(
             "/api/v1/destinations/d/replay",
             Some(json!({"from_seq": 2})),
         )
@@ -187,8 +170,7 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
 
     let t = humantime::format_rfc3339_millis(before_third).to_string();
     let (s, v) = relay
-        .api(
-            Method::POST,
+        .api_post(
             "/api/v1/destinations/d/replay",
             Some(json!({"from_time": t})),
         )
@@ -206,18 +188,13 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
         json!({"x": 1}),
     ] {
         let (s, v) = relay
-            .api(
-                Method::POST,
-                "/api/v1/destinations/d/replay",
-                Some(body.clone()),
-            )
+            .api_post("/api/v1/destinations/d/replay", Some(body.clone()))
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         assert!(v["error"].is_string());
     }
     let (s, _) = relay
-        .api(
-            Method::POST,
+        .api_post(
             "/api/v1/destinations/nope/replay",
             Some(json!({"from_seq": 1})),
         )
@@ -239,16 +216,12 @@ async fn dead_letters_are_listed_and_can_be_redelivered() {
     assert_eq!(v[0]["seq"], 1);
     assert_eq!(v[0]["attempts"], 2);
     assert!(v[0]["last_error"].as_str().unwrap().contains("400"));
-    let (_, m) = relay.api(Method::GET, "/api/v1/messages/1", None).await;
+    let (_, m) = relay.api_get("/api/v1/messages/1").await;
     assert_eq!(m["destinations"]["d"]["status"], "dead");
 
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
     let (s, _) = relay
-        .api(
-            Method::POST,
-            "/api/v1/destinations/d/dead-letters/1/redeliver",
-            None,
-        )
+        .api_post("/api/v1/destinations/d/dead-letters/1/redeliver", None)
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     rx.wait_delivered(1, Duration::from_secs(10)).await;
@@ -258,27 +231,18 @@ async fn dead_letters_are_listed_and_can_be_redelivered() {
         })
         .await;
     let (s, _) = relay
-        .api(
-            Method::POST,
-            "/api/v1/destinations/d/dead-letters/1/redeliver",
-            None,
-        )
+        .api_post("/api/v1/destinations/d/dead-letters/1/redeliver", None)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "no longer a dead letter");
     let (s, _) = relay
-        .api(
-            Method::POST,
-            "/api/v1/destinations/d/dead-letters/x/redeliver",
-            None,
-        )
+        .api_post("/api/v1/destinations/d/dead-letters/x/redeliver", None)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn metrics_expose_the_documented_names() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     rx.wait_delivered(2, Duration::from_secs(10)).await;
     let text = relay.admin_probe("/metrics").await.text();
@@ -314,8 +278,7 @@ fn cli(relay: &TestRelay, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_status_pause_resume_and_replay_talk_to_the_running_relay() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     rx.wait_delivered(2, Duration::from_secs(10)).await;
     relay
@@ -363,20 +326,17 @@ fn cli_says_clearly_when_the_relay_is_not_running() {
 
 #[tokio::test]
 async fn replay_beyond_head_is_refused() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    let (_rx, relay) = started().await;
     post_n(&relay, "/s", 1).await;
     let (s, v) = relay
-        .api(
-            Method::POST,
+        .api_post(
             "/api/v1/destinations/d/replay",
             Some(json!({"from_seq": 1000})),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = relay
-        .api(
-            Method::POST,
+        .api_post(
             "/api/v1/destinations/d/replay",
             Some(json!({"from_seq": 2})),
         )

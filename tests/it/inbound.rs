@@ -17,6 +17,13 @@ fn one_route(url: &str) -> RelayConfig {
         .destination(Dest::new("app", url).sources(["demo"]))
 }
 
+/// A receiver answering 200, and a relay with [`one_route`] to it.
+async fn demo() -> (Receiver, TestRelay) {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    (rx, relay)
+}
+
 #[tokio::test]
 async fn binary_body_and_headers_arrive_byte_for_byte() {
     let rx = Receiver::ok().await;
@@ -64,8 +71,7 @@ async fn binary_body_and_headers_arrive_byte_for_byte() {
 
 #[tokio::test]
 async fn inbound_errors_are_json_with_the_right_status() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let c = client();
 
     let a = post(&c, &relay.url("/nope"), &[], "x").await.unwrap();
@@ -90,8 +96,7 @@ async fn inbound_errors_are_json_with_the_right_status() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_refused_while_streaming() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let mut s = TcpStream::connect(relay.ingest).await.unwrap();
     s.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
         .await
@@ -124,8 +129,7 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
 
 #[tokio::test]
 async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (rx, relay) = demo().await;
     let mut slow = TcpStream::connect(relay.ingest).await.unwrap();
     slow.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
         .await
@@ -154,8 +158,7 @@ async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
 
 #[tokio::test]
 async fn h2c_requests_are_served() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (rx, relay) = demo().await;
     let c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -172,8 +175,7 @@ async fn h2c_requests_are_served() {
 
 #[tokio::test]
 async fn health_and_readiness_probes_answer_on_the_admin_listener() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let h = relay.admin_probe("/healthz").await;
     assert_eq!(h.status, StatusCode::OK);
     assert_eq!(h.headers["content-type"], "application/json");
@@ -210,8 +212,7 @@ async fn buffered_durability_accepts_and_delivers() {
 async fn connections_that_never_choose_a_protocol_are_closed() {
     // request_timeout is 1s: a connection that sends nothing, or stops inside
     // what could be the HTTP/2 preface, is closed like a stalled HTTP/1 head.
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let mut waits = Vec::new();
     for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
         let addr = relay.ingest;

@@ -267,13 +267,7 @@ fn snapshots(data: &Path) -> HashSet<String> {
 async fn a_clean_stop_leaves_a_snapshot_covering_what_was_written() {
     let mut relay = TestRelay::start(&RelayConfig::new().source(Source::new("s", "/s"))).await;
     let data = relay.dir.join("data");
-    let c = client();
-    for i in 0..50 {
-        let a = post(&c, &relay.url("/s"), &[], format!("m{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], (0..50).map(|i| format!("m{i}"))).await;
     let at_open = snapshots(&data);
     relay.stop().await.expect("clean stop");
     let after = snapshots(&data);
@@ -303,17 +297,11 @@ async fn replay_into_an_emptied_log_waits_instead_of_spinning() {
     let rx = Receiver::ok().await;
     let relay =
         TestRelay::start(&RelayConfig::one_route(&rx.url("/")).storage("retention", "1s")).await;
-    let c = client();
-    for i in 0..3 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    post_ok(&relay.url("/s"), &[], (0..3).map(|i| i.to_string())).await;
     rx.wait_delivered(3, Duration::from_secs(10)).await;
     wait_message_status(&relay, 3, StatusCode::NOT_FOUND).await;
 
-    let replay = relay.api(
-        http::Method::POST,
+    let replay = relay.api_post(
         "/api/v1/destinations/d/replay",
         Some(serde_json::json!({"from_seq": 1})),
     );
@@ -327,7 +315,7 @@ async fn replay_into_an_emptied_log_waits_instead_of_spinning() {
     assert_eq!(health.status, StatusCode::OK);
     let a = tokio::time::timeout(
         Duration::from_secs(5),
-        post(&c, &relay.url("/s"), &[], "after"),
+        post(&client(), &relay.url("/s"), &[], "after"),
     )
     .await
     .expect("ingest stays responsive")

@@ -1,6 +1,5 @@
 //! Delivery: routing, fan-out, strict order under failure, isolation.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -48,26 +47,15 @@ async fn fans_out_to_every_destination_and_routes_by_source() {
 #[tokio::test]
 async fn strict_destination_never_sees_n_plus_one_before_n_succeeds() {
     const N: usize = 60;
-    let rx = Receiver::scripted(Arc::new(|_| {
-        let fail = rand::rng().random_bool(0.4);
-        let status = if fail {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
+    let rx = Receiver::refusing(StatusCode::INTERNAL_SERVER_ERROR, |_| {
+        rand::rng().random_bool(0.4)
+    })
     .await;
     let relay = TestRelay::start(&RelayConfig::one_route_with(&rx.url("/"), |d| {
         d.retry(Retry::patient("10ms", "50ms"))
     }))
     .await;
-    let c = client();
-    for i in 0..N {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    post_ok(&relay.url("/s"), &[], (0..N).map(|i| i.to_string())).await;
     rx.wait_delivered(N, Duration::from_secs(60)).await;
 
     let mut done = 0u64;
@@ -112,17 +100,8 @@ async fn destination_down_for_seconds_then_up_gets_everything_in_order() {
         },
     ))
     .await;
-    let c = client();
-    for i in 0..20 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(
-            a.status,
-            StatusCode::OK,
-            "ingest does not wait for the destination"
-        );
-    }
+    // Ingest does not wait for the destination.
+    post_ok(&relay.url("/s"), &[], (0..20).map(|i| i.to_string())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let listener = TcpListener::bind(addr).await.unwrap();
     let rx = Receiver::on(listener, answer(StatusCode::OK));
@@ -142,14 +121,8 @@ async fn a_slow_destination_delays_neither_ingest_nor_other_destinations() {
         .destination(Dest::new("slow", &slow.url("/")).sources(["s"]))
         .destination(Dest::new("fast", &fast.url("/")).sources(["s"]));
     let relay = TestRelay::start(&config).await;
-    let c = client();
     let started = Instant::now();
-    for i in 0..20 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], (0..20).map(|i| i.to_string())).await;
     let ingest_time = started.elapsed();
     fast.wait_delivered(20, Duration::from_secs(5)).await;
     let fast_time = started.elapsed();
@@ -169,21 +142,19 @@ async fn a_slow_destination_delays_neither_ingest_nor_other_destinations() {
 async fn graceful_restart_loses_nothing_and_resends_nothing() {
     let rx = Receiver::ok().await;
     let relay = TestRelay::start(&RelayConfig::one_route(&rx.url("/"))).await;
-    let c = client();
-    for i in 0..10 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    post_ok(&relay.url("/s"), &[], (0..10).map(|i| i.to_string())).await;
     rx.wait_delivered(10, Duration::from_secs(10)).await;
     let relay = relay.restart().await;
-    let c = client();
-    for i in 10..15 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.json["seq"], i + 1, "seqs continue after restart");
-    }
+    let answers = post_ok(&relay.url("/s"), &[], (10..15).map(|i| i.to_string())).await;
+    let seqs: Vec<u64> = answers
+        .iter()
+        .map(|a| a.json["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (10 + 1..=15).collect::<Vec<_>>(),
+        "seqs continue after restart"
+    );
     let got = rx.wait_delivered(15, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 15, "nothing re-sent after a graceful restart");

@@ -27,13 +27,14 @@ async fn wait_dest(relay: &TestRelay, name: &str, cond: impl Fn(&serde_json::Val
 }
 
 async fn post_all(relay: &TestRelay, bodies: &[&str]) {
-    let c = client();
-    for b in bodies {
-        let a = post(&c, &relay.url("/s"), &[], b.to_string())
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], bodies.iter().map(|b| b.to_string())).await;
+}
+
+/// Retries every 10 to 20 ms, `attempts` times at most.
+fn gives_up_after(attempts: i64) -> Retry {
+    Retry::every("10ms", "20ms")
+        .attempts(attempts)
+        .set("max_age", "1h")
 }
 
 /// Requests per seq seen by a receiver, answered anything.
@@ -53,23 +54,8 @@ fn bodies(got: &[Received]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_while_later_ones_flow() {
-    let rx = Receiver::scripted(Arc::new(|r| {
-        let status = if &r.body[..] == b"poison" {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await;
-    let mut relay = TestRelay::start(&config(&rx.url("/"), |d| {
-        d.retry(
-            Retry::every("10ms", "20ms")
-                .attempts(3)
-                .set("max_age", "1h"),
-        )
-    }))
-    .await;
+    let rx = Receiver::refusing(StatusCode::BAD_REQUEST, |r| &r.body[..] == b"poison").await;
+    let mut relay = TestRelay::start(&config(&rx.url("/"), |d| d.retry(gives_up_after(3)))).await;
     post_all(&relay, &["a", "poison", "b", "c"]).await;
     let got = rx.wait_delivered(3, Duration::from_secs(10)).await;
     assert_eq!(bodies(&got), ["a", "b", "c"]);
@@ -97,22 +83,12 @@ async fn a_poison_message_is_dead_lettered_while_later_ones_flow() {
 async fn block_holds_everything_behind_it_until_an_operator_resumes() {
     let fixed = Arc::new(AtomicBool::new(false));
     let f = fixed.clone();
-    let rx = Receiver::scripted(Arc::new(move |r| {
-        let status = if &r.body[..] == b"poison" && !f.load(Ordering::SeqCst) {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
+    let rx = Receiver::refusing(StatusCode::BAD_REQUEST, move |r| {
+        &r.body[..] == b"poison" && !f.load(Ordering::SeqCst)
+    })
     .await;
     let relay = TestRelay::start(&config(&rx.url("/"), |d| {
-        d.retry(
-            Retry::every("10ms", "20ms")
-                .attempts(2)
-                .set("max_age", "1h"),
-        )
-        .set("on_exhausted", "block")
+        d.retry(gives_up_after(2)).set("on_exhausted", "block")
     }))
     .await;
     post_all(&relay, &["a", "poison", "b", "c"]).await;
@@ -188,14 +164,7 @@ async fn retry_after_is_honored_in_seconds_and_as_a_date() {
         }
     }))
     .await;
-    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
-        d.retry(
-            Retry::every("10ms", "20ms")
-                .attempts(10)
-                .set("max_age", "1h"),
-        )
-    }))
-    .await;
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| d.retry(gives_up_after(10)))).await;
     post_all(&relay, &["one", "two"]).await;
     rx.wait_delivered(2, Duration::from_secs(20)).await;
     let one = arrivals_of(&arrivals, 1);
@@ -247,18 +216,13 @@ async fn a_rate_limit_spreads_deliveries_evenly() {
 async fn retries_take_rate_permits_too() {
     let arrivals: Arrivals = Arc::default();
     let a = arrivals.clone();
-    let rx = Receiver::scripted(Arc::new(move |r| {
+    let rx = Receiver::refusing(StatusCode::INTERNAL_SERVER_ERROR, move |r| {
         let seq = r.seq();
         let mut log = a.lock().unwrap();
         let first = !log.iter().any(|(s, _)| *s == seq);
         log.push((seq, Instant::now()));
-        let status = if first {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
+        first
+    })
     .await;
     let relay = TestRelay::start(&config(&rx.url("/"), |d| {
         d.set("rate_limit", "10/s")
@@ -533,14 +497,8 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         }
     }))
     .await;
-    let mut relay = TestRelay::start(&config(&rx.url("/hook"), |d| {
-        d.retry(
-            Retry::every("10ms", "20ms")
-                .attempts(2)
-                .set("max_age", "1h"),
-        )
-    }))
-    .await;
+    let mut relay =
+        TestRelay::start(&config(&rx.url("/hook"), |d| d.retry(gives_up_after(2)))).await;
     post_all(&relay, &["x"]).await;
     wait_dest(&relay, "d", |v| v["dead_letters"] == 1).await;
     relay.stop().await.unwrap();
@@ -654,11 +612,7 @@ async fn unordered_redelivery_of_a_dead_letter_sends_only_that_message() {
     let relay = TestRelay::start(&config(&rx.url("/"), |d| {
         d.set("ordering", "unordered")
             .set("max_in_flight", 3)
-            .retry(
-                Retry::every("10ms", "20ms")
-                    .attempts(2)
-                    .set("max_age", "1h"),
-            )
+            .retry(gives_up_after(2))
     }))
     .await;
     post_all(&relay, &["stuck", "poison", "b", "c", "d"]).await;

@@ -106,23 +106,17 @@ async fn sigterm_exits_zero_and_restart_resends_nothing() {
     let rx = Receiver::ok().await;
     let config = write_config(tmp.path(), &[&rx]);
     let mut relay = RelayProcess::start(&config).await;
-    let c = client();
-    for i in 0..10 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    post_ok(&relay.url("/s"), &[], (0..10).map(|i| i.to_string())).await;
     rx.wait_delivered(10, Duration::from_secs(10)).await;
     assert_eq!(relay.terminate(), 0);
 
     let mut relay = RelayProcess::start(&config).await;
-    let c = client();
-    for i in 10..15 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.json["seq"], i + 1);
-    }
+    let answers = post_ok(&relay.url("/s"), &[], (10..15).map(|i| i.to_string())).await;
+    let seqs: Vec<u64> = answers
+        .iter()
+        .map(|a| a.json["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (10 + 1..=15).collect::<Vec<_>>());
     rx.wait_delivered(15, Duration::from_secs(10)).await;
     assert_eq!(relay.terminate(), 0);
     assert_eq!(rx.count(), 15, "nothing delivered twice");

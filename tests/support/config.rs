@@ -65,46 +65,28 @@ fn line(k: &str, v: &Toml) -> String {
     format!("{} = {}", key(k), v.render())
 }
 
-impl From<&str> for Toml {
-    fn from(s: &str) -> Toml {
-        Toml::Str(s.to_string())
-    }
+/// `impl From<$t> for Toml`, as `$make` of the value.
+macro_rules! toml_from {
+    ($($t:ty => $make:expr),* $(,)?) => {
+        $(impl From<$t> for Toml {
+            fn from(v: $t) -> Toml {
+                $make(v)
+            }
+        })*
+    };
 }
-impl From<String> for Toml {
-    fn from(s: String) -> Toml {
-        Toml::Str(s)
-    }
+
+toml_from! {
+    &str => |s: &str| Toml::Str(s.to_string()),
+    String => Toml::Str,
+    &String => |s: &String| Toml::Str(s.clone()),
+    &Path => |p: &Path| Toml::Str(p.display().to_string()),
+    i64 => Toml::Int,
+    i32 => |n: i32| Toml::Int(n.into()),
+    usize => |n: usize| Toml::Int(n as i64),
+    bool => Toml::Bool,
 }
-impl From<&String> for Toml {
-    fn from(s: &String) -> Toml {
-        Toml::Str(s.clone())
-    }
-}
-impl From<&Path> for Toml {
-    fn from(p: &Path) -> Toml {
-        Toml::Str(p.display().to_string())
-    }
-}
-impl From<i64> for Toml {
-    fn from(n: i64) -> Toml {
-        Toml::Int(n)
-    }
-}
-impl From<i32> for Toml {
-    fn from(n: i32) -> Toml {
-        Toml::Int(n.into())
-    }
-}
-impl From<usize> for Toml {
-    fn from(n: usize) -> Toml {
-        Toml::Int(n as i64)
-    }
-}
-impl From<bool> for Toml {
-    fn from(b: bool) -> Toml {
-        Toml::Bool(b)
-    }
-}
+
 impl<T: Into<Toml>, const N: usize> From<[T; N]> for Toml {
     fn from(items: [T; N]) -> Toml {
         Toml::List(items.into_iter().map(Into::into).collect())
@@ -121,6 +103,22 @@ impl<T: Into<Toml>> From<Vec<T>> for Toml {
 pub struct Keys(Vec<(String, Toml)>);
 
 impl Keys {
+    fn of(pairs: &[(&str, &str)]) -> Keys {
+        let mut keys = Keys::default();
+        for (k, v) in pairs {
+            keys.set(k, *v);
+        }
+        keys
+    }
+
+    /// The string value of `k`, if set to one.
+    fn str(&self, k: &str) -> Option<&str> {
+        self.0.iter().find_map(|(key, v)| match v {
+            Toml::Str(s) if key == k => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
     fn set(&mut self, k: &str, v: impl Into<Toml>) {
         let v = v.into();
         match self.0.iter_mut().find(|(key, _)| key == k) {
@@ -225,7 +223,7 @@ impl RelayConfig {
         let at = self
             .destinations
             .iter()
-            .position(|d| d.name == name)
+            .position(|d| d.name() == Some(name))
             .unwrap_or_else(|| panic!("no destination {name}"));
         let d = self.destinations.remove(at);
         self.destinations.insert(at, f(d));
@@ -255,11 +253,11 @@ impl RelayConfig {
             out.push('\n');
         }
         for s in &self.sources {
-            out.push_str(&s.keys.render("[[source]]"));
+            out.push_str(&s.0.render("[[source]]"));
             out.push('\n');
         }
         for d in &self.destinations {
-            out.push_str(&d.keys.render("[[destination]]"));
+            out.push_str(&d.0.render("[[destination]]"));
             out.push('\n');
         }
         out
@@ -273,27 +271,31 @@ impl RelayConfig {
     }
 }
 
+/// `set(key, value)` for builders that are a list of keys.
+macro_rules! keyed {
+    ($($t:ident),*) => {
+        $(impl $t {
+            pub fn set(mut self, k: &str, v: impl Into<Toml>) -> Self {
+                self.0.set(k, v);
+                self
+            }
+        })*
+    };
+}
+
+keyed!(Source, Verify, Dest, Retry);
+
 /// A `[[source]]`.
 #[derive(Clone, Debug)]
-pub struct Source {
-    keys: Keys,
-}
+pub struct Source(Keys);
 
 impl Source {
     pub fn new(name: &str, path: &str) -> Source {
-        let mut keys = Keys::default();
-        keys.set("name", name);
-        keys.set("path", path);
-        Source { keys }
+        Source(Keys::of(&[("name", name), ("path", path)]))
     }
 
     pub fn verify(self, v: Verify) -> Self {
         self.set("verify", v.0.inline())
-    }
-
-    pub fn set(mut self, k: &str, v: impl Into<Toml>) -> Self {
-        self.keys.set(k, v);
-        self
     }
 }
 
@@ -303,14 +305,7 @@ pub struct Verify(Keys);
 
 impl Verify {
     pub fn new(scheme: &str) -> Verify {
-        let mut keys = Keys::default();
-        keys.set("scheme", scheme);
-        Verify(keys)
-    }
-
-    pub fn set(mut self, k: &str, v: impl Into<Toml>) -> Self {
-        self.0.set(k, v);
-        self
+        Verify(Keys::of(&[("scheme", scheme)]))
     }
 
     /// Shorthand for the common `secret` key.
@@ -321,20 +316,15 @@ impl Verify {
 
 /// A `[[destination]]`.
 #[derive(Clone, Debug)]
-pub struct Dest {
-    name: String,
-    keys: Keys,
-}
+pub struct Dest(Keys);
 
 impl Dest {
     pub fn new(name: &str, url: &str) -> Dest {
-        let mut keys = Keys::default();
-        keys.set("name", name);
-        keys.set("url", url);
-        Dest {
-            name: name.to_string(),
-            keys,
-        }
+        Dest(Keys::of(&[("name", name), ("url", url)]))
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.0.str("name")
     }
 
     pub fn sources<S: Into<Toml>>(self, names: impl IntoIterator<Item = S>) -> Self {
@@ -346,11 +336,6 @@ impl Dest {
 
     pub fn retry(self, r: Retry) -> Self {
         self.set("retry", r.0.inline())
-    }
-
-    pub fn set(mut self, k: &str, v: impl Into<Toml>) -> Self {
-        self.keys.set(k, v);
-        self
     }
 }
 
@@ -375,10 +360,5 @@ impl Retry {
 
     pub fn attempts(self, n: i64) -> Self {
         self.set("max_attempts", n)
-    }
-
-    pub fn set(mut self, k: &str, v: impl Into<Toml>) -> Self {
-        self.0.set(k, v);
-        self
     }
 }

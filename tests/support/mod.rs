@@ -25,6 +25,6 @@ pub use self::config::{Dest, RelayConfig, Retry, Source, Toml, Verify};
 pub use self::process::{run_cli, RelayProcess};
 pub use self::receiver::{answer, Received, Receiver, Script};
 pub use self::relay::TestRelay;
-pub use self::requests::{call, client, get, json_request, post, Answer};
+pub use self::requests::{call, client, get, json_request, post, post_ok, Answer};
 pub use self::store::StoreView;
 pub use self::wait::{poll_until, wait_for, wait_until, wait_until_blocking};

@@ -84,18 +84,22 @@ impl Receiver {
         Receiver::scripted(Arc::new(move |_| (StatusCode::OK, vec![], delay))).await
     }
 
-    /// A receiver answering `refused` until `open` is set, then 200.
-    pub async fn gated(open: &Arc<std::sync::atomic::AtomicBool>, refused: StatusCode) -> Receiver {
-        let open = open.clone();
-        Receiver::scripted(Arc::new(move |_| {
-            let status = if open.load(Ordering::SeqCst) {
-                StatusCode::OK
-            } else {
-                refused
-            };
+    /// A receiver answering `refused` where `when` holds for a request, else 200.
+    pub async fn refusing(
+        refused: StatusCode,
+        when: impl Fn(&Received) -> bool + Send + Sync + 'static,
+    ) -> Receiver {
+        Receiver::scripted(Arc::new(move |r| {
+            let status = if when(r) { refused } else { StatusCode::OK };
             (status, vec![], Duration::ZERO)
         }))
         .await
+    }
+
+    /// A receiver answering `refused` until `open` is set, then 200.
+    pub async fn gated(open: &Arc<std::sync::atomic::AtomicBool>, refused: StatusCode) -> Receiver {
+        let open = open.clone();
+        Receiver::refusing(refused, move |_| !open.load(Ordering::SeqCst)).await
     }
 
     pub async fn scripted(script: Script) -> Receiver {

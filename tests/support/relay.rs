@@ -109,6 +109,20 @@ impl TestRelay {
         json_request(method, &url, body.as_ref(), self.token.as_deref()).await
     }
 
+    /// GET `path` on the admin listener with the config's token.
+    pub async fn api_get(&self, path: &str) -> (http::StatusCode, serde_json::Value) {
+        self.api(http::Method::GET, path, None).await
+    }
+
+    /// POST `path` (with a JSON `body`) on the admin listener with the config's token.
+    pub async fn api_post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (http::StatusCode, serde_json::Value) {
+        self.api(http::Method::POST, path, body).await
+    }
+
     /// Polls GET `path` on the admin listener (with the token) until `cond`
     /// holds for its status and JSON; the JSON.
     pub async fn wait_admin(

@@ -95,3 +95,20 @@ pub async fn json_request(
         .unwrap();
     (a.status, a.json)
 }
+
+/// POSTs each of `bodies` with `headers` to `url` in turn on one keep-alive
+/// client, asserting that each is answered 200; the answers.
+pub async fn post_ok<B: Into<Bytes>>(
+    url: &str,
+    headers: &[(&str, &str)],
+    bodies: impl IntoIterator<Item = B>,
+) -> Vec<Answer> {
+    let c = client();
+    let mut answers = Vec::new();
+    for body in bodies {
+        let a = post(&c, url, headers, body).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "POST {url}: {:?}", a.json);
+        answers.push(a);
+    }
+    answers
+}
