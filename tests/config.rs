@@ -1,8 +1,13 @@
 //! relay.toml as an operator writes it: the SPEC example, every error naming
 //! file, line and key, and paths resolved against the config's directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::write_file;
 
 use hookrelay::config::{
     Config, ConfigError, Durability, OnExhausted, Ordering, Problem, RateLimit, Schedule, Scheme,
@@ -84,15 +89,6 @@ fn line_of(text: &str, needle: &str) -> usize {
     }
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
 #[test]
 fn the_spec_example_parses_with_its_documented_values() {
     let c = Config::from_str_with_env(
@@ -171,7 +167,7 @@ fn the_spec_example_loads_from_a_file_with_the_process_environment() {
     std::env::set_var("HOOKRELAY_IT_CONFIG_STRIPE_4F1C", "whsec_test_secret");
     std::env::set_var("HOOKRELAY_IT_CONFIG_BILLING_4F1C", WHSEC);
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "relay.toml", &text);
+    let path = write_file(dir.path(), "relay.toml", &text);
     let c = Config::load(&path).unwrap();
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-token");
     assert_eq!(
@@ -234,7 +230,7 @@ fn every_kind_of_error_names_file_line_and_key() {
         if admin_env_set && *key == "admin.listen" {
             continue;
         }
-        let path = write(dir.path(), "relay.toml", text);
+        let path = write_file(dir.path(), "relay.toml", text);
         let err = match Config::load(&path) {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e,
@@ -302,15 +298,15 @@ fn a_missing_file_names_its_path() {
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "secrets/github.txt", "from-file\n\n");
-    write(dir.path(), "secrets/signing.txt", &format!("{WHSEC}\r\n"));
-    write(dir.path(), "secrets/admin.txt", "admin-from-file\n");
-    write(
+    write_file(dir.path(), "secrets/github.txt", "from-file\n\n");
+    write_file(dir.path(), "secrets/signing.txt", format!("{WHSEC}\r\n"));
+    write_file(dir.path(), "secrets/admin.txt", "admin-from-file\n");
+    write_file(
         dir.path(),
         "certs/paypal.pem",
         "-----BEGIN CERTIFICATE-----\n",
     );
-    write(dir.path(), "certs/ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    write_file(dir.path(), "certs/ca.pem", "-----BEGIN CERTIFICATE-----\n");
     let text = r#"
 [admin]
 listen = "0.0.0.0:8081"
@@ -336,7 +332,7 @@ sources = ["gh", "pp"]
 signing = { secret_file = "secrets/signing.txt" }
 ca_file = "certs/ca.pem"
 "#;
-    let path = write(dir.path(), "relay.toml", text);
+    let path = write_file(dir.path(), "relay.toml", text);
     let c = Config::load(&path).unwrap();
     assert_eq!(c.storage.data_dir, dir.path().join("var/db"));
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-from-file");

@@ -17,6 +17,13 @@ fn one_route(url: &str) -> RelayConfig {
         .destination(Dest::new("app", url).sources(["demo"]))
 }
 
+/// A raw connection to `addr` that has sent `bytes`.
+async fn connect_and_send(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
 /// A receiver answering 200, and a relay with [`one_route`] to it.
 async fn demo() -> (Receiver, TestRelay) {
     let rx = Receiver::ok().await;
@@ -29,20 +36,15 @@ async fn binary_body_and_headers_arrive_byte_for_byte() {
     let rx = Receiver::ok().await;
     let relay = TestRelay::start(&one_route(&rx.url("/in"))).await;
     let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
-    let c = client();
-    let a = post(
-        &c,
-        &relay.url("/hooks/demo"),
-        &[
-            ("content-type", "application/octet-stream"),
-            ("x-github-event", "push"),
-            ("x-not-forwarded", "secret-ish"),
-            ("authorization", "Bearer nope"),
-        ],
-        body.clone(),
-    )
-    .await
-    .unwrap();
+    let headers = [
+        ("content-type", "application/octet-stream"),
+        ("x-github-event", "push"),
+        ("x-not-forwarded", "secret-ish"),
+        ("authorization", "Bearer nope"),
+    ];
+    let a = post_ok(&relay.url("/hooks/demo"), &headers, [body.clone()])
+        .await
+        .remove(0);
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json["seq"], 1);
     assert_eq!(a.json["duplicate"], false);
@@ -97,10 +99,8 @@ async fn inbound_errors_are_json_with_the_right_status() {
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_refused_while_streaming() {
     let (_rx, relay) = demo().await;
-    let mut s = TcpStream::connect(relay.ingest).await.unwrap();
-    s.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
+    let head = b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let mut s = connect_and_send(relay.ingest, head).await;
     let chunk = vec![b'z'; 16 * 1024];
     let mut answer = Vec::new();
     // Keep sending until the relay answers; it must not wait for the end.
@@ -130,15 +130,13 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
 #[tokio::test]
 async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
     let (rx, relay) = demo().await;
-    let mut slow = TcpStream::connect(relay.ingest).await.unwrap();
-    slow.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
-        .await
-        .unwrap();
-    let mut garbage = TcpStream::connect(relay.ingest).await.unwrap();
-    garbage
-        .write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'])
-        .await
-        .unwrap();
+    let stalled = b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc";
+    let mut slow = connect_and_send(relay.ingest, stalled).await;
+    let _garbage = connect_and_send(
+        relay.ingest,
+        &[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'],
+    )
+    .await;
 
     let c = client();
     let a = post(&c, &relay.url("/hooks/demo"), &[], "fine")
@@ -217,8 +215,7 @@ async fn connections_that_never_choose_a_protocol_are_closed() {
     for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
         let addr = relay.ingest;
         waits.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(sent).await.unwrap();
+            let mut s = connect_and_send(addr, sent).await;
             let mut answer = Vec::new();
             let closed =
                 tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;

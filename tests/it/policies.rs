@@ -445,8 +445,7 @@ async fn https_destination_trusts_its_ca_file_and_others_refuse_the_certificate(
     let pki = test_pki();
     let rx = Receiver::tls(pki.server.clone(), answer(StatusCode::OK)).await;
     let tmp = tempfile::tempdir().unwrap();
-    let ca_file = tmp.path().join("test-ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_file = write_file(tmp.path(), "test-ca.pem", &pki.ca_pem);
     let url = format!("https://{}/hook", rx.addr);
     let config = RelayConfig::new()
         .source(Source::new("s", "/s"))
@@ -479,7 +478,7 @@ async fn https_destination_trusts_its_ca_file_and_others_refuse_the_certificate(
 #[tokio::test]
 async fn an_unusable_ca_file_stops_startup_with_exit_code_2() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("ca.pem"), "not a certificate").unwrap();
+    write_file(tmp.path(), "ca.pem", "not a certificate");
     let cfg = config("https://127.0.0.1:9/", |d| d.set("ca_file", "ca.pem"));
     let err = TestRelay::start_error(tmp.path(), &cfg).await;
     assert_eq!(err.exit_code(), 2, "{err}");

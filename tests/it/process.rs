@@ -125,8 +125,7 @@ async fn sigterm_exits_zero_and_restart_resends_nothing() {
 /// `hookrelay check` on `text`: exit code and stderr.
 fn check(text: &str) -> (i32, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("relay.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = write_file(tmp.path(), "relay.toml", text);
     let (code, _, stderr) = run_cli(["check", "--config", path.to_str().unwrap()]);
     (code, stderr)
 }

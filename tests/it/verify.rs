@@ -626,11 +626,8 @@ async fn duplicates_are_not_redelivered_even_after_a_restart() {
 #[tokio::test]
 async fn an_unusable_paypal_certificate_stops_startup_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cert.pem"),
-        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
+    write_file(dir.path(), "cert.pem", pem);
     let config = RelayConfig::new().source(
         Source::new("paypal", "/hooks/paypal").verify(
             Verify::new("paypal")

@@ -362,3 +362,13 @@ impl Retry {
         self.set("max_attempts", n)
     }
 }
+
+/// Writes `content` to `dir/name`, creating the folders on the way; its path.
+pub fn write_file(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, content).unwrap();
+    path
+}

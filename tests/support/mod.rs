@@ -2,7 +2,7 @@
 //! child process on ephemeral ports with a temp data dir, real HTTP receivers
 //! that record what arrives, wait-until helpers, and a typed config builder.
 //!
-//! - [`config`]: `RelayConfig`, `Source`, `Dest`, `Verify`, `Retry` rendering relay.toml;
+//! - [`config`]: `RelayConfig`, `Source`, `Dest`, `Verify`, `Retry` rendering relay.toml, and `write_file`;
 //! - [`relay`]: `TestRelay`, the relay in this process (`hookrelay::run`);
 //! - [`process`]: `RelayProcess`, `hookrelay serve` as a child, found by its `--ready-file`;
 //! - [`receiver`]: `Receiver`, a scriptable HTTP destination (status, headers, delay);
@@ -21,7 +21,7 @@ pub mod requests;
 pub mod store;
 pub mod wait;
 
-pub use self::config::{Dest, RelayConfig, Retry, Source, Toml, Verify};
+pub use self::config::{write_file, Dest, RelayConfig, Retry, Source, Toml, Verify};
 pub use self::process::{run_cli, RelayProcess};
 pub use self::receiver::{answer, Received, Receiver, Script};
 pub use self::relay::TestRelay;
