@@ -374,51 +374,56 @@ struct Child {
     proc: std::process::Child,
     ingest: SocketAddr,
     admin: SocketAddr,
-    /// From spawn until the relay logged that it is listening.
+    /// From spawn until the relay wrote its ready file.
     ready_after: Duration,
 }
 
 fn spawn_relay(config: &std::path::Path) -> Child {
-    use std::io::BufRead;
     let started = Instant::now();
-    // BENCH_RELAY_BIN runs another build of the relay, for before/after comparisons.
+    // BENCH_RELAY_BIN runs another build of the relay (one with
+    // `serve --ready-file`), for before/after comparisons.
     let bin = std::env::var_os("BENCH_RELAY_BIN").map_or_else(
         || env!("CARGO_BIN_EXE_hookrelay").into(),
         std::path::PathBuf::from,
     );
+    // A relay killed with -9 leaves its ready file behind.
+    let ready_file = config.with_file_name("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
     let mut proc = std::process::Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
+        .arg("--ready-file")
+        .arg(&ready_file)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start hookrelay");
-    let stderr = proc.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
+    let deadline = started + Duration::from_secs(120);
+    let ready = loop {
+        if let Some(ready) = std::fs::read_to_string(&ready_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|v| v["pid"] == proc.id())
         {
-            let field = |k: &str| {
-                line.split(k)
-                    .nth(1)
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<SocketAddr>().ok())
-            };
-            if let (Some(i), Some(a)) = (field("ingest="), field("admin=")) {
-                let _ = tx.send((i, a));
-            }
+            break ready;
         }
-    });
-    let (ingest, admin) = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("relay did not start listening");
+        if let Ok(Some(status)) = proc.try_wait() {
+            panic!("relay exited at start with {status}");
+        }
+        assert!(Instant::now() < deadline, "relay did not become ready");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let addr = |k: &str| -> SocketAddr {
+        ready[k]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} address in {ready}"))
+    };
     Child {
+        ingest: addr("ingest"),
+        admin: addr("admin"),
         proc,
-        ingest,
-        admin,
         ready_after: started.elapsed(),
     }
 }

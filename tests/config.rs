@@ -1,8 +1,13 @@
 //! relay.toml as an operator writes it: the SPEC example, every error naming
 //! file, line and key, and paths resolved against the config's directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::write_file;
 
 use hookrelay::config::{
     Config, ConfigError, DeliveryOrder, Durability, OnExhausted, Problem, RateLimit, Schedule,
@@ -90,15 +95,6 @@ fn line_of(text: &str, needle: &str) -> usize {
     }
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
 #[test]
 fn the_spec_example_parses_with_its_documented_values() {
     let c = Config::from_str_with_env(
@@ -177,7 +173,7 @@ fn the_spec_example_loads_from_a_file_with_the_process_environment() {
     std::env::set_var("HOOKRELAY_IT_CONFIG_STRIPE_4F1C", "whsec_test_secret");
     std::env::set_var("HOOKRELAY_IT_CONFIG_BILLING_4F1C", WHSEC);
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "relay.toml", &text);
+    let path = write_file(dir.path(), "relay.toml", &text);
     let c = Config::load(&path).unwrap();
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-token");
     assert_eq!(
@@ -241,7 +237,7 @@ fn every_kind_of_error_names_file_line_and_key() {
         if admin_env_set && *key == "admin.listen" {
             continue;
         }
-        let path = write(dir.path(), "relay.toml", text);
+        let path = write_file(dir.path(), "relay.toml", text);
         let err = match Config::load(&path) {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e,
@@ -309,12 +305,12 @@ fn a_missing_file_names_its_path() {
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "secrets/github.txt", "from-file\n\n");
-    write(dir.path(), "secrets/signing.txt", &format!("{WHSEC}\r\n"));
-    write(dir.path(), "secrets/admin.txt", "admin-from-file\n");
+    write_file(dir.path(), "secrets/github.txt", "from-file\n\n");
+    write_file(dir.path(), "secrets/signing.txt", format!("{WHSEC}\r\n"));
+    write_file(dir.path(), "secrets/admin.txt", "admin-from-file\n");
     let cert = std::fs::read_to_string(PAYPAL_CERT).unwrap();
-    write(dir.path(), "certs/paypal.pem", &cert);
-    write(dir.path(), "certs/ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    write_file(dir.path(), "certs/paypal.pem", cert);
+    write_file(dir.path(), "certs/ca.pem", "-----BEGIN CERTIFICATE-----\n");
     let text = r#"
 [admin]
 listen = "0.0.0.0:8081"
@@ -340,7 +336,7 @@ sources = ["gh", "pp"]
 signing = { secret_file = "secrets/signing.txt" }
 ca_file = "certs/ca.pem"
 "#;
-    let path = write(dir.path(), "relay.toml", text);
+    let path = write_file(dir.path(), "relay.toml", text);
     let c = Config::load(&path).unwrap();
     assert_eq!(c.storage.data_dir, dir.path().join("var/db"));
     assert_eq!(c.admin.token.unwrap().expose(), b"admin-from-file");
@@ -387,23 +383,16 @@ fn no_truncation_or_corruption_of_the_example_panics() {
 #[test]
 fn check_reports_a_ca_file_that_holds_no_valid_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "bad.pem",
-        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-    );
+    let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    write_file(dir.path(), "bad.pem", pem);
     let text = "[[source]]\nname = \"s\"\npath = \"/s\"\n\n[[destination]]\nname = \"d\"\nurl = \"https://127.0.0.1:1/\"\nsources = [\"s\"]\nca_file = \"bad.pem\"\n";
-    let path = write(dir.path(), "relay.toml", text);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = write_file(dir.path(), "relay.toml", text);
+    let (code, stdout, stderr) =
+        support::run_cli(["check".as_ref(), "--config".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("destination d: ca_file") && stderr.contains("invalid certificate"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty(), "no `ok` line");
+    assert!(stdout.is_empty(), "no `ok` line");
 }

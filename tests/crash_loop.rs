@@ -26,39 +26,31 @@
 //!
 //! The long run: `CRASH_LOOP_CYCLES=100 cargo test --release --test crash_loop -- --nocapture`.
 
-#[allow(dead_code)]
-#[path = "it/harness.rs"]
-mod harness;
+#[path = "support/mod.rs"]
+mod support;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+use support::process::Launch;
+use support::*;
 
 /// Concurrent load clients, each in a closed loop.
 const CLIENTS: usize = 8;
 /// Attempts from this one on always succeed, so nothing is ever dead-lettered
 /// (the default `max_attempts` is 20).
 const FLAKY_ATTEMPTS: u32 = 10;
-/// How long a relay may take to start (recovery included) on a loaded machine.
-const START_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one inbound request may go unanswered by a live relay.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -86,13 +78,32 @@ struct Arrival {
     ok: bool,
 }
 
-/// A destination: its config and the receiver behind it.
-struct Dest {
+/// A destination: its config and the receiver behind it, on a port it keeps
+/// for the whole test, so the destination URLs stay valid across restarts.
+struct Target {
     name: &'static str,
     strict: bool,
     behaviour: Behaviour,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<Arrival>>>,
+    rx: Receiver,
+}
+
+impl Target {
+    /// Everything the receiver answered so far.
+    fn arrivals(&self) -> Vec<Arrival> {
+        self.rx
+            .all()
+            .into_iter()
+            .map(|(r, status)| Arrival {
+                seq: r
+                    .header("x-hookrelay-seq")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                id: r.header("webhook-id").unwrap_or("").to_string(),
+                body: r.body,
+                ok: status.is_success(),
+            })
+            .collect()
+    }
 }
 
 /// splitmix64: a fixed pseudo-random function of its input.
@@ -108,192 +119,62 @@ fn refuses(seed: u64, dest: usize, seq: u64, attempt: u32) -> bool {
         && mix(seed ^ mix((dest as u64) << 56 ^ seq << 8 ^ u64::from(attempt))) % 8 == 0
 }
 
-/// Starts a receiver on a port it keeps for the whole test, so the
-/// destination URLs stay valid across relay restarts.
+/// A receiver behaving as `behaviour` for destination number `index`.
 async fn receiver(
     index: usize,
     behaviour: Behaviour,
     seed: u64,
     slow: Arc<AtomicBool>,
-    stop: CancellationToken,
-) -> (SocketAddr, Arc<Mutex<Vec<Arrival>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
-    tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                _ = stop.cancelled() => return,
-            };
-            let (l, slow, stop) = (l.clone(), slow.clone(), stop.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (l, slow) = (l.clone(), slow.clone());
-                    async move {
-                        let header = |name: &str| {
-                            req.headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        let seq: u64 = header("x-hookrelay-seq").parse().unwrap_or(0);
-                        let attempt: u32 = header("x-hookrelay-attempt").parse().unwrap_or(0);
-                        let id = header("webhook-id");
-                        let Ok(body) = req.into_body().collect().await else {
-                            // The relay died mid-request: it never saw an answer.
-                            return Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())));
-                        };
-                        let ok =
-                            !(behaviour == Behaviour::Flaky && refuses(seed, index, seq, attempt));
-                        l.lock().unwrap().push(Arrival {
-                            seq,
-                            id,
-                            body: body.to_bytes(),
-                            ok,
-                        });
-                        if behaviour == Behaviour::Slow && slow.load(SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        let mut resp = Response::new(Full::new(Bytes::new()));
-                        if !ok {
-                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        }
-                        Ok(resp)
-                    }
-                });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                tokio::select! { _ = conn => {}, _ = stop.cancelled() => {} }
-            });
-        }
-    });
-    (addr, log)
+) -> Receiver {
+    Receiver::scripted(Arc::new(move |r| {
+        let number = |name: &str| r.header(name).and_then(|v| v.parse().ok());
+        let (seq, attempt) = (
+            number("x-hookrelay-seq").unwrap_or(0),
+            number("x-hookrelay-attempt").unwrap_or(0),
+        );
+        let refused = behaviour == Behaviour::Flaky && refuses(seed, index, seq, attempt as u32);
+        let delay = if behaviour == Behaviour::Slow && slow.load(SeqCst) {
+            Duration::from_millis(5)
+        } else {
+            Duration::ZERO
+        };
+        let status = if refused {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        (status, vec![], delay)
+    }))
+    .await
 }
 
 // ------------------------------------------------------------- the relay
 
-/// `hookrelay serve` as a child process; its stderr is kept for diagnostics.
-struct Relay {
-    child: Child,
-    /// Ingest and admin addresses, from the "listening" line.
-    addrs: tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, SocketAddr)>,
-    ingest: SocketAddr,
-    admin: SocketAddr,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+/// `hookrelay serve` on `config`, quiet about single deliveries, without an
+/// admin token from the environment.
+fn relay(config: &Path) -> Launch {
+    RelayProcess::command(config)
+        .env("RUST_LOG", "info,hookrelay::delivery=warn")
+        .env_remove("HOOKRELAY_ADMIN_TOKEN")
 }
 
-impl Relay {
-    /// Starts the binary without waiting for it.
-    fn spawn(config: &Path) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info,hookrelay::delivery=warn")
-            .env_remove("HOOKRELAY_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hookrelay");
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, addrs) = tokio::sync::mpsc::unbounded_channel();
-        let pipe = child.stderr.take().expect("piped stderr");
-        let keep = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.contains("hookrelay listening") {
-                    let field = |name: &str| -> Option<SocketAddr> {
-                        line.split(&format!("{name}="))
-                            .nth(1)?
-                            .split_whitespace()
-                            .next()?
-                            .parse()
-                            .ok()
-                    };
-                    if let (Some(i), Some(a)) = (field("ingest"), field("admin")) {
-                        let _ = tx.send((i, a));
-                    }
-                }
-                let mut keep = keep.lock().unwrap();
-                if keep.len() == 200 {
-                    keep.pop_front();
-                }
-                keep.push_back(line);
-            }
-        });
-        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        Relay {
-            child,
-            addrs,
-            ingest: unknown,
-            admin: unknown,
-            stderr,
-        }
-    }
-
-    /// Whether the relay's stderr (its last 200 lines) has a line containing `what`.
-    fn logged(&self, what: &str) -> bool {
-        self.stderr.lock().unwrap().iter().any(|l| l.contains(what))
-    }
-
-    /// Starts the binary and waits for its "listening" line (or its death).
-    async fn start(config: &Path) -> Relay {
-        let mut relay = Relay::spawn(config);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok((ingest, admin)) = relay.addrs.try_recv() {
-                relay.ingest = ingest;
-                relay.admin = admin;
-                return relay;
-            }
-            if let Some(status) = relay.child.try_wait().unwrap() {
-                // Let the reader thread catch up with the last lines.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                panic!(
-                    "relay exited at start with {status}:\n{}",
-                    tail(&relay.stderr)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not start within {START_DEADLINE:?}:\n{}",
-                tail(&relay.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        self.child.wait().expect("reap the relay");
-    }
-
-    /// The relay's view of every destination.
-    async fn destinations(&self) -> Vec<serde_json::Value> {
-        let a = harness::get(&format!("http://{}/api/v1/destinations", self.admin)).await;
-        assert_eq!(a.status, StatusCode::OK);
-        a.json.as_array().expect("a list of destinations").clone()
+/// `kill -9` after a SIGTERM; `how` the cycle ended, or that the relay had
+/// already exited.
+fn kill_unless_exited(relay: &mut RelayProcess, how: &'static str) -> &'static str {
+    let exited = relay.exited();
+    relay.kill9();
+    if exited {
+        "SIGTERM (exited before the kill -9)"
+    } else {
+        how
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(lines: &Mutex<VecDeque<String>>) -> String {
-    let lines = lines.lock().unwrap();
-    let skip = lines.len().saturating_sub(40);
-    lines
-        .iter()
-        .skip(skip)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
+/// The relay's view of every destination.
+async fn destinations(relay: &RelayProcess) -> Vec<serde_json::Value> {
+    let a = get(&relay.admin_url("/api/v1/destinations")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    a.json.as_array().expect("a list of destinations").clone()
 }
 
 // ---------------------------------------------------------------- load
@@ -450,36 +331,22 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-fn write_config(dir: &Path, dests: &[Dest]) -> std::path::PathBuf {
-    let mut text = String::from(
-        r#"[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[storage]
-data_dir = "data"
-durability = "fsync"
-
-[[source]]
-name = "load"
-path = "/in"
-dedup_header = "x-delivery-id"
-"#,
-    );
+fn write_config(dir: &Path, dests: &[Target]) -> std::path::PathBuf {
+    let mut config = RelayConfig::new()
+        .storage("durability", "fsync")
+        .source(Source::new("load", "/in").set("dedup_header", "x-delivery-id"));
     for d in dests {
-        let ordering = if d.strict {
-            "ordering = \"strict\""
+        let mut dest = Dest::new(d.name, &d.rx.url("/hook"))
+            .sources(["load"])
+            .retry(Retry::every("5ms", "20ms"));
+        dest = if d.strict {
+            dest.set("ordering", "strict")
         } else {
-            "ordering = \"unordered\"\nmax_in_flight = 4"
+            dest.set("ordering", "unordered").set("max_in_flight", 4)
         };
-        text.push_str(&format!(
-            "\n[[destination]]\nname = \"{}\"\nurl = \"http://{}/hook\"\nsources = [\"load\"]\n{ordering}\nretry = {{ initial = \"5ms\", max_interval = \"20ms\" }}\n",
-            d.name, d.addr
-        ));
+        config = config.destination(dest);
     }
-    let path = dir.join("relay.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    config.write(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +358,6 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let tmp = tempfile::tempdir().unwrap();
-    let stop_receivers = CancellationToken::new();
     let slow = Arc::new(AtomicBool::new(false));
     let mut dests = Vec::new();
     for (i, (name, strict, behaviour)) in [
@@ -503,13 +369,12 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
     .into_iter()
     .enumerate()
     {
-        let (addr, log) = receiver(i, behaviour, seed, slow.clone(), stop_receivers.clone()).await;
-        dests.push(Dest {
+        let rx = receiver(i, behaviour, seed, slow.clone()).await;
+        dests.push(Target {
             name,
             strict,
             behaviour,
-            addr,
-            log,
+            rx,
         });
     }
     let config = write_config(tmp.path(), &dests);
@@ -524,12 +389,13 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         let mode = ROTATION[cycle % ROTATION.len()];
         let cycle_start = Instant::now();
         if mode == Mode::KillDuringRecovery {
-            let mut relay = Relay::spawn(&config);
+            let mut relay = relay(&config).spawn();
             let delay = rng.random_range(0..=last_start.as_millis() as u64);
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            let how = match relay.addrs.try_recv() {
-                Ok(_) => "kill -9 (already listening)",
-                Err(_) => "kill -9 while starting",
+            let how = if relay.is_ready() {
+                "kill -9 (already listening)"
+            } else {
+                "kill -9 while starting"
             };
             relay.kill9();
             *modes.entry(how).or_default() += 1;
@@ -540,7 +406,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
             continue;
         }
         let acked_before = ledger.lock().unwrap().acked.len();
-        let mut relay = Relay::start(&config).await;
+        let mut relay = relay(&config).start().await;
         last_start = cycle_start.elapsed();
         let stop = Arc::new(AtomicBool::new(false));
         let url = format!("http://{}/in", relay.ingest);
@@ -582,8 +448,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         // How far behind each destination is at the moment of the kill.
         let lags: Vec<u64> = match mode {
             Mode::KillAtStart => vec![],
-            _ => relay
-                .destinations()
+            _ => destinations(&relay)
                 .await
                 .iter()
                 .map(|d| d["lag"].as_u64().unwrap())
@@ -600,50 +465,34 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
                 "kill -9"
             }
             Mode::KillWhileStopping => {
-                harness::sigterm(&relay.child);
+                relay.sigterm();
                 tokio::time::sleep(Duration::from_millis(extra)).await;
-                let exited = relay.child.try_wait().unwrap().is_some();
-                relay.kill9();
-                if exited {
-                    "SIGTERM (exited before the kill -9)"
-                } else {
-                    "SIGTERM, kill -9"
-                }
+                kill_unless_exited(&mut relay, "SIGTERM, kill -9")
             }
             Mode::Terminate => {
-                harness::sigterm(&relay.child);
-                let code = harness::wait_exit(&mut relay.child, Duration::from_secs(60));
-                assert_eq!(code, 0, "SIGTERM exit code:\n{}", tail(&relay.stderr));
-                // Let the reader thread catch up with the last lines.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                relay.sigterm();
+                let code = relay.wait_exit(Duration::from_secs(60));
+                assert_eq!(code, 0, "SIGTERM exit code:\n{}", relay.tail(40));
                 assert!(
                     relay.logged("store checkpointed"),
                     "a clean stop checkpoints the store:\n{}",
-                    tail(&relay.stderr)
+                    relay.tail(40)
                 );
                 "SIGTERM"
             }
             Mode::KillWhileCheckpointing => {
-                harness::sigterm(&relay.child);
+                relay.sigterm();
                 let deadline = Instant::now() + Duration::from_secs(60);
-                while !relay.logged("checkpointing the store")
-                    && relay.child.try_wait().unwrap().is_none()
-                {
+                while !relay.logged("checkpointing the store") && !relay.exited() {
                     assert!(
                         Instant::now() < deadline,
                         "no checkpoint within 60 s of SIGTERM:\n{}",
-                        tail(&relay.stderr)
+                        relay.tail(40)
                     );
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 tokio::time::sleep(Duration::from_micros(extra)).await;
-                let exited = relay.child.try_wait().unwrap().is_some();
-                relay.kill9();
-                if exited {
-                    "SIGTERM (exited before the kill -9)"
-                } else {
-                    "SIGTERM, kill -9 in the checkpoint"
-                }
+                kill_unless_exited(&mut relay, "SIGTERM, kill -9 in the checkpoint")
             }
         };
         *modes.entry(how).or_default() += 1;
@@ -670,7 +519,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
     // The last start: what the last kill left unanswered is sent once more,
     // so every message ever sent is acknowledged, and then everything must
     // arrive everywhere.
-    let relay = Relay::start(&config).await;
+    let mut relay = relay(&config).start().await;
     let drain_started = Instant::now();
     let url = format!("http://{}/in", relay.ingest);
     for (k, sender) in senders.iter().enumerate() {
@@ -698,7 +547,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
     );
     let deadline = Duration::from_secs(120 + 3 * cycles as u64);
     let head = loop {
-        let list = relay.destinations().await;
+        let list = destinations(&relay).await;
         let head = list[0]["head"].as_u64().unwrap();
         let caught_up = list
             .iter()
@@ -721,7 +570,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
             }
             panic!(
                 "not caught up within {deadline:?} (seed {seed}): {list:#?}\n{}",
-                tail(&relay.stderr)
+                relay.tail(40)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -732,15 +581,13 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         acked.len() as u64,
         "every webhook stored exactly once, resends after a crash included"
     );
-    let mut relay = relay;
-    harness::sigterm(&relay.child);
+    relay.sigterm();
     assert_eq!(
-        harness::wait_exit(&mut relay.child, Duration::from_secs(60)),
+        relay.wait_exit(Duration::from_secs(60)),
         0,
         "final SIGTERM:\n{}",
-        tail(&relay.stderr)
+        relay.tail(40)
     );
-    stop_receivers.cancel();
 
     // What the senders were told is consistent: each ack its own seq, and a
     // sender's later message a later seq.
@@ -796,8 +643,8 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
 }
 
 /// Acked webhooks that have not (yet) been answered 2xx by `d`'s receiver.
-fn missing(d: &Dest, acked: &HashMap<(usize, u64), (u64, String)>) -> Vec<(usize, u64)> {
-    let log = d.log.lock().unwrap();
+fn missing(d: &Target, acked: &HashMap<(usize, u64), (u64, String)>) -> Vec<(usize, u64)> {
+    let log = d.arrivals();
     let got: std::collections::HashSet<&[u8]> = log
         .iter()
         .filter(|a| a.ok)
@@ -819,13 +666,13 @@ struct DestReport {
 /// Checks everything `d`'s receiver saw against what was sent and acked and
 /// against the final log head.
 fn check_destination(
-    d: &Dest,
+    d: &Target,
     acked: &HashMap<(usize, u64), (u64, String)>,
     sent: &[u64],
     head: u64,
     seed: u64,
 ) -> DestReport {
-    let log = d.log.lock().unwrap();
+    let log = d.arrivals();
     let name = d.name;
     // seq → (body, id) as first seen, and body → seq: one message per seq, ever.
     let mut by_seq: HashMap<u64, (Bytes, String)> = HashMap::new();

@@ -1,111 +1,66 @@
 //! Admin API and CLI against a running relay.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use crate::support::*;
 
 const TOKEN: &str = "test-admin-token";
 
-async fn call(
-    relay: &TestRelay,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: Option<&str>,
-) -> (StatusCode, Value) {
-    let url = format!("http://{}{}", relay.admin, path);
-    json_request(method, &url, body.as_ref(), token).await
+/// Source `s` routed to `d` at `url` (two attempts at most), and source `other` routed nowhere.
+fn config(url: &str) -> RelayConfig {
+    RelayConfig::one_route(url)
+        .token(TOKEN)
+        .source(Source::new("other", "/other"))
+        .edit_destination("d", |d| d.retry(Retry::every("10ms", "20ms").attempts(2)))
 }
 
-async fn api(
-    relay: &TestRelay,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    call(relay, method, path, body, Some(TOKEN)).await
+/// A receiver answering 200, and a relay started with [`config`] for it.
+async fn started() -> (Receiver, TestRelay) {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(&config(&rx.url("/"))).await;
+    (rx, relay)
 }
 
-fn config(url: &str) -> String {
-    format!(
-        r#"
-[admin]
-token = "{TOKEN}"
-
-[[source]]
-name = "s"
-path = "/s"
-[[source]]
-name = "other"
-path = "/other"
-
-[[destination]]
-name = "d"
-url = "{url}"
-sources = ["s"]
-retry = {{ initial = "10ms", max_interval = "20ms", max_attempts = 2 }}
-"#
-    )
-}
-
+/// POSTs `m0`, `m1`, .. as text to `path`.
 async fn post_n(relay: &TestRelay, path: &str, n: usize) {
-    let c = client();
-    for i in 0..n {
-        let a = post(
-            &c,
-            &relay.url(path),
-            &[("content-type", "text/plain")],
-            format!("m{i}"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    let bodies = (0..n).map(|i| format!("m{i}"));
+    post_ok(&relay.url(path), &[("content-type", "text/plain")], bodies).await;
+}
+
+/// GET `path` on the admin API with `token`.
+async fn get_with(relay: &TestRelay, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    json_request(Method::GET, &relay.admin_url(path), None, token).await
 }
 
 #[tokio::test]
 async fn api_needs_the_bearer_token_but_probes_and_metrics_do_not() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
-    let (s, v) = call(&relay, Method::GET, "/api/v1/destinations", None, None).await;
+    let (_rx, relay) = started().await;
+    let (s, v) = get_with(&relay, "/api/v1/destinations", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"].is_string());
-    let (s, _) = call(
-        &relay,
-        Method::GET,
-        "/api/v1/destinations",
-        None,
-        Some("wrong"),
-    )
-    .await;
+    let (s, _) = get_with(&relay, "/api/v1/destinations", Some("wrong")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = api(&relay, Method::GET, "/api/v1/destinations", None).await;
+    let (s, _) = get_with(&relay, "/api/v1/destinations", Some(TOKEN)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        get(&format!("http://{}/healthz", relay.admin)).await.status,
-        StatusCode::OK
-    );
-    let (s, _) = call(&relay, Method::GET, "/metrics", None, None).await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(relay.admin_probe("/healthz").await.status, StatusCode::OK);
+    assert_eq!(relay.admin_probe("/metrics").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn sources_destinations_and_messages_describe_the_relay() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 3).await;
     post_n(&relay, "/other", 1).await;
     rx.wait_delivered(3, Duration::from_secs(10)).await;
-    wait_until_api(&relay, "/api/v1/destinations/d", |v| v["cursor"] == 4).await;
+    relay
+        .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 4)
+        .await;
 
-    let (s, v) = api(&relay, Method::GET, "/api/v1/sources", None).await;
+    let (s, v) = relay.api_get("/api/v1/sources").await;
     assert_eq!(s, StatusCode::OK);
     let src = v
         .as_array()
@@ -122,7 +77,7 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         (Some("/s"), Some("none"), Some(3))
     );
 
-    let (s, d) = api(&relay, Method::GET, "/api/v1/destinations/d", None).await;
+    let (s, d) = relay.api_get("/api/v1/destinations/d").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(d["state"], "active");
     assert_eq!(
@@ -131,16 +86,12 @@ async fn sources_destinations_and_messages_describe_the_relay() {
     );
     assert_eq!(d["last_attempt"]["status"], 200);
     assert_eq!(d["dead_letters"], 0);
-    let (_, all) = api(&relay, Method::GET, "/api/v1/destinations", None).await;
+    let (_, all) = relay.api_get("/api/v1/destinations").await;
     assert_eq!(all.as_array().unwrap().len(), 1);
 
-    let (s, list) = api(
-        &relay,
-        Method::GET,
-        "/api/v1/messages?source=s&after_seq=1&limit=5",
-        None,
-    )
-    .await;
+    let (s, list) = relay
+        .api_get("/api/v1/messages?source=s&after_seq=1&limit=5")
+        .await;
     assert_eq!(s, StatusCode::OK);
     let seqs: Vec<u64> = list
         .as_array()
@@ -150,7 +101,7 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         .collect();
     assert_eq!(seqs, vec![2, 3]);
 
-    let (s, m) = api(&relay, Method::GET, "/api/v1/messages/2", None).await;
+    let (s, m) = relay.api_get("/api/v1/messages/2").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(m["body_base64"], "bTE="); // "m1"
     assert_eq!(m["content_type"], "text/plain");
@@ -169,51 +120,34 @@ async fn sources_destinations_and_messages_describe_the_relay() {
         ),
         ("/api/v1/nothing", StatusCode::NOT_FOUND),
     ] {
-        let (s, v) = api(&relay, Method::GET, path, None).await;
+        let (s, v) = relay.api_get(path).await;
         assert_eq!(s, status, "{path}");
         assert!(v["error"].is_string(), "{path}: JSON error body");
     }
-    let (s, _) = api(&relay, Method::GET, "/api/v1/destinations/d/pause", None).await;
+    let (s, _) = relay.api_get("/api/v1/destinations/d/pause").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-}
-
-async fn wait_until_api(relay: &TestRelay, path: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, v) = api(relay, Method::GET, path, None).await;
-        if cond(&v) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out on {path}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
 async fn pause_holds_deliveries_survives_a_restart_and_resume_releases_them() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
-    let (s, v) = api(&relay, Method::POST, "/api/v1/destinations/d/pause", None).await;
+    let (rx, relay) = started().await;
+    let (s, v) = relay.api_post("/api/v1/destinations/d/pause", None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("paused")));
     post_n(&relay, "/s", 2).await;
     let relay = relay.restart().await;
-    let (_, v) = api(&relay, Method::GET, "/api/v1/destinations/d", None).await;
+    let (_, v) = relay.api_get("/api/v1/destinations/d").await;
     assert_eq!(v["state"], "paused");
     assert_eq!(v["lag"], 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 0, "nothing delivered while paused");
-    let (s, v) = api(&relay, Method::POST, "/api/v1/destinations/d/resume", None).await;
+    let (s, v) = relay.api_post("/api/v1/destinations/d/resume", None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("active")));
     rx.wait_delivered(2, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     // Receive times have millisecond resolution: keep message 2 strictly before.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -222,13 +156,12 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
     post_n(&relay, "/s", 2).await;
     let first = rx.wait_delivered(4, Duration::from_secs(10)).await;
 
-    let (s, v) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/replay",
-        Some(json!({"from_seq": 2})),
-    )
-    .await;
+    let (s, v) = relay
+        .api_post(
+            "/api/v1/destinations/d/replay",
+            Some(json!({"from_seq": 2})),
+        )
+        .await;
     assert_eq!((s, v["cursor"].as_u64()), (StatusCode::OK, Some(1)));
     let got = rx.wait_delivered(7, Duration::from_secs(10)).await;
     let replayed: Vec<u64> = got[4..].iter().map(Received::seq).collect();
@@ -236,13 +169,12 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
     assert_eq!(got[4].header("webhook-id"), first[1].header("webhook-id"));
 
     let t = humantime::format_rfc3339_millis(before_third).to_string();
-    let (s, v) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/replay",
-        Some(json!({"from_time": t})),
-    )
-    .await;
+    let (s, v) = relay
+        .api_post(
+            "/api/v1/destinations/d/replay",
+            Some(json!({"from_time": t})),
+        )
+        .await;
     assert_eq!((s, v["cursor"].as_u64()), (StatusCode::OK, Some(2)));
     let got = rx.wait_delivered(9, Duration::from_secs(10)).await;
     let replayed: Vec<u64> = got[7..].iter().map(Received::seq).collect();
@@ -255,102 +187,65 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
         json!({"from_time": "yesterday"}),
         json!({"x": 1}),
     ] {
-        let (s, v) = api(
-            &relay,
-            Method::POST,
-            "/api/v1/destinations/d/replay",
-            Some(body.clone()),
-        )
-        .await;
+        let (s, v) = relay
+            .api_post("/api/v1/destinations/d/replay", Some(body.clone()))
+            .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         assert!(v["error"].is_string());
     }
-    let (s, _) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/nope/replay",
-        Some(json!({"from_seq": 1})),
-    )
-    .await;
+    let (s, _) = relay
+        .api_post(
+            "/api/v1/destinations/nope/replay",
+            Some(json!({"from_seq": 1})),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn dead_letters_are_listed_and_can_be_redelivered() {
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let f = fail.clone();
-    let rx = Receiver::scripted(Arc::new(move |_| {
-        let status = if f.load(std::sync::atomic::Ordering::SeqCst) {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rx = Receiver::gated(&fixed, StatusCode::BAD_REQUEST).await;
+    let relay = TestRelay::start(&config(&rx.url("/"))).await;
     post_n(&relay, "/s", 1).await;
-    let v = wait_until_api(&relay, "/api/v1/destinations/d/dead-letters", |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })
-    .await;
+    let v = relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            v.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
     assert_eq!(v[0]["seq"], 1);
     assert_eq!(v[0]["attempts"], 2);
     assert!(v[0]["last_error"].as_str().unwrap().contains("400"));
-    let (_, m) = api(&relay, Method::GET, "/api/v1/messages/1", None).await;
+    let (_, m) = relay.api_get("/api/v1/messages/1").await;
     assert_eq!(m["destinations"]["d"]["status"], "dead");
 
-    fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (s, _) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/dead-letters/1/redeliver",
-        None,
-    )
-    .await;
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = relay
+        .api_post("/api/v1/destinations/d/dead-letters/1/redeliver", None)
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     rx.wait_delivered(1, Duration::from_secs(10)).await;
-    wait_until_api(&relay, "/api/v1/destinations/d/dead-letters", |v| {
-        v.as_array().is_some_and(|a| a.is_empty())
-    })
-    .await;
-    let (s, _) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/dead-letters/1/redeliver",
-        None,
-    )
-    .await;
+    relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            v.as_array().is_some_and(|a| a.is_empty())
+        })
+        .await;
+    let (s, _) = relay
+        .api_post("/api/v1/destinations/d/dead-letters/1/redeliver", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "no longer a dead letter");
-    let (s, _) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/dead-letters/x/redeliver",
-        None,
-    )
-    .await;
+    let (s, _) = relay
+        .api_post("/api/v1/destinations/d/dead-letters/x/redeliver", None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn metrics_expose_the_documented_names() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     rx.wait_delivered(2, Duration::from_secs(10)).await;
-    let req = Request::get(format!("http://{}/metrics", relay.admin))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = relay.admin_probe("/metrics").await.text();
     for needle in [
         r#"hookrelay_received_total{source="s",outcome="stored"} 2"#,
         r#"hookrelay_deliveries_total{destination="d",outcome="delivered"}"#,
@@ -366,38 +261,29 @@ async fn metrics_expose_the_documented_names() {
     }
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
-
+/// `hookrelay ARGS --config F` where F points at `relay`'s admin listener.
 fn cli(relay: &TestRelay, args: &[&str]) -> (i32, String, String) {
-    let cfg = relay.dir.join("cli.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[admin]\nlisten = \"{}\"\ntoken = \"{TOKEN}\"\n",
-            relay.admin
-        ),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let dir = relay.dir.join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = RelayConfig::new()
+        .admin("listen", relay.admin.to_string())
+        .token(TOKEN)
+        .write(&dir);
+    run_cli(
+        args.iter()
+            .copied()
+            .chain(["--config", cfg.to_str().unwrap()]),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_status_pause_resume_and_replay_talk_to_the_running_relay() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (rx, relay) = started().await;
     post_n(&relay, "/s", 2).await;
     rx.wait_delivered(2, Duration::from_secs(10)).await;
-    wait_until_api(&relay, "/api/v1/destinations/d", |v| v["cursor"] == 2).await;
+    relay
+        .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 2)
+        .await;
 
     let (code, out, err) = cli(&relay, &["status"]);
     assert_eq!(code, 0, "{err}");
@@ -430,38 +316,31 @@ fn cli_says_clearly_when_the_relay_is_not_running() {
         .local_addr()
         .unwrap()
         .port();
-    let cfg = tmp.path().join("relay.toml");
-    std::fs::write(&cfg, format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
-    let out = Command::new(BIN)
-        .args(["status", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let cfg = RelayConfig::new()
+        .admin("listen", format!("127.0.0.1:{port}"))
+        .write(tmp.path());
+    let (code, _, err) = run_cli(["status", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
     assert!(err.contains("is the relay running?"), "{err}");
 }
 
 #[tokio::test]
 async fn replay_beyond_head_is_refused() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"))).await;
+    let (_rx, relay) = started().await;
     post_n(&relay, "/s", 1).await;
-    let (s, v) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/replay",
-        Some(json!({"from_seq": 1000})),
-    )
-    .await;
+    let (s, v) = relay
+        .api_post(
+            "/api/v1/destinations/d/replay",
+            Some(json!({"from_seq": 1000})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, v) = api(
-        &relay,
-        Method::POST,
-        "/api/v1/destinations/d/replay",
-        Some(json!({"from_seq": 2})),
-    )
-    .await;
+    let (s, v) = relay
+        .api_post(
+            "/api/v1/destinations/d/replay",
+            Some(json!({"from_seq": 2})),
+        )
+        .await;
     assert_eq!(
         (s, v["cursor"].as_u64()),
         (StatusCode::OK, Some(1)),

@@ -6,46 +6,45 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::*;
+use crate::support::*;
 
-fn one_route(url: &str) -> String {
-    format!(
-        r#"
-[server]
-max_body_bytes = "64KiB"
-request_timeout = "1s"
+/// Source `demo` at `/hooks/demo` routed to `app` at `url`; 64 KiB bodies, 1 s to send one.
+fn one_route(url: &str) -> RelayConfig {
+    RelayConfig::new()
+        .server("max_body_bytes", "64KiB")
+        .server("request_timeout", "1s")
+        .source(Source::new("demo", "/hooks/demo"))
+        .destination(Dest::new("app", url).sources(["demo"]))
+}
 
-[[source]]
-name = "demo"
-path = "/hooks/demo"
+/// A raw connection to `addr` that has sent `bytes`.
+async fn connect_and_send(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
 
-[[destination]]
-name = "app"
-url = "{url}"
-sources = ["demo"]
-"#
-    )
+/// A receiver answering 200, and a relay with [`one_route`] to it.
+async fn demo() -> (Receiver, TestRelay) {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(&one_route(&rx.url("/"))).await;
+    (rx, relay)
 }
 
 #[tokio::test]
 async fn binary_body_and_headers_arrive_byte_for_byte() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/in"))).await;
+    let relay = TestRelay::start(&one_route(&rx.url("/in"))).await;
     let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
-    let c = client();
-    let a = post(
-        &c,
-        &relay.url("/hooks/demo"),
-        &[
-            ("content-type", "application/octet-stream"),
-            ("x-github-event", "push"),
-            ("x-not-forwarded", "secret-ish"),
-            ("authorization", "Bearer nope"),
-        ],
-        body.clone(),
-    )
-    .await
-    .unwrap();
+    let headers = [
+        ("content-type", "application/octet-stream"),
+        ("x-github-event", "push"),
+        ("x-not-forwarded", "secret-ish"),
+        ("authorization", "Bearer nope"),
+    ];
+    let a = post_ok(&relay.url("/hooks/demo"), &headers, [body.clone()])
+        .await
+        .remove(0);
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json["seq"], 1);
     assert_eq!(a.json["duplicate"], false);
@@ -74,20 +73,16 @@ async fn binary_body_and_headers_arrive_byte_for_byte() {
 
 #[tokio::test]
 async fn inbound_errors_are_json_with_the_right_status() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let c = client();
 
     let a = post(&c, &relay.url("/nope"), &[], "x").await.unwrap();
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.json["error"].is_string());
 
-    let req = http::Request::get(relay.url("/hooks/demo"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(resp.headers()["allow"], "POST");
+    let a = get(&relay.url("/hooks/demo")).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.headers["allow"], "POST");
 
     let big = vec![b'a'; 64 * 1024 + 1];
     let a = post(&c, &relay.url("/hooks/demo"), &[], big).await.unwrap();
@@ -103,12 +98,9 @@ async fn inbound_errors_are_json_with_the_right_status() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_refused_while_streaming() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
-    let mut s = TcpStream::connect(relay.ingest).await.unwrap();
-    s.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
+    let (_rx, relay) = demo().await;
+    let head = b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let mut s = connect_and_send(relay.ingest, head).await;
     let chunk = vec![b'z'; 16 * 1024];
     let mut answer = Vec::new();
     // Keep sending until the relay answers; it must not wait for the end.
@@ -137,17 +129,14 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
 
 #[tokio::test]
 async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
-    let mut slow = TcpStream::connect(relay.ingest).await.unwrap();
-    slow.write_all(b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
-        .await
-        .unwrap();
-    let mut garbage = TcpStream::connect(relay.ingest).await.unwrap();
-    garbage
-        .write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'])
-        .await
-        .unwrap();
+    let (rx, relay) = demo().await;
+    let stalled = b"POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc";
+    let mut slow = connect_and_send(relay.ingest, stalled).await;
+    let _garbage = connect_and_send(
+        relay.ingest,
+        &[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'],
+    )
+    .await;
 
     let c = client();
     let a = post(&c, &relay.url("/hooks/demo"), &[], "fine")
@@ -167,8 +156,7 @@ async fn stalled_body_gets_408_and_other_connections_are_unaffected() {
 
 #[tokio::test]
 async fn h2c_requests_are_served() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let (rx, relay) = demo().await;
     let c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -185,28 +173,25 @@ async fn h2c_requests_are_served() {
 
 #[tokio::test]
 async fn health_and_readiness_probes_answer_on_the_admin_listener() {
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
-    let h = get(&format!("http://{}/healthz", relay.admin)).await;
+    let (_rx, relay) = demo().await;
+    let h = relay.admin_probe("/healthz").await;
     assert_eq!(h.status, StatusCode::OK);
     assert_eq!(h.headers["content-type"], "application/json");
-    let r = get(&format!("http://{}/readyz", relay.admin)).await;
+    let r = relay.admin_probe("/readyz").await;
     assert_eq!(
         (r.status, r.json["status"].as_str()),
         (StatusCode::OK, Some("ready"))
     );
-    let n = get(&format!("http://{}/nope", relay.admin)).await;
+    let n = relay.admin_probe("/nope").await;
     assert_eq!(n.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn buffered_durability_accepts_and_delivers() {
     let rx = Receiver::ok().await;
-    let body = format!(
-        "[[source]]\nname = \"s\"\npath = \"/s\"\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n",
-        rx.url("/")
-    );
-    let relay = TestRelay::spawn_with_storage(&body, "durability = \"buffered\"").await;
+    let relay =
+        TestRelay::start(&RelayConfig::one_route(&rx.url("/")).storage("durability", "buffered"))
+            .await;
     let c = client();
     for i in 0..5 {
         let a = tokio::time::timeout(
@@ -225,14 +210,12 @@ async fn buffered_durability_accepts_and_delivers() {
 async fn connections_that_never_choose_a_protocol_are_closed() {
     // request_timeout is 1s: a connection that sends nothing, or stops inside
     // what could be the HTTP/2 preface, is closed like a stalled HTTP/1 head.
-    let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&one_route(&rx.url("/"))).await;
+    let (_rx, relay) = demo().await;
     let mut waits = Vec::new();
     for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
         let addr = relay.ingest;
         waits.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(sent).await.unwrap();
+            let mut s = connect_and_send(addr, sent).await;
             let mut answer = Vec::new();
             let closed =
                 tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;

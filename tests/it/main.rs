@@ -1,7 +1,9 @@
 //! Integration tests: the real relay, real sockets, real receivers.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod admin;
-mod harness;
 mod inbound;
 mod openapi;
 mod operations;

@@ -1,12 +1,10 @@
 //! The OpenAPI document is kept true: every documented route is called on a
 //! running relay, and each answer's status and JSON shape must be documented.
 
-use std::time::Duration;
-
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::harness::*;
+use crate::support::*;
 
 const TOKEN: &str = "openapi-token";
 
@@ -108,34 +106,19 @@ async fn call(
 
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
-    let rx = Receiver::scripted(std::sync::Arc::new(|_| {
-        (StatusCode::BAD_REQUEST, vec![], Duration::ZERO)
-    }))
-    .await;
-    let relay = TestRelay::spawn(&format!(
-        "[admin]\ntoken = \"{TOKEN}\"\n[[source]]\nname = \"s\"\npath = \"/s\"\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\nretry = {{ max_attempts = 1 }}\n",
-        rx.url("/")
-    ))
-    .await;
-    let c = client();
-    post(&c, &relay.url("/s"), &[], "x").await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while call(
-        relay.admin,
-        &Method::GET,
-        "/api/v1/destinations/d/dead-letters",
-        None,
-        true,
+    let rx = Receiver::answering(StatusCode::BAD_REQUEST).await;
+    let relay = TestRelay::start(
+        &RelayConfig::one_route(&rx.url("/"))
+            .token(TOKEN)
+            .edit_destination("d", |d| d.retry(Retry::default().attempts(1))),
     )
-    .await
-    .1 == serde_json::json!([])
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no dead letter appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
+    post(&client(), &relay.url("/s"), &[], "x").await.unwrap();
+    relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            *v != serde_json::json!([])
+        })
+        .await;
 
     let (status, doc) = call(
         relay.admin,

@@ -4,81 +4,40 @@
 use std::collections::HashSet;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use hookrelay::model::{DestinationName, Seq};
-use hookrelay::store::Store;
+use crate::support::*;
 
-use crate::harness::*;
-
-/// A receiver answering 503 until `open` is set, then 200.
-async fn gated(open: &Arc<AtomicBool>) -> Receiver {
-    let open = open.clone();
-    Receiver::scripted(Arc::new(move |_| {
-        let status = if open.load(Ordering::SeqCst) {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await
+/// One destination `name` at `url` fed by `source`, retrying fast and never giving up.
+fn patient(name: &str, url: &str, source: &str) -> Dest {
+    Dest::new(name, url)
+        .sources([source])
+        .retry(Retry::patient("20ms", "100ms"))
 }
-
-/// Retries fast and never gives up within a test.
-const PATIENT: &str = r#"retry = { initial = "20ms", max_interval = "100ms", max_attempts = 1000000, max_age = "1h" }"#;
 
 /// Waits until the admin API answers `status` for message `seq`.
 async fn wait_message_status(relay: &TestRelay, seq: u64, status: StatusCode) {
-    let url = format!("http://{}/api/v1/messages/{seq}", relay.admin);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if get(&url).await.status == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for message {seq} to answer {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    relay
+        .wait_admin(&format!("/api/v1/messages/{seq}"), |s, _| s == status)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_finished_messages_keeps_unfinished_ones_and_seqs_survive_an_empty_log() {
     let up = Receiver::ok().await;
     let open = Arc::new(AtomicBool::new(false));
-    let down = gated(&open).await;
-    let body = format!(
-        r#"
-[[source]]
-name = "a"
-path = "/a"
-
-[[source]]
-name = "b"
-path = "/b"
-
-[[destination]]
-name = "up"
-url = "{}"
-sources = ["a"]
-
-[[destination]]
-name = "down"
-url = "{}"
-sources = ["b"]
-{PATIENT}
-"#,
-        up.url("/"),
-        down.url("/")
-    );
-    let mut relay = TestRelay::spawn_with_storage(&body, "retention = \"1s\"").await;
+    let down = Receiver::gated(&open, StatusCode::SERVICE_UNAVAILABLE).await;
+    let config = RelayConfig::new()
+        .storage("retention", "1s")
+        .source(Source::new("a", "/a"))
+        .source(Source::new("b", "/b"))
+        .destination(Dest::new("up", &up.url("/")).sources(["a"]))
+        .destination(patient("down", &down.url("/"), "b"));
+    let mut relay = TestRelay::start(&config).await;
     let c = client();
     let post_to = |path: &'static str, text: &'static str| {
         let (c, url) = (c.clone(), relay.url(path));
@@ -116,18 +75,17 @@ sources = ["b"]
     wait_message_status(&relay, 3, StatusCode::NOT_FOUND).await;
     relay.stop().await.expect("clean stop");
 
-    let data = relay.dir.join("data");
     {
-        let store = Store::open(&data).unwrap();
+        let store = relay.store();
         for seq in 1..=3 {
-            assert!(store.message(Seq(seq)).unwrap().is_none(), "seq {seq}");
+            assert!(!store.has_message(seq), "seq {seq}");
         }
-        let down_name: DestinationName = "down".parse().unwrap();
-        assert!(
-            store.attempts(&down_name, Seq(2)).unwrap().is_empty(),
+        assert_eq!(
+            store.attempt_count("down", 2),
+            0,
             "attempts of a deleted message are deleted too"
         );
-        assert_eq!(store.last_seq().unwrap(), Seq(3), "the floor keeps the seq");
+        assert_eq!(store.last_seq(), 3, "the floor keeps the seq");
     }
 
     // After a restart on the emptied log, seqs go on from 4.
@@ -142,15 +100,14 @@ sources = ["b"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_disk_bytes_inbound_gets_503_until_retention_frees_space() {
     let open = Arc::new(AtomicBool::new(false));
-    let rx = gated(&open).await;
-    let body = format!(
-        "[[source]]\nname = \"s\"\npath = \"/s\"\n\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n{PATIENT}\n",
-        rx.url("/")
-    );
+    let rx = Receiver::gated(&open, StatusCode::SERVICE_UNAVAILABLE).await;
     // A fresh database is a few hundred bytes; 64 KiB fill up in a few dozen webhooks.
-    let relay =
-        TestRelay::spawn_with_storage(&body, "retention = \"1s\"\nmax_disk_bytes = \"64KiB\"")
-            .await;
+    let config = RelayConfig::new()
+        .storage("retention", "1s")
+        .storage("max_disk_bytes", "64KiB")
+        .source(Source::new("s", "/s"))
+        .destination(patient("d", &rx.url("/"), "s"));
+    let relay = TestRelay::start(&config).await;
     let c = client();
     let url = relay.url("/s");
     let payload = |i: usize| format!("{i:06}:{}", "x".repeat(4000));
@@ -215,30 +172,45 @@ async fn over_max_disk_bytes_inbound_gets_503_until_retention_frees_space() {
 
 /// The real binary under a fake systemd: a datagram socket as `NOTIFY_SOCKET`.
 struct Notified {
-    child: Child,
+    relay: RelayProcess,
     socket: UnixDatagram,
     seen: Vec<String>,
 }
 
 impl Notified {
+    /// Starts the relay (one source, nothing else) with `env` on top of the
+    /// notify socket, without waiting for it.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Notified {
+        let config = RelayConfig::new().source(Source::new("s", "/s")).write(dir);
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut launch = RelayProcess::command(&config)
+            .env("NOTIFY_SOCKET", &path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        for (k, v) in env {
+            launch = launch.env(k, v);
+        }
+        Notified {
+            relay: launch.spawn(),
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
     /// Waits until `n` datagrams carried `line`; every datagram is kept in `seen`.
     fn wait_count(&mut self, line: &str, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
-        loop {
-            if self.count(line) >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not {n} times {line} within {timeout:?}; got {:?}",
+        wait_until_blocking(&format!("{n} times {line}"), timeout, || {
+            if let Ok(len) = self.socket.recv(&mut buf) {
                 self.seen
-            );
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    .push(String::from_utf8_lossy(&buf[..len]).into_owned());
             }
-        }
+            self.count(line) >= n
+        });
     }
 
     fn wait_for(&mut self, line: &str, timeout: Duration) {
@@ -253,66 +225,28 @@ impl Notified {
     }
 }
 
-impl Drop for Notified {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_notified(dir: &Path, env: &[(&str, &str)]) -> (Notified, mpsc::Receiver<String>) {
-    let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [storage]\ndata_dir = \"data\"\n\n[[source]]\nname = \"s\"\npath = \"/s\"\n",
-    )
-    .unwrap();
-    let path = dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let (child, rx) = spawn_binary(&config, |cmd| {
-        cmd.env("NOTIFY_SOCKET", &path)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-    });
-    let n = Notified {
-        child,
-        socket,
-        seen: Vec::new(),
-    };
-    (n, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_gets_ready_watchdog_pings_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut relay, addr) = start_notified(tmp.path(), &[("WATCHDOG_USEC", "200000")]);
-    relay.wait_for("READY=1", Duration::from_secs(20));
+    let mut n = Notified::start(tmp.path(), &[("WATCHDOG_USEC", "200000")]);
+    n.wait_for("READY=1", Duration::from_secs(20));
 
     // READY=1 means the listeners are bound and the store is open.
-    let addr = addr
-        .recv_timeout(Duration::from_secs(10))
-        .expect("relay logs its address");
-    let a = post(&client(), &format!("http://{addr}/s"), &[], "hello")
+    n.relay.wait_ready(Duration::from_secs(10)).await;
+    let a = post(&client(), &n.relay.url("/s"), &[], "hello")
         .await
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
 
     // WATCHDOG_USEC = 200 ms: a ping every 100 ms.
-    relay.wait_count("WATCHDOG=1", 3, Duration::from_secs(10));
+    n.wait_count("WATCHDOG=1", 3, Duration::from_secs(10));
 
-    sigterm(&relay.child);
-    relay.wait_for("STOPPING=1", Duration::from_secs(10));
-    assert_eq!(wait_exit(&mut relay.child, Duration::from_secs(30)), 0);
+    n.relay.sigterm();
+    n.wait_for("STOPPING=1", Duration::from_secs(10));
+    assert_eq!(n.relay.wait_exit(Duration::from_secs(30)), 0);
     // Before the checkpoint, more time to stop (datagrams outlive the sender).
-    relay.wait_for("EXTEND_TIMEOUT_USEC=120000000", Duration::from_secs(10));
-    let at = |what: &str| relay.seen.iter().position(|m| m.contains(what));
+    n.wait_for("EXTEND_TIMEOUT_USEC=120000000", Duration::from_secs(10));
+    let at = |what: &str| n.seen.iter().position(|m| m.contains(what));
     assert!(at("READY=1") < at("STOPPING=1"));
     assert!(at("STOPPING=1") < at("EXTEND_TIMEOUT_USEC"));
 }
@@ -331,15 +265,9 @@ fn snapshots(data: &Path) -> HashSet<String> {
 /// it, the only snapshot is the one written when this run opened the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_leaves_a_snapshot_covering_what_was_written() {
-    let mut relay = TestRelay::spawn("[[source]]\nname = \"s\"\npath = \"/s\"\n").await;
+    let mut relay = TestRelay::start(&RelayConfig::new().source(Source::new("s", "/s"))).await;
     let data = relay.dir.join("data");
-    let c = client();
-    for i in 0..50 {
-        let a = post(&c, &relay.url("/s"), &[], format!("m{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], (0..50).map(|i| format!("m{i}"))).await;
     let at_open = snapshots(&data);
     relay.stop().await.expect("clean stop");
     let after = snapshots(&data);
@@ -347,19 +275,18 @@ async fn a_clean_stop_leaves_a_snapshot_covering_what_was_written() {
         after.iter().any(|n| !at_open.contains(n)),
         "no new snapshot after the stop: {at_open:?} then {after:?}"
     );
-    let store = Store::open(&data).unwrap();
-    assert_eq!(store.last_seq().unwrap(), Seq(50));
+    assert_eq!(relay.store().last_seq(), 50);
 }
 
 #[test]
 fn without_watchdog_usec_there_are_no_pings() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut relay, _addr) = start_notified(tmp.path(), &[]);
-    relay.wait_for("READY=1", Duration::from_secs(20));
-    sigterm(&relay.child);
-    relay.wait_for("STOPPING=1", Duration::from_secs(10));
-    assert_eq!(wait_exit(&mut relay.child, Duration::from_secs(30)), 0);
-    assert_eq!(relay.count("WATCHDOG=1"), 0, "{:?}", relay.seen);
+    let mut n = Notified::start(tmp.path(), &[]);
+    n.wait_for("READY=1", Duration::from_secs(20));
+    n.relay.sigterm();
+    n.wait_for("STOPPING=1", Duration::from_secs(10));
+    assert_eq!(n.relay.wait_exit(Duration::from_secs(30)), 0);
+    assert_eq!(n.count("WATCHDOG=1"), 0, "{:?}", n.seen);
 }
 
 /// Regression: after retention emptied the log, a cursor below the head with
@@ -368,46 +295,27 @@ fn without_watchdog_usec_there_are_no_pings() {
 #[tokio::test]
 async fn replay_into_an_emptied_log_waits_instead_of_spinning() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn_with_storage(
-        &format!(
-            "[[source]]\nname = \"s\"\npath = \"/s\"\n[[destination]]\nname = \"d\"\nurl = \"{}\"\nsources = [\"s\"]\n",
-            rx.url("/")
-        ),
-        "retention = \"1s\"",
-    )
-    .await;
-    let c = client();
-    for i in 0..3 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    let relay =
+        TestRelay::start(&RelayConfig::one_route(&rx.url("/")).storage("retention", "1s")).await;
+    post_ok(&relay.url("/s"), &[], (0..3).map(|i| i.to_string())).await;
     rx.wait_delivered(3, Duration::from_secs(10)).await;
     wait_message_status(&relay, 3, StatusCode::NOT_FOUND).await;
 
-    let req = http::Request::post(format!(
-        "http://{}/api/v1/destinations/d/replay",
-        relay.admin
-    ))
-    .body(http_body_util::Full::new(bytes::Bytes::from(
-        r#"{"from_seq": 1}"#,
-    )))
-    .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
+    let replay = relay.api_post(
+        "/api/v1/destinations/d/replay",
+        Some(serde_json::json!({"from_seq": 1})),
+    );
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), replay)
         .await
-        .expect("admin answers")
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let health = tokio::time::timeout(
-        Duration::from_secs(5),
-        get(&format!("http://{}/healthz", relay.admin)),
-    )
-    .await
-    .expect("the relay stays responsive");
+        .expect("admin answers");
+    assert_eq!(status, StatusCode::OK);
+    let health = tokio::time::timeout(Duration::from_secs(5), relay.admin_probe("/healthz"))
+        .await
+        .expect("the relay stays responsive");
     assert_eq!(health.status, StatusCode::OK);
     let a = tokio::time::timeout(
         Duration::from_secs(5),
-        post(&c, &relay.url("/s"), &[], "after"),
+        post(&client(), &relay.url("/s"), &[], "after"),
     )
     .await
     .expect("ingest stays responsive")

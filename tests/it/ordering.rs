@@ -1,42 +1,22 @@
 //! Delivery: routing, fan-out, strict order under failure, isolation.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use rand::Rng;
 use tokio::net::TcpListener;
 
-use crate::harness::*;
-
-const FAST_RETRY: &str =
-    r#"retry = { initial = "10ms", max_interval = "50ms", max_attempts = 1000, max_age = "1h" }"#;
+use crate::support::*;
 
 #[tokio::test]
 async fn fans_out_to_every_destination_and_routes_by_source() {
     let (a, b) = (Receiver::ok().await, Receiver::ok().await);
-    let relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "one"
-path = "/one"
-[[source]]
-name = "two"
-path = "/two"
-
-[[destination]]
-name = "both"
-url = "{}"
-sources = ["one", "two"]
-[[destination]]
-name = "only-two"
-url = "{}"
-sources = ["two"]
-"#,
-        a.url("/a"),
-        b.url("/b")
-    ))
-    .await;
+    let config = RelayConfig::new()
+        .source(Source::new("one", "/one"))
+        .source(Source::new("two", "/two"))
+        .destination(Dest::new("both", &a.url("/a")).sources(["one", "two"]))
+        .destination(Dest::new("only-two", &b.url("/b")).sources(["two"]));
+    let relay = TestRelay::start(&config).await;
     let c = client();
     for i in 0..10 {
         let path = if i % 2 == 0 { "/one" } else { "/two" };
@@ -67,36 +47,15 @@ sources = ["two"]
 #[tokio::test]
 async fn strict_destination_never_sees_n_plus_one_before_n_succeeds() {
     const N: usize = 60;
-    let rx = Receiver::scripted(Arc::new(|_| {
-        let fail = rand::rng().random_bool(0.4);
-        let status = if fail {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
+    let rx = Receiver::refusing(StatusCode::INTERNAL_SERVER_ERROR, |_| {
+        rand::rng().random_bool(0.4)
+    })
+    .await;
+    let relay = TestRelay::start(&RelayConfig::one_route_with(&rx.url("/"), |d| {
+        d.retry(Retry::patient("10ms", "50ms"))
     }))
     .await;
-    let relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "s"
-path = "/s"
-[[destination]]
-name = "d"
-url = "{}"
-sources = ["s"]
-{FAST_RETRY}
-"#,
-        rx.url("/")
-    ))
-    .await;
-    let c = client();
-    for i in 0..N {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    post_ok(&relay.url("/s"), &[], (0..N).map(|i| i.to_string())).await;
     rx.wait_delivered(N, Duration::from_secs(60)).await;
 
     let mut done = 0u64;
@@ -133,37 +92,19 @@ async fn destination_down_for_seconds_then_up_gets_everything_in_order() {
     let placeholder = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = placeholder.local_addr().unwrap();
     drop(placeholder);
-    let mut relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "s"
-path = "/s"
-[[destination]]
-name = "d"
-url = "http://{addr}/"
-sources = ["s"]
-timeout = "500ms"
-retry = {{ initial = "50ms", max_interval = "200ms", max_attempts = 1000, max_age = "1h" }}
-"#
+    let mut relay = TestRelay::start(&RelayConfig::one_route_with(
+        &format!("http://{addr}/"),
+        |d| {
+            d.set("timeout", "500ms")
+                .retry(Retry::patient("50ms", "200ms"))
+        },
     ))
     .await;
-    let c = client();
-    for i in 0..20 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(
-            a.status,
-            StatusCode::OK,
-            "ingest does not wait for the destination"
-        );
-    }
+    // Ingest does not wait for the destination.
+    post_ok(&relay.url("/s"), &[], (0..20).map(|i| i.to_string())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let listener = TcpListener::bind(addr).await.unwrap();
-    let rx = Receiver::on(
-        listener,
-        Arc::new(|_| (StatusCode::OK, vec![], Duration::ZERO)),
-    );
+    let rx = Receiver::on(listener, answer(StatusCode::OK));
     let got = rx.wait_delivered(20, Duration::from_secs(20)).await;
     let seqs: Vec<u64> = got.iter().map(Received::seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
@@ -173,37 +114,15 @@ retry = {{ initial = "50ms", max_interval = "200ms", max_attempts = 1000, max_ag
 
 #[tokio::test]
 async fn a_slow_destination_delays_neither_ingest_nor_other_destinations() {
-    let slow = Receiver::scripted(Arc::new(|_| {
-        (StatusCode::OK, vec![], Duration::from_secs(1))
-    }))
-    .await;
+    let slow = Receiver::slow(Duration::from_secs(1)).await;
     let fast = Receiver::ok().await;
-    let relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "s"
-path = "/s"
-[[destination]]
-name = "slow"
-url = "{}"
-sources = ["s"]
-[[destination]]
-name = "fast"
-url = "{}"
-sources = ["s"]
-"#,
-        slow.url("/"),
-        fast.url("/")
-    ))
-    .await;
-    let c = client();
+    let config = RelayConfig::new()
+        .source(Source::new("s", "/s"))
+        .destination(Dest::new("slow", &slow.url("/")).sources(["s"]))
+        .destination(Dest::new("fast", &fast.url("/")).sources(["s"]));
+    let relay = TestRelay::start(&config).await;
     let started = Instant::now();
-    for i in 0..20 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], (0..20).map(|i| i.to_string())).await;
     let ingest_time = started.elapsed();
     fast.wait_delivered(20, Duration::from_secs(5)).await;
     let fast_time = started.elapsed();
@@ -222,34 +141,20 @@ sources = ["s"]
 #[tokio::test]
 async fn graceful_restart_loses_nothing_and_resends_nothing() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "s"
-path = "/s"
-[[destination]]
-name = "d"
-url = "{}"
-sources = ["s"]
-"#,
-        rx.url("/")
-    ))
-    .await;
-    let c = client();
-    for i in 0..10 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    let relay = TestRelay::start(&RelayConfig::one_route(&rx.url("/"))).await;
+    post_ok(&relay.url("/s"), &[], (0..10).map(|i| i.to_string())).await;
     rx.wait_delivered(10, Duration::from_secs(10)).await;
     let relay = relay.restart().await;
-    let c = client();
-    for i in 10..15 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.json["seq"], i + 1, "seqs continue after restart");
-    }
+    let answers = post_ok(&relay.url("/s"), &[], (10..15).map(|i| i.to_string())).await;
+    let seqs: Vec<u64> = answers
+        .iter()
+        .map(|a| a.json["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (10 + 1..=15).collect::<Vec<_>>(),
+        "seqs continue after restart"
+    );
     let got = rx.wait_delivered(15, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 15, "nothing re-sent after a graceful restart");
@@ -259,23 +164,10 @@ sources = ["s"]
 
 #[tokio::test]
 async fn shutdown_is_bounded_even_when_a_destination_hangs() {
-    let hang = Receiver::scripted(Arc::new(|_| {
-        (StatusCode::OK, vec![], Duration::from_secs(3600))
+    let hang = Receiver::slow(Duration::from_secs(3600)).await;
+    let mut relay = TestRelay::start(&RelayConfig::one_route_with(&hang.url("/"), |d| {
+        d.set("timeout", "1h")
     }))
-    .await;
-    let mut relay = TestRelay::spawn(&format!(
-        r#"
-[[source]]
-name = "s"
-path = "/s"
-[[destination]]
-name = "d"
-url = "{}"
-sources = ["s"]
-timeout = "1h"
-"#,
-        hang.url("/")
-    ))
     .await;
     let c = client();
     post(&c, &relay.url("/s"), &[], "x").await.unwrap();

@@ -3,58 +3,38 @@
 //! private CA, redirects, and which headers pass.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use hookrelay::model::{DestinationName, Seq};
-use hookrelay::store::Store;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::StatusCode;
 use sha2::Sha256;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::harness::*;
+use crate::support::*;
 
-const SOURCE: &str = r#"
-[[source]]
-name = "s"
-path = "/s"
-"#;
-
-/// One source `s` and one destination `d` at `url` with extra destination keys.
-fn config(url: &str, extra: &str) -> String {
-    format!(
-        "{SOURCE}\n[[destination]]\nname = \"d\"\nurl = \"{url}\"\nsources = [\"s\"]\n{extra}\n"
-    )
+/// One source `s` and one destination `d` at `url`, changed by `f`.
+fn config(url: &str, f: impl FnOnce(Dest) -> Dest) -> RelayConfig {
+    RelayConfig::one_route_with(url, f)
 }
 
-fn d() -> DestinationName {
-    "d".parse().unwrap()
-}
-
-/// Opens the stopped relay's store.
-fn store_of(relay: &TestRelay) -> Store {
-    Store::open(&relay.dir.join("data")).expect("open the relay's store after it stopped")
+/// Polls the admin view of destination `d` until `cond` holds.
+async fn wait_dest(relay: &TestRelay, name: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    relay
+        .wait_admin(&format!("/api/v1/destinations/{name}"), |_, v| cond(v))
+        .await;
 }
 
 async fn post_all(relay: &TestRelay, bodies: &[&str]) {
-    let c = client();
-    for b in bodies {
-        let a = post(&c, &relay.url("/s"), &[], b.to_string())
-            .await
-            .unwrap();
-        assert_eq!(a.status, StatusCode::OK);
-    }
+    post_ok(&relay.url("/s"), &[], bodies.iter().map(|b| b.to_string())).await;
+}
+
+/// Retries every 10 to 20 ms, `attempts` times at most.
+fn gives_up_after(attempts: i64) -> Retry {
+    Retry::every("10ms", "20ms")
+        .attempts(attempts)
+        .set("max_age", "1h")
 }
 
 /// Requests per seq seen by a receiver, answered anything.
@@ -74,20 +54,8 @@ fn bodies(got: &[Received]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_while_later_ones_flow() {
-    let rx = Receiver::scripted(Arc::new(|r| {
-        let status = if &r.body[..] == b"poison" {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await;
-    let mut relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"retry = { initial = "10ms", max_interval = "20ms", max_attempts = 3, max_age = "1h" }"#,
-    ))
-    .await;
+    let rx = Receiver::refusing(StatusCode::BAD_REQUEST, |r| &r.body[..] == b"poison").await;
+    let mut relay = TestRelay::start(&config(&rx.url("/"), |d| d.retry(gives_up_after(3)))).await;
     post_all(&relay, &["a", "poison", "b", "c"]).await;
     let got = rx.wait_delivered(3, Duration::from_secs(10)).await;
     assert_eq!(bodies(&got), ["a", "b", "c"]);
@@ -95,49 +63,34 @@ async fn a_poison_message_is_dead_lettered_while_later_ones_flow() {
 
     relay.stop().await.unwrap();
     {
-        let store = store_of(&relay);
-        let dead = store
-            .dead_letter(&d(), Seq(2))
-            .unwrap()
-            .expect("seq 2 is a dead letter");
+        let store = relay.store();
+        let dead = store.dead_letter("d", 2).expect("seq 2 is a dead letter");
         assert_eq!(dead.attempts, 3);
         assert!(dead.last_error.contains("400"), "{}", dead.last_error);
-        assert_eq!(store.dead_letter_count(&d()), 1);
-        assert_eq!(
-            store.cursor(&d()).unwrap(),
-            Seq(4),
-            "the cursor moved past it"
-        );
+        assert_eq!(store.dead_letter_count("d"), 1);
+        assert_eq!(store.cursor("d"), 4, "the cursor moved past it");
     }
     // Dead letters survive a restart, and the poison is not sent again.
     let relay = relay.restart().await;
     post_all(&relay, &["d"]).await;
     rx.wait_delivered(4, Duration::from_secs(10)).await;
     assert_eq!(attempts_per_seq(&rx)[&2], 3);
-    let list = get(&format!("http://{}/api/v1/destinations/d", relay.admin)).await;
-    assert_eq!(list.json["dead_letters"], 1, "{}", list.json);
+    let d = relay.admin_get("/api/v1/destinations/d").await;
+    assert_eq!(d["dead_letters"], 1, "{d}");
 }
 
 #[tokio::test]
 async fn block_holds_everything_behind_it_until_an_operator_resumes() {
     let fixed = Arc::new(AtomicBool::new(false));
     let f = fixed.clone();
-    let rx = Receiver::scripted(Arc::new(move |r| {
-        let status = if &r.body[..] == b"poison" && !f.load(Ordering::SeqCst) {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
+    let rx = Receiver::refusing(StatusCode::BAD_REQUEST, move |r| {
+        &r.body[..] == b"poison" && !f.load(Ordering::SeqCst)
+    })
+    .await;
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.retry(gives_up_after(2)).set("on_exhausted", "block")
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"retry = { initial = "10ms", max_interval = "20ms", max_attempts = 2, max_age = "1h" }
-on_exhausted = "block""#,
-    ))
-    .await;
-    let state_url = format!("http://{}/api/v1/destinations/d", relay.admin);
     post_all(&relay, &["a", "poison", "b", "c"]).await;
     wait_until(
         "two attempts at the poison",
@@ -145,19 +98,11 @@ on_exhausted = "block""#,
         || attempts_per_seq(&rx).get(&2) == Some(&2),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&state_url).await.json["state"] != "blocked" {
-        assert!(
-            Instant::now() < deadline,
-            "destination never became blocked"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dest(&relay, "d", |v| v["state"] == "blocked").await;
 
     // Blocked survives a restart: no attempt at anything, poison included.
     let relay = relay.restart().await;
-    let state_url = format!("http://{}/api/v1/destinations/d", relay.admin);
-    let st = get(&state_url).await.json;
+    let st = relay.admin_get("/api/v1/destinations/d").await;
     assert_eq!(st["state"], "blocked", "{st}");
     assert_eq!(st["blocked_on"], 2, "{st}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -167,8 +112,14 @@ on_exhausted = "block""#,
     // The operator fixes the receiver and resumes: the poison, then the rest, in order.
     fixed.store(true, Ordering::SeqCst);
     let c = client();
-    let resume = format!("http://{}/api/v1/destinations/d/resume", relay.admin);
-    let a = post(&c, &resume, &[], "").await.unwrap();
+    let a = post(
+        &c,
+        &relay.admin_url("/api/v1/destinations/d/resume"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
     let got = rx.wait_delivered(4, Duration::from_secs(10)).await;
     assert_eq!(bodies(&got), ["a", "poison", "b", "c"]);
@@ -213,11 +164,7 @@ async fn retry_after_is_honored_in_seconds_and_as_a_date() {
         }
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"retry = { initial = "10ms", max_interval = "20ms", max_attempts = 10, max_age = "1h" }"#,
-    ))
-    .await;
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| d.retry(gives_up_after(10)))).await;
     post_all(&relay, &["one", "two"]).await;
     rx.wait_delivered(2, Duration::from_secs(20)).await;
     let one = arrivals_of(&arrivals, 1);
@@ -242,7 +189,7 @@ async fn a_rate_limit_spreads_deliveries_evenly() {
         (StatusCode::OK, vec![], Duration::ZERO)
     }))
     .await;
-    let relay = TestRelay::spawn(&config(&rx.url("/"), r#"rate_limit = "10/s""#)).await;
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| d.set("rate_limit", "10/s"))).await;
     let bodies: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
     post_all(&relay, &refs).await;
@@ -269,24 +216,18 @@ async fn a_rate_limit_spreads_deliveries_evenly() {
 async fn retries_take_rate_permits_too() {
     let arrivals: Arrivals = Arc::default();
     let a = arrivals.clone();
-    let rx = Receiver::scripted(Arc::new(move |r| {
+    let rx = Receiver::refusing(StatusCode::INTERNAL_SERVER_ERROR, move |r| {
         let seq = r.seq();
         let mut log = a.lock().unwrap();
         let first = !log.iter().any(|(s, _)| *s == seq);
         log.push((seq, Instant::now()));
-        let status = if first {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    }))
+        first
+    })
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"rate_limit = "10/s"
-retry = { initial = "1ms", max_interval = "2ms", max_attempts = 10, max_age = "1h" }"#,
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("rate_limit", "10/s")
+            .retry(Retry::every("1ms", "2ms").attempts(10).set("max_age", "1h"))
+    }))
     .await;
     post_all(&relay, &["a", "b", "c", "d", "e", "f", "g", "h"]).await;
     rx.wait_delivered(8, Duration::from_secs(20)).await;
@@ -316,10 +257,9 @@ async fn unordered_delivers_up_to_max_in_flight_at_once() {
         (StatusCode::OK, vec![], Duration::from_millis(500))
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        "ordering = \"unordered\"\nmax_in_flight = 8",
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("ordering", "unordered").set("max_in_flight", 8)
+    }))
     .await;
     let started = Instant::now();
     let mut posts = Vec::new();
@@ -361,12 +301,11 @@ async fn unordered_restart_resends_only_unfinished_messages() {
         (status, vec![], Duration::from_millis(20))
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"ordering = "unordered"
-max_in_flight = 4
-retry = { initial = "50ms", max_interval = "100ms", max_attempts = 1000, max_age = "1h" }"#,
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("ordering", "unordered")
+            .set("max_in_flight", 4)
+            .retry(Retry::patient("50ms", "100ms"))
+    }))
     .await;
     let names: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -426,12 +365,10 @@ async fn deliveries_are_signed_afresh_for_every_attempt() {
         }
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        &format!(
-            "signing = {{ secret = \"{secret}\" }}\nretry = {{ initial = \"10ms\", max_interval = \"20ms\" }}"
-        ),
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("signing", Toml::table([("secret", &secret)]))
+            .retry(Retry::every("10ms", "20ms"))
+    }))
     .await;
     let c = client();
     post(
@@ -503,136 +440,47 @@ fn test_pki() -> TestPki {
     }
 }
 
-/// An HTTPS receiver that answers 200 and records the bodies it got.
-struct TlsReceiver {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Bytes>>>,
-    stop: CancellationToken,
-}
-
-impl Drop for TlsReceiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn tls_receiver(config: Arc<tokio_rustls::rustls::ServerConfig>) -> TlsReceiver {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let stop = CancellationToken::new();
-    let (b, s) = (bodies.clone(), stop.clone());
-    tokio::spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                r = listener.accept() => match r { Ok((t, _)) => t, Err(_) => continue },
-                _ = s.cancelled() => return,
-            };
-            let (acceptor, b, s) = (acceptor.clone(), b.clone(), s.clone());
-            tokio::spawn(async move {
-                // Handshakes the relay refuses (unknown issuer) just end here.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let b = b.clone();
-                    async move {
-                        let body = req.into_body().collect().await.map(|c| c.to_bytes());
-                        b.lock().unwrap().push(body.unwrap_or_default());
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                tokio::select! { _ = conn => {}, _ = s.cancelled() => {} }
-            });
-        }
-    });
-    TlsReceiver { addr, bodies, stop }
-}
-
 #[tokio::test]
 async fn https_destination_trusts_its_ca_file_and_others_refuse_the_certificate() {
     let pki = test_pki();
-    let rx = tls_receiver(pki.server.clone()).await;
+    let rx = Receiver::tls(pki.server.clone(), answer(StatusCode::OK)).await;
     let tmp = tempfile::tempdir().unwrap();
-    let ca_file = tmp.path().join("test-ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_file = write_file(tmp.path(), "test-ca.pem", &pki.ca_pem);
     let url = format!("https://{}/hook", rx.addr);
-    let mut relay = TestRelay::spawn(&format!(
-        r#"{SOURCE}
-[[destination]]
-name = "internal"
-url = "{url}"
-sources = ["s"]
-ca_file = "{ca}"
-
-[[destination]]
-name = "untrusted"
-url = "{url}"
-sources = ["s"]
-retry = {{ max_attempts = 1 }}
-"#,
-        ca = ca_file.display()
-    ))
-    .await;
-    post_all(&relay, &["secret payload"]).await;
-    wait_until("delivery over TLS", Duration::from_secs(10), || {
-        !rx.bodies.lock().unwrap().is_empty()
-    })
-    .await;
-    let untrusted: DestinationName = "untrusted".parse().unwrap();
-    let dead_url = format!("http://{}/api/v1/destinations/untrusted", relay.admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&dead_url).await.json["dead_letters"] != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "untrusted destination never dead-lettered"
+    let config = RelayConfig::new()
+        .source(Source::new("s", "/s"))
+        .destination(
+            Dest::new("internal", &url)
+                .sources(["s"])
+                .set("ca_file", ca_file.as_path()),
+        )
+        .destination(
+            Dest::new("untrusted", &url)
+                .sources(["s"])
+                .retry(Retry::default().attempts(1)),
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut relay = TestRelay::start(&config).await;
+    post_all(&relay, &["secret payload"]).await;
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    wait_dest(&relay, "untrusted", |v| v["dead_letters"] == 1).await;
     relay.stop().await.unwrap();
-    assert_eq!(
-        rx.bodies.lock().unwrap().as_slice(),
-        [Bytes::from("secret payload")]
-    );
-    let store = store_of(&relay);
-    let dead = store
-        .dead_letter(&untrusted, Seq(1))
-        .unwrap()
-        .expect("dead letter");
+    assert_eq!(bodies(&rx.delivered()), ["secret payload"]);
+    let store = relay.store();
+    let dead = store.dead_letter("untrusted", 1).expect("dead letter");
     assert!(
         dead.last_error.to_lowercase().contains("certificate"),
         "{}",
         dead.last_error
     );
-    assert_eq!(store.cursor(&"internal".parse().unwrap()).unwrap(), Seq(1));
+    assert_eq!(store.cursor("internal"), 1);
 }
 
 #[tokio::test]
 async fn an_unusable_ca_file_stops_startup_with_exit_code_2() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("ca.pem"), "not a certificate").unwrap();
-    let file = tmp.path().join("relay.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[storage]\ndata_dir = \"data\"\n{}",
-            config("https://127.0.0.1:9/", "ca_file = \"ca.pem\"")
-        ),
-    )
-    .unwrap();
-    let cfg = hookrelay::config::Config::load(&file).expect("the file exists, so it loads");
-    let listeners = hookrelay::Listeners {
-        ingest: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let run = hookrelay::run(cfg, listeners, CancellationToken::new());
-    let err = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("fails fast")
-        .expect_err("an unusable ca_file is refused");
+    write_file(tmp.path(), "ca.pem", "not a certificate");
+    let cfg = config("https://127.0.0.1:9/", |d| d.set("ca_file", "ca.pem"));
+    let err = TestRelay::start_error(tmp.path(), &cfg).await;
     assert_eq!(err.exit_code(), 2, "{err}");
     assert!(err.to_string().contains("ca.pem"), "{err}");
 }
@@ -648,33 +496,24 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         }
     }))
     .await;
-    let mut relay = TestRelay::spawn(&config(
-        &rx.url("/hook"),
-        r#"retry = { initial = "10ms", max_interval = "20ms", max_attempts = 2, max_age = "1h" }"#,
-    ))
-    .await;
+    let mut relay =
+        TestRelay::start(&config(&rx.url("/hook"), |d| d.retry(gives_up_after(2)))).await;
     post_all(&relay, &["x"]).await;
-    let dl_url = format!("http://{}/api/v1/destinations/d", relay.admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&dl_url).await.json["dead_letters"] != 1 {
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dest(&relay, "d", |v| v["dead_letters"] == 1).await;
     relay.stop().await.unwrap();
     let paths: Vec<String> = rx.all().iter().map(|(r, _)| r.path.clone()).collect();
     assert_eq!(paths, ["/hook", "/hook"], "the Location was never followed");
-    let dead = store_of(&relay).dead_letter(&d(), Seq(1)).unwrap().unwrap();
+    let dead = relay.store().dead_letter("d", 1).expect("dead letter");
     assert!(dead.last_error.contains("302"), "{}", dead.last_error);
 }
 
 #[tokio::test]
 async fn only_listed_end_to_end_headers_pass() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"forward_headers = ["x-listed", "x-conn-named"]
-headers = { "X-Env" = "prod" }"#,
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("forward_headers", ["x-listed", "x-conn-named"])
+            .set("headers", Toml::table([("X-Env", "prod")]))
+    }))
     .await;
     let c = client();
     let a = post(
@@ -728,30 +567,27 @@ headers = { "X-Env" = "prod" }"#,
 
 #[tokio::test]
 async fn unordered_shutdown_is_bounded_and_joins_every_delivery() {
-    let hang = Receiver::scripted(Arc::new(|_| {
-        (StatusCode::OK, vec![], Duration::from_secs(3600))
+    let hang = Receiver::slow(Duration::from_secs(3600)).await;
+    let mut relay = TestRelay::start(&config(&hang.url("/"), |d| {
+        d.set("ordering", "unordered")
+            .set("max_in_flight", 4)
+            .set("timeout", "1h")
     }))
-    .await;
-    let mut relay = TestRelay::spawn(&config(
-        &hang.url("/"),
-        "ordering = \"unordered\"\nmax_in_flight = 4\ntimeout = \"1h\"",
-    ))
     .await;
     post_all(&relay, &["a", "b", "c", "d", "e"]).await;
     wait_until("four attempts in flight", Duration::from_secs(10), || {
         hang.arrivals() == 4
     })
     .await;
-    let st = get(&format!("http://{}/api/v1/destinations/d", relay.admin)).await;
-    assert_eq!(st.json["in_flight"], 4, "{}", st.json);
+    let st = relay.admin_get("/api/v1/destinations/d").await;
+    assert_eq!(st["in_flight"], 4, "{st}");
     let started = Instant::now();
     relay.stop().await.unwrap();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(12), "took {took:?}");
     assert_eq!(hang.arrivals(), 4, "never more than max_in_flight");
     // Every task is gone: the store is free to open, and nothing moved the cursor.
-    let store = store_of(&relay);
-    assert_eq!(store.cursor(&d()).unwrap(), Seq(0));
+    assert_eq!(relay.store().cursor("d"), 0);
 }
 
 #[tokio::test]
@@ -772,35 +608,22 @@ async fn unordered_redelivery_of_a_dead_letter_sends_only_that_message() {
         (status, vec![], Duration::ZERO)
     }))
     .await;
-    let relay = TestRelay::spawn(&config(
-        &rx.url("/"),
-        r#"ordering = "unordered"
-max_in_flight = 3
-retry = { initial = "10ms", max_interval = "20ms", max_attempts = 2, max_age = "1h" }"#,
-    ))
+    let relay = TestRelay::start(&config(&rx.url("/"), |d| {
+        d.set("ordering", "unordered")
+            .set("max_in_flight", 3)
+            .retry(gives_up_after(2))
+    }))
     .await;
     post_all(&relay, &["stuck", "poison", "b", "c", "d"]).await;
     rx.wait_delivered(3, Duration::from_secs(10)).await;
-    let state_url = format!("http://{}/api/v1/destinations/d", relay.admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&state_url).await.json["dead_letters"] != 1 {
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dest(&relay, "d", |v| v["dead_letters"] == 1).await;
     let before = rx.count();
     fixed.store(true, Ordering::SeqCst);
-    let url = format!(
-        "http://{}/api/v1/destinations/d/dead-letters/2/redeliver",
-        relay.admin
-    );
+    let url = relay.admin_url("/api/v1/destinations/d/dead-letters/2/redeliver");
     let a = post(&client(), &url, &[], "").await.unwrap();
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
     rx.wait_delivered(4, Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&state_url).await.json["dead_letters"] != 0 {
-        assert!(Instant::now() < deadline, "dead letter not cleared");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dest(&relay, "d", |v| v["dead_letters"] == 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after: Vec<u64> = rx.all()[before..].iter().map(|(r, _)| r.seq()).collect();
     assert_eq!(

@@ -1,83 +1,26 @@
 //! The real binary: crash safety under kill -9, SIGTERM, and `check`.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::harness::*;
+use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
-
-/// `hookrelay serve` as a child process on ephemeral ports.
-struct RelayProcess {
-    child: Child,
-    ingest: SocketAddr,
-}
-
-impl RelayProcess {
-    fn start(config: &Path) -> RelayProcess {
-        let (child, rx) = spawn_binary(config, |_| {});
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("relay logs its listening address");
-        RelayProcess {
-            child,
-            ingest: addr.parse().expect("parsable ingest address"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.ingest, path)
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) -> i32 {
-        sigterm(&self.child);
-        wait_exit(&mut self.child, Duration::from_secs(30))
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Source `s` fanned out to one destination per receiver, fsync durability.
 fn write_config(dir: &Path, receivers: &[&Receiver]) -> PathBuf {
-    let mut text = String::from(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[storage]
-data_dir = "data"
-durability = "fsync"
-
-[[source]]
-name = "s"
-path = "/s"
-"#,
-    );
+    let mut config = RelayConfig::new()
+        .storage("durability", "fsync")
+        .source(Source::new("s", "/s"));
     for (i, rx) in receivers.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[destination]]\nname = \"d{i}\"\nurl = \"{}\"\nsources = [\"s\"]\nretry = {{ initial = \"20ms\", max_interval = \"100ms\" }}\n",
-            rx.url("/")
-        ));
+        config = config.destination(
+            Dest::new(&format!("d{i}"), &rx.url("/"))
+                .sources(["s"])
+                .retry(Retry::every("20ms", "100ms")),
+        );
     }
-    let path = dir.join("relay.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    config.write(dir)
 }
 
 /// Checks one destination's log after crashes: the first delivery of each seq
@@ -110,7 +53,7 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_webhook() {
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
 
     for round in 0..2 {
-        let relay = RelayProcess::start(&config);
+        let mut relay = RelayProcess::start(&config).await;
         let url = relay.url("/s");
         let mut clients = Vec::new();
         for k in 0..4 {
@@ -137,7 +80,7 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_webhook() {
         }
     }
 
-    let relay = RelayProcess::start(&config);
+    let mut relay = RelayProcess::start(&config).await;
     let acked = acked.lock().unwrap().clone();
     for rx in [&rx0, &rx1] {
         wait_until(
@@ -162,58 +105,36 @@ async fn sigterm_exits_zero_and_restart_resends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let rx = Receiver::ok().await;
     let config = write_config(tmp.path(), &[&rx]);
-    let relay = RelayProcess::start(&config);
-    let c = client();
-    for i in 0..10 {
-        post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-    }
+    let mut relay = RelayProcess::start(&config).await;
+    post_ok(&relay.url("/s"), &[], (0..10).map(|i| i.to_string())).await;
     rx.wait_delivered(10, Duration::from_secs(10)).await;
     assert_eq!(relay.terminate(), 0);
 
-    let relay = RelayProcess::start(&config);
-    let c = client();
-    for i in 10..15 {
-        let a = post(&c, &relay.url("/s"), &[], format!("{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.json["seq"], i + 1);
-    }
+    let mut relay = RelayProcess::start(&config).await;
+    let answers = post_ok(&relay.url("/s"), &[], (10..15).map(|i| i.to_string())).await;
+    let seqs: Vec<u64> = answers
+        .iter()
+        .map(|a| a.json["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (10 + 1..=15).collect::<Vec<_>>());
     rx.wait_delivered(15, Duration::from_secs(10)).await;
     assert_eq!(relay.terminate(), 0);
     assert_eq!(rx.count(), 15, "nothing delivered twice");
 }
 
+/// `hookrelay check` on `text`: exit code and stderr.
 fn check(text: &str) -> (i32, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("relay.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let path = write_file(tmp.path(), "relay.toml", text);
+    let (code, _, stderr) = run_cli(["check", "--config", path.to_str().unwrap()]);
+    (code, stderr)
 }
 
 #[test]
 fn check_accepts_the_shipped_config() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.toml");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, stderr) = run_cli(["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]
@@ -240,115 +161,52 @@ fn check_exits_2_naming_file_line_and_key() {
 
 #[test]
 fn check_on_a_missing_file_exits_2_naming_the_path() {
-    let out = Command::new(BIN)
-        .args(["check", "--config", "/nonexistent/hookrelay.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hookrelay.toml"));
+    let (code, _, stderr) = run_cli(["check", "--config", "/nonexistent/hookrelay.toml"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/hookrelay.toml"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_one_line_per_refusal_and_failed_attempt_without_secrets() {
     let tmp = tempfile::tempdir().unwrap();
-    let failing = Receiver::scripted(std::sync::Arc::new(|_| {
-        (StatusCode::SERVICE_UNAVAILABLE, vec![], Duration::ZERO)
-    }))
-    .await;
+    let failing = Receiver::answering(StatusCode::SERVICE_UNAVAILABLE).await;
     let secret = "super-secret-github-key";
-    let config = tmp.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[[source]]
-name = "gh"
-path = "/gh"
-verify = {{ scheme = "github", secret = "{secret}" }}
-[[source]]
-name = "open"
-path = "/open"
-[[destination]]
-name = "down"
-url = "{}"
-sources = ["open"]
-retry = {{ initial = "10ms", max_interval = "10ms", max_attempts = 3 }}
-"#,
-            failing.url("/")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let l2 = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            l2.lock().unwrap().push(line);
-        }
-    });
-    let ingest = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                v["fields"]["ingest"].as_str().map(str::to_owned)
-            });
-            if let Some(a) = found {
-                break a;
-            }
-            assert!(std::time::Instant::now() < deadline, "no listening line");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let config = RelayConfig::new()
+        .source(Source::new("gh", "/gh").verify(Verify::new("github").secret(secret)))
+        .source(Source::new("open", "/open"))
+        .destination(
+            Dest::new("down", &failing.url("/"))
+                .sources(["open"])
+                .retry(Retry::every("10ms", "10ms").attempts(3)),
+        )
+        .write(tmp.path());
+    let mut relay = RelayProcess::command(&config)
+        .arg("--log-format")
+        .arg("json")
+        .start()
+        .await;
     let c = client();
     let a = post(
         &c,
-        &format!("http://{ingest}/gh"),
+        &relay.url("/gh"),
         &[("x-hub-signature-256", "sha256=00")],
         "{}",
     )
     .await
     .unwrap();
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    post(
-        &c,
-        &format!("http://{ingest}/open"),
-        &[],
-        "payload-not-logged",
-    )
-    .await
-    .unwrap();
+    post(&c, &relay.url("/open"), &[], "payload-not-logged")
+        .await
+        .unwrap();
     wait_until(
         "three failed attempts logged",
         Duration::from_secs(20),
-        || {
-            lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains("delivery attempt failed"))
-                .count()
-                >= 3
-        },
+        || relay.logged_count("delivery attempt failed") >= 3,
     )
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    relay.terminate();
 
-    let lines = lines.lock().unwrap().clone();
+    let lines = relay.lines();
     let parsed: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))

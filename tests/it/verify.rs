@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
 use sha2::{Sha256, Sha512};
 
-use crate::harness::*;
+use crate::support::*;
 
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STRIPE_SECRET: &str = "whsec_test_secret";
@@ -36,83 +34,78 @@ fn testdata(name: &str) -> String {
     format!("{}/src/verify/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(url: &str) -> String {
+/// One source per scheme at `/hooks/<name>`, and `plain` without one, all
+/// routed to `app` at `url`.
+fn config(url: &str) -> RelayConfig {
     let cert = testdata("paypal_test_cert.pem");
-    format!(
-        r#"
-[[source]]
-name = "sw"
-path = "/hooks/sw"
-verify = {{ scheme = "standard", secrets = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "{SW_SECRET}"] }}
-
-[[source]]
-name = "stripe"
-path = "/hooks/stripe"
-verify = {{ scheme = "stripe", secret = "{STRIPE_SECRET}" }}
-
-[[source]]
-name = "github"
-path = "/hooks/github"
-verify = {{ scheme = "github", secret = "{GH_SECRET}" }}
-
-[[source]]
-name = "shopify"
-path = "/hooks/shopify"
-verify = {{ scheme = "shopify", secret = "{SHOPIFY_SECRET}" }}
-
-[[source]]
-name = "slack"
-path = "/hooks/slack"
-verify = {{ scheme = "slack", secret = "{SLACK_SECRET}" }}
-
-[[source]]
-name = "discord"
-path = "/hooks/discord"
-verify = {{ scheme = "discord", public_key = "{DISCORD_PUB}" }}
-
-[[source]]
-name = "meta"
-path = "/hooks/meta"
-verify = {{ scheme = "meta", secret = "{META_SECRET}", verify_token = "{META_TOKEN}" }}
-
-[[source]]
-name = "twilio"
-path = "/hooks/twilio"
-verify = {{ scheme = "twilio", secret = "{TWILIO_TOKEN}", public_url = "{TWILIO_URL}" }}
-
-[[source]]
-name = "paypal"
-path = "/hooks/paypal"
-verify = {{ scheme = "paypal", cert_file = "{cert}", webhook_id = "{PAYPAL_WEBHOOK_ID}" }}
-
-[[source]]
-name = "generic"
-path = "/hooks/generic"
-verify = {{ scheme = "hmac", secret = "{HMAC_SECRET}", header = "x-signature", algorithm = "sha512", encoding = "base64", prefix = "sha512=" }}
-
-[[source]]
-name = "gitlab"
-path = "/hooks/gitlab"
-verify = {{ scheme = "token", secret = "{GITLAB_TOKEN}", header = "x-gitlab-token" }}
-dedup_header = "idempotency-key"
-
-[[source]]
-name = "basic"
-path = "/hooks/basic"
-verify = {{ scheme = "basic", username = "relay", secret = "{BASIC_PASSWORD}" }}
-
-[[source]]
-name = "plain"
-path = "/hooks/plain"
-dedup_header = "x-request-id"
-
-[[destination]]
-name = "app"
-url = "{url}"
-sources = ["sw", "stripe", "github", "shopify", "slack", "discord", "meta", "twilio", "paypal", "generic", "gitlab", "basic", "plain"]
-forward_headers = ["x-gitlab-token", "authorization", "x-twilio-signature"]
-"#
-    )
+    let sw_secrets = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", SW_SECRET];
+    let verified = [
+        ("sw", Verify::new("standard").set("secrets", sw_secrets)),
+        ("stripe", Verify::new("stripe").secret(STRIPE_SECRET)),
+        ("github", Verify::new("github").secret(GH_SECRET)),
+        ("shopify", Verify::new("shopify").secret(SHOPIFY_SECRET)),
+        ("slack", Verify::new("slack").secret(SLACK_SECRET)),
+        (
+            "discord",
+            Verify::new("discord").set("public_key", DISCORD_PUB),
+        ),
+        (
+            "meta",
+            Verify::new("meta")
+                .secret(META_SECRET)
+                .set("verify_token", META_TOKEN),
+        ),
+        (
+            "twilio",
+            Verify::new("twilio")
+                .secret(TWILIO_TOKEN)
+                .set("public_url", TWILIO_URL),
+        ),
+        (
+            "paypal",
+            Verify::new("paypal")
+                .set("cert_file", cert)
+                .set("webhook_id", PAYPAL_WEBHOOK_ID),
+        ),
+        (
+            "generic",
+            Verify::new("hmac")
+                .secret(HMAC_SECRET)
+                .set("header", "x-signature")
+                .set("algorithm", "sha512")
+                .set("encoding", "base64")
+                .set("prefix", "sha512="),
+        ),
+        (
+            "gitlab",
+            Verify::new("token")
+                .secret(GITLAB_TOKEN)
+                .set("header", "x-gitlab-token"),
+        ),
+        (
+            "basic",
+            Verify::new("basic")
+                .set("username", "relay")
+                .secret(BASIC_PASSWORD),
+        ),
+    ];
+    let mut names = Vec::new();
+    let mut config = RelayConfig::new();
+    for (name, verify) in verified {
+        let mut source = Source::new(name, &format!("/hooks/{name}")).verify(verify);
+        if name == "gitlab" {
+            source = source.set("dedup_header", "idempotency-key");
+        }
+        config = config.source(source);
+        names.push(name);
+    }
+    names.push("plain");
+    config
+        .source(Source::new("plain", "/hooks/plain").set("dedup_header", "x-request-id"))
+        .destination(Dest::new("app", url).sources(names).set(
+            "forward_headers",
+            ["x-gitlab-token", "authorization", "x-twilio-signature"],
+        ))
 }
 
 fn now() -> u64 {
@@ -343,7 +336,7 @@ fn with(call: &Call, name: &'static str, value: &str) -> Call {
 #[tokio::test]
 async fn every_scheme_delivers_valid_requests_and_refuses_the_rest() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/in"))).await;
+    let relay = TestRelay::start(&config(&rx.url("/in"))).await;
     let t = now();
 
     let valid: Vec<Call> = vec![
@@ -487,22 +480,15 @@ async fn every_scheme_delivers_valid_requests_and_refuses_the_rest() {
 }
 
 async fn get_text(url: &str, method: http::Method) -> (StatusCode, http::HeaderMap, String) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    let a = call(method, url).await;
+    let text = a.text();
+    (a.status, a.headers, text)
 }
 
 #[tokio::test]
 async fn handshakes_are_answered_by_the_relay_and_not_forwarded() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/in"))).await;
+    let relay = TestRelay::start(&config(&rx.url("/in"))).await;
     let t = now();
 
     // Slack url_verification, signed.
@@ -565,7 +551,7 @@ async fn handshakes_are_answered_by_the_relay_and_not_forwarded() {
 #[tokio::test]
 async fn duplicates_are_not_redelivered_even_after_a_restart() {
     let rx = Receiver::ok().await;
-    let relay = TestRelay::spawn(&config(&rx.url("/in"))).await;
+    let relay = TestRelay::start(&config(&rx.url("/in"))).await;
     let t = now();
 
     // One original per kind of key.
@@ -640,33 +626,25 @@ async fn duplicates_are_not_redelivered_even_after_a_restart() {
 #[test]
 fn an_unusable_paypal_certificate_is_a_config_error_that_check_reports() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cert.pem"),
-        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let text = r#"
-[storage]
-data_dir = "data"
-
-[[source]]
-name = "paypal"
-path = "/hooks/paypal"
-verify = { scheme = "paypal", cert_file = "cert.pem", webhook_id = "W" }
-"#;
-    let file = dir.path().join("relay.toml");
-    std::fs::write(&file, text).unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
+    write_file(dir.path(), "cert.pem", pem);
+    let file = RelayConfig::new()
+        .source(
+            Source::new("paypal", "/hooks/paypal").verify(
+                Verify::new("paypal")
+                    .set("cert_file", "cert.pem")
+                    .set("webhook_id", "W"),
+            ),
+        )
+        .write(dir.path());
     for command in ["check", "serve"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args([command, "--config"])
-            .arg(&file)
-            .output()
-            .expect("run hookrelay");
-        assert_eq!(out.status.code(), Some(2), "{command}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}:8: source[0].verify.cert_file: ", file.display());
+        let (code, _, stderr) = run_cli([command.as_ref(), "--config".as_ref(), file.as_os_str()]);
+        assert_eq!(code, 2, "{command}: {stderr}");
+        let at = format!("{}:", file.display());
         assert!(
-            stderr.contains(&want) && stderr.contains("cert.pem: not an X.509 certificate"),
+            stderr.contains(&at)
+                && stderr.contains(": source[0].verify.cert_file: ")
+                && stderr.contains("cert.pem: not an X.509 certificate"),
             "{command}: {stderr}"
         );
     }
