@@ -1,4 +1,4 @@
-//! relay.toml as an operator writes it: the SPEC example, every error naming
+//! relay.toml as an operator writes it: the contract's example, every error naming
 //! file, line and key, and paths resolved against the config's directory.
 
 use std::path::Path;
@@ -21,8 +21,9 @@ const PAYPAL_CERT: &str = concat!(
     "/src/verify/testdata/paypal_test_cert.pem"
 );
 
-/// The example from SPEC.md, verbatim.
-const SPEC_EXAMPLE: &str = r#"
+/// The example config of the product contract (kept outside this repository,
+/// mirrored by the README's config reference), verbatim.
+const CONTRACT_EXAMPLE: &str = r#"
 [server]
 listen = "127.0.0.1:8080"        # inbound webhooks
 max_body_bytes = "1MiB"          # larger bodies get 413 and are not stored
@@ -98,7 +99,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn the_spec_example_parses_with_its_documented_values() {
     let c = Config::from_str_with_env(
-        SPEC_EXAMPLE,
+        CONTRACT_EXAMPLE,
         Path::new("/etc/hookrelay/relay.toml"),
         &spec_env,
     )
@@ -158,7 +159,7 @@ fn the_spec_example_parses_with_its_documented_values() {
 
 #[test]
 fn the_spec_example_loads_from_a_file_with_the_process_environment() {
-    let text = SPEC_EXAMPLE
+    let text = CONTRACT_EXAMPLE
         .replace(
             "\"HOOKRELAY_ADMIN_TOKEN\"",
             "\"HOOKRELAY_IT_CONFIG_ADMIN_4F1C\"",
@@ -370,7 +371,7 @@ ca_file = "certs/ca.pem"
 
 #[test]
 fn no_truncation_or_corruption_of_the_example_panics() {
-    let text = SPEC_EXAMPLE;
+    let text = CONTRACT_EXAMPLE;
     for (i, _) in text.char_indices() {
         let _ = Config::from_str_with_env(&text[..i], Path::new("relay.toml"), &spec_env);
         let mut broken = String::from(&text[..i]);
