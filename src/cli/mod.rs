@@ -152,17 +152,11 @@ fn main(cli: Cli) -> i32 {
             ready_file,
         } => {
             init_logging(log_format);
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => return report(&Error::Config(e)),
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return report(&Error::Runtime(e)),
-            };
+            let (config, runtime) =
+                match prepare(&config, tokio::runtime::Builder::new_multi_thread()) {
+                    Ok(ready) => ready,
+                    Err(code) => return code,
+                };
             let result = runtime.block_on(serve(config, ready_file.clone()));
             if let Some(path) = ready_file {
                 let _ = std::fs::remove_file(path);
@@ -173,6 +167,19 @@ fn main(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// The config and a runtime from `builder`; on failure, the reported exit code.
+fn prepare(
+    path: &std::path::Path,
+    mut builder: tokio::runtime::Builder,
+) -> Result<(Config, tokio::runtime::Runtime), i32> {
+    let config = Config::load(path).map_err(|e| report(&Error::Config(e)))?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| report(&Error::Runtime(e)))?;
+    Ok((config, runtime))
 }
 
 /// `pause` or `resume` a destination; prints its new state.
@@ -191,17 +198,11 @@ where
     F: FnOnce(client::AdminClient) -> Fut,
     Fut: std::future::Future<Output = Result<(serde_json::Value, String), client::ClientError>>,
 {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => return report(&Error::Config(e)),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return report(&Error::Runtime(e)),
-    };
+    let (config, runtime) =
+        match prepare(&args.config, tokio::runtime::Builder::new_current_thread()) {
+            Ok(ready) => ready,
+            Err(code) => return code,
+        };
     match runtime.block_on(f(client::AdminClient::from_config(&config))) {
         Ok((json, text)) => {
             if args.json {

@@ -279,26 +279,21 @@ impl<'a> Ctx<'a> {
         }
         let p = keys.prefix;
         let mut out = Vec::new();
-        if let Some(v) = keys.one {
-            let key = format!("{base}.{p}");
-            self.literal(v, &key, &mut out);
-        }
-        if let Some(Some(list)) = keys.many {
-            let key = format!("{base}.{p}s");
-            self.non_empty_list(list, &key);
-            for (i, v) in list.get_ref().iter().enumerate() {
-                self.literal(v, &format!("{key}[{i}]"), &mut out);
+        type Read<'a> = fn(&mut Ctx<'a>, &Spanned<String>, &str, &mut Vec<GivenSecret>);
+        let forms: [(&Text, Option<&TextList>, &str, Read<'a>); 2] = [
+            (keys.one, keys.many, "", Ctx::literal),
+            (keys.env, keys.many_env, "_env", Ctx::read_env),
+        ];
+        for (one, many, suffix, read) in forms {
+            if let Some(v) = one {
+                read(self, v, &format!("{base}.{p}{suffix}"), &mut out);
             }
-        }
-        if let Some(v) = keys.env {
-            let key = format!("{base}.{p}_env");
-            self.read_env(v, &key, &mut out);
-        }
-        if let Some(Some(list)) = keys.many_env {
-            let key = format!("{base}.{p}s_env");
-            self.non_empty_list(list, &key);
-            for (i, v) in list.get_ref().iter().enumerate() {
-                self.read_env(v, &format!("{key}[{i}]"), &mut out);
+            if let Some(Some(list)) = many {
+                let key = format!("{base}.{p}s{suffix}");
+                self.non_empty_list(list, &key);
+                for (i, v) in list.get_ref().iter().enumerate() {
+                    read(self, v, &format!("{key}[{i}]"), &mut out);
+                }
             }
         }
         if let Some(v) = keys.file {
