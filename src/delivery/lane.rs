@@ -16,8 +16,8 @@ use super::retry::{self, Decision};
 use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted};
-use crate::model::Seq;
-use crate::store::{Attempt, DeadLetter, Message, Store};
+use crate::model::{Seq, SourceName};
+use crate::store::{Attempt, DeadLetter, Message, Scan, Store};
 use crate::time::now_ms;
 
 /// How delivering one message ended.
@@ -61,7 +61,7 @@ impl Lane {
         client: HttpClient,
         shutdown: CancellationToken,
     ) -> Lane {
-        let attempted_upto = match store.last_attempted(&dest.name) {
+        let attempted_upto = match store.attempts().last_attempted(&dest.name) {
             Ok(seq) => seq.0,
             Err(e) => {
                 tracing::warn!(destination = %dest.name, error = %e, "cannot read the last attempted seq; attempts will be looked up every time");
@@ -93,7 +93,7 @@ impl Lane {
         // Attempt numbers continue across restarts and replays (they key the
         // attempt history); the retry budget (attempts, age) counts this run only.
         let first = Instant::now();
-        let mut n = self.attempts_so_far(seq)?;
+        let mut n = self.attempts_so_far(seq).await?;
         let mut made = 0u32;
         let mut failing: Option<FailingGuard<'_>> = None;
         loop {
@@ -127,6 +127,27 @@ impl Lane {
         }
     }
 
+    /// The first message after `after` (at most `upto`) routed to this
+    /// destination, read on the blocking pool.
+    pub async fn next_routed(
+        self: &Arc<Self>,
+        after: Seq,
+        upto: Seq,
+        budget: usize,
+    ) -> Result<Scan, DeliveryError> {
+        let lane = self.clone();
+        let scan = self.store.blocking(move |s| {
+            let routes = |source: &SourceName| lane.dest.sources.contains(source);
+            s.log().next_routed(after, upto, budget, routes)
+        });
+        Ok(scan.await?)
+    }
+
+    /// One message, read on the blocking pool.
+    pub async fn message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
+        Ok(self.store.blocking(move |s| s.log().message(seq)).await?)
+    }
+
     /// One more attempt at a dead letter, out of order: success removes the
     /// dead letter, failure updates it. A single attempt, not a retry run.
     pub async fn redeliver(
@@ -135,20 +156,20 @@ impl Lane {
         interrupt: &CancellationToken,
     ) -> Result<(), DeliveryError> {
         let name = &self.dest.name;
-        if self.store.dead_letter(name, seq)?.is_none() {
+        if self.store.dead_letters().get(name, seq)?.is_none() {
             return Ok(());
         }
-        let Some(msg) = self.store.message(seq)? else {
+        let Some(msg) = self.message(seq).await? else {
             tracing::warn!(destination = %name, %seq, "redelivery skipped: message no longer stored");
             return Ok(());
         };
-        let n = self.attempts_so_far(seq)? + 1;
+        let n = self.attempts_so_far(seq).await? + 1;
         let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
             return Ok(());
         };
         match answer.error {
             None => {
-                self.store.remove_dead_letter(name, seq)?;
+                self.store.dead_letters().remove(name, seq)?;
                 tracing::info!(destination = %name, %seq, attempt = n, "dead letter redelivered");
             }
             Some(last_error) => {
@@ -157,7 +178,7 @@ impl Lane {
                     attempts: n,
                     last_error,
                 };
-                self.store.add_dead_letter(name, seq, &dead)?;
+                self.store.dead_letters().add(name, seq, &dead)?;
             }
         }
         Ok(())
@@ -165,11 +186,13 @@ impl Lane {
 
     /// How many attempts of `seq` are recorded; a store read only for a seq
     /// that may have been attempted before (a retry after restart, a replay).
-    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+    async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
         if seq.0 > self.attempted_upto.load(AtomicOrdering::Acquire) {
             return Ok(0);
         }
-        Ok(self.store.attempts(&self.dest.name, seq)?.len() as u32)
+        let name = self.dest.name.clone();
+        let attempts = self.store.blocking(move |s| s.attempts().list(&name, seq));
+        Ok(attempts.await?.len() as u32)
     }
 
     /// Takes a rate permit, sends attempt `n`, records it. `None` when
@@ -217,7 +240,8 @@ impl Lane {
             error: error.clone(),
         };
         self.store
-            .record_attempt(&self.dest.name, seq, n, &record)?;
+            .attempts()
+            .record(&self.dest.name, seq, n, &record)?;
         self.attempted_upto
             .fetch_max(seq.0, AtomicOrdering::Release);
         let last = LastAttempt {
@@ -252,13 +276,13 @@ impl Lane {
                     attempts,
                     last_error,
                 };
-                self.store.add_dead_letter(name, seq, &dead)?;
+                self.store.dead_letters().add(name, seq, &dead)?;
                 self.control.record_dead_letter();
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
                 tracing::warn!(destination = %name, %seq, attempts, why, "destination blocked until an operator acts");
-                self.store.update_destination_state(name, |st| {
+                self.store.destinations().update(name, |st| {
                     st.blocked_on.get_or_insert(seq);
                 })?;
                 Ok(Finished::Blocked)

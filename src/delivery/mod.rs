@@ -120,27 +120,23 @@ impl Strict {
         if let Some(seq) = lane.control.next_redelivery() {
             return lane.redeliver(seq, &self.shutdown).await;
         }
-        let state = lane.store.destination_state(name)?;
+        let state = lane.store.destinations().get(name)?;
         if state.paused || state.blocked_on.is_some() {
             self.wait_for_operator().await;
             return Ok(());
         }
-        let cursor = lane.store.cursor(name)?;
+        let cursor = lane.store.cursors().get(name)?;
         let head = *self.head.borrow_and_update();
-        let sources = &lane.dest.sources;
-        match lane
-            .store
-            .next_message(cursor, head, SCAN_BUDGET, |s| sources.contains(s))?
-        {
+        match lane.next_routed(cursor, head, SCAN_BUDGET).await? {
             Scan::Found(seq, msg) => {
                 if self.deliver(cursor, seq, &msg).await? == Finished::Done {
                     // Refused only if an operator moved the cursor meanwhile; theirs wins.
-                    lane.store.advance_cursor(name, cursor, seq)?;
+                    lane.store.cursors().advance(name, cursor, seq)?;
                 }
             }
             Scan::Nothing(upto) => {
                 if upto > cursor {
-                    lane.store.advance_cursor(name, cursor, upto)?;
+                    lane.store.cursors().advance(name, cursor, upto)?;
                 }
                 if upto >= head {
                     self.wait_for_head(head).await;
@@ -169,8 +165,8 @@ impl Strict {
             tokio::select! {
                 r = &mut delivery => return r,
                 _ = lane.control.changed.notified(), if !interrupt.is_cancelled() => {
-                    let st = lane.store.destination_state(&lane.dest.name)?;
-                    let moved = lane.store.cursor(&lane.dest.name)? != cursor;
+                    let st = lane.store.destinations().get(&lane.dest.name)?;
+                    let moved = lane.store.cursors().get(&lane.dest.name)? != cursor;
                     if st.paused || st.blocked_on.is_some() || moved {
                         tracing::info!(destination = %lane.dest.name, %seq, "delivery interrupted by an operator");
                         interrupt.cancel();

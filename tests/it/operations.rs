@@ -120,14 +120,25 @@ sources = ["b"]
     {
         let store = Store::open(&data).unwrap();
         for seq in 1..=3 {
-            assert!(store.message(Seq(seq)).unwrap().is_none(), "seq {seq}");
+            assert!(
+                store.log().message(Seq(seq)).unwrap().is_none(),
+                "seq {seq}"
+            );
         }
         let down_name: DestinationName = "down".parse().unwrap();
         assert!(
-            store.attempts(&down_name, Seq(2)).unwrap().is_empty(),
+            store
+                .attempts()
+                .list(&down_name, Seq(2))
+                .unwrap()
+                .is_empty(),
             "attempts of a deleted message are deleted too"
         );
-        assert_eq!(store.last_seq().unwrap(), Seq(3), "the floor keeps the seq");
+        assert_eq!(
+            store.log().last_seq().unwrap(),
+            Seq(3),
+            "the floor keeps the seq"
+        );
     }
 
     // After a restart on the emptied log, seqs go on from 4.
@@ -348,7 +359,7 @@ async fn a_clean_stop_leaves_a_snapshot_covering_what_was_written() {
         "no new snapshot after the stop: {at_open:?} then {after:?}"
     );
     let store = Store::open(&data).unwrap();
-    assert_eq!(store.last_seq().unwrap(), Seq(50));
+    assert_eq!(store.log().last_seq().unwrap(), Seq(50));
 }
 
 #[test]

@@ -97,14 +97,15 @@ async fn a_poison_message_is_dead_lettered_while_later_ones_flow() {
     {
         let store = store_of(&relay);
         let dead = store
-            .dead_letter(&d(), Seq(2))
+            .dead_letters()
+            .get(&d(), Seq(2))
             .unwrap()
             .expect("seq 2 is a dead letter");
         assert_eq!(dead.attempts, 3);
         assert!(dead.last_error.contains("400"), "{}", dead.last_error);
-        assert_eq!(store.dead_letter_count(&d()), 1);
+        assert_eq!(store.dead_letters().count(&d()), 1);
         assert_eq!(
-            store.cursor(&d()).unwrap(),
+            store.cursors().get(&d()).unwrap(),
             Seq(4),
             "the cursor moved past it"
         );
@@ -599,7 +600,8 @@ retry = {{ max_attempts = 1 }}
     );
     let store = store_of(&relay);
     let dead = store
-        .dead_letter(&untrusted, Seq(1))
+        .dead_letters()
+        .get(&untrusted, Seq(1))
         .unwrap()
         .expect("dead letter");
     assert!(
@@ -607,7 +609,10 @@ retry = {{ max_attempts = 1 }}
         "{}",
         dead.last_error
     );
-    assert_eq!(store.cursor(&"internal".parse().unwrap()).unwrap(), Seq(1));
+    assert_eq!(
+        store.cursors().get(&"internal".parse().unwrap()).unwrap(),
+        Seq(1)
+    );
 }
 
 #[tokio::test]
@@ -663,7 +668,11 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     relay.stop().await.unwrap();
     let paths: Vec<String> = rx.all().iter().map(|(r, _)| r.path.clone()).collect();
     assert_eq!(paths, ["/hook", "/hook"], "the Location was never followed");
-    let dead = store_of(&relay).dead_letter(&d(), Seq(1)).unwrap().unwrap();
+    let dead = store_of(&relay)
+        .dead_letters()
+        .get(&d(), Seq(1))
+        .unwrap()
+        .unwrap();
     assert!(dead.last_error.contains("302"), "{}", dead.last_error);
 }
 
@@ -751,7 +760,7 @@ async fn unordered_shutdown_is_bounded_and_joins_every_delivery() {
     assert_eq!(hang.arrivals(), 4, "never more than max_in_flight");
     // Every task is gone: the store is free to open, and nothing moved the cursor.
     let store = store_of(&relay);
-    assert_eq!(store.cursor(&d()).unwrap(), Seq(0));
+    assert_eq!(store.cursors().get(&d()).unwrap(), Seq(0));
 }
 
 #[tokio::test]
