@@ -71,19 +71,14 @@ impl PerDestination for Attempts {
     /// One sled batch: rows nobody else deletes, so no count to keep exact.
     fn remove_below(&self, prefix: &[u8], below: Seq, max: usize) -> Result<Removed, StoreError> {
         let rows = per_dest::rows_below(&self.tree, prefix, below, max)?;
-        let removed = rows.keys.len() as u64;
-        if removed > 0 {
+        if !rows.keys.is_empty() {
             let mut batch = sled::Batch::default();
-            for k in rows.keys {
-                batch.remove(k);
+            for k in &rows.keys {
+                batch.remove(k.clone());
             }
             self.tree.apply_batch(batch)?;
         }
-        Ok(Removed {
-            removed,
-            bytes: rows.bytes,
-            more: rows.more,
-        })
+        Ok(rows.removed(rows.keys.len() as u64))
     }
 }
 
@@ -95,7 +90,7 @@ mod tests {
     #[test]
     fn last_attempted_is_per_destination() {
         let (_dir, store) = open();
-        let attempts = store.attempts();
+        let (attempts, none) = (store.attempts(), Seq(0));
         let (a, ab, c): (DestinationName, DestinationName, DestinationName) = (
             "a".parse().unwrap(),
             "ab".parse().unwrap(),
@@ -106,7 +101,7 @@ mod tests {
         attempts.record(&ab, Seq(9), 1, &attempt()).unwrap();
         assert_eq!(attempts.last_attempted(&a).unwrap(), Seq(7));
         assert_eq!(attempts.last_attempted(&ab).unwrap(), Seq(9));
-        assert_eq!(attempts.last_attempted(&c).unwrap(), Seq(0));
+        assert_eq!(attempts.last_attempted(&c).unwrap(), none);
     }
 
     #[test]

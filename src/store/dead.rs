@@ -119,17 +119,13 @@ impl PerDestination for DeadLetters {
         let rows = per_dest::rows_below(&self.tree, prefix, below, max)?;
         let name = prefix.strip_suffix(&[0]).unwrap_or(prefix);
         let mut removed = 0;
-        for k in rows.keys {
+        for k in &rows.keys {
             if self.tree.remove(k)?.is_some() {
                 removed += 1;
                 self.adjust(name, -1);
             }
         }
-        Ok(Removed {
-            removed,
-            bytes: rows.bytes,
-            more: rows.more,
-        })
+        Ok(rows.removed(removed))
     }
 }
 
@@ -170,12 +166,9 @@ mod tests {
     #[test]
     fn counts_follow_every_change_and_survive_reopen() {
         let (dir, store) = crate::store::test_support::open();
+        let [a, b] = ["a", "b"].map(|n| n.parse::<DestinationName>().unwrap());
         let dl = store.dead_letters();
-        let (a, b): (DestinationName, DestinationName) =
-            ("a".parse().unwrap(), "b".parse().unwrap());
-        for seq in 1..=5 {
-            dl.add(&a, Seq(seq), &dead(1)).unwrap();
-        }
+        (1..=5).for_each(|seq| dl.add(&a, Seq(seq), &dead(1)).unwrap());
         // An update of an existing row, and removals of one that is gone.
         dl.add(&a, Seq(2), &dead(2)).unwrap();
         dl.remove(&a, Seq(3)).unwrap();

@@ -85,6 +85,17 @@ pub fn rows_below(
     Ok(out)
 }
 
+impl RowsBelow {
+    /// What deleting these rows did, `removed` of them having still been there.
+    pub fn removed(&self, removed: u64) -> Removed {
+        Removed {
+            removed,
+            bytes: self.bytes,
+            more: self.more,
+        }
+    }
+}
+
 /// What one deletion step removed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Removed {

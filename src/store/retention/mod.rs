@@ -149,13 +149,10 @@ impl Retention {
         let mut pass = Pass::default();
 
         loop {
-            if shutdown.is_cancelled() {
+            let planned = move |s: &Store| s.log().plan_removal(upto, cutoff_ms, BATCH_KEYS);
+            let Some(plan) = self.step(shutdown, planned).await? else {
                 return Ok(pass);
-            }
-            let plan = self
-                .store
-                .blocking(move |s| s.log().plan_removal(upto, cutoff_ms, BATCH_KEYS))
-                .await?;
+            };
             let planned = plan.summary;
             let Some(highest) = planned.highest else {
                 break;
@@ -189,13 +186,10 @@ impl Retention {
 
         let mut after = None;
         loop {
-            if shutdown.is_cancelled() {
+            let expired = move |s: &Store| s.dedup().remove_expired(after, now, DEDUP_SCAN);
+            let Some(b) = self.step(shutdown, expired).await? else {
                 return Ok(pass);
-            }
-            let b = self
-                .store
-                .blocking(move |s| s.dedup().remove_expired(after, now, DEDUP_SCAN))
-                .await?;
+            };
             self.freed.fetch_add(b.bytes, Ordering::AcqRel);
             pass.dedup += b.removed;
             pass.unreadable_dedup += b.unreadable;
@@ -214,6 +208,18 @@ impl Retention {
         Ok(pass)
     }
 
+    /// Runs one step on the blocking pool, unless shutdown has begun (`None`).
+    async fn step<T, F>(&self, shutdown: &CancellationToken, f: F) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        self.store.blocking(f).await.map(Some)
+    }
+
     /// Deletes the `attempts` and `dead` rows of every seq below `below`, for
     /// every destination that has any. False if shutdown interrupted it.
     async fn delete_rows_below(
@@ -226,14 +232,11 @@ impl Retention {
             let prefixes = self.store.blocking(move |s| tree(s).prefixes()).await?;
             for prefix in prefixes {
                 loop {
-                    if shutdown.is_cancelled() {
-                        return Ok(false);
-                    }
                     let p = prefix.clone();
-                    let b = self
-                        .store
-                        .blocking(move |s| tree(s).remove_below(&p, below, BATCH_KEYS))
-                        .await?;
+                    let rows = move |s: &Store| tree(s).remove_below(&p, below, BATCH_KEYS);
+                    let Some(b) = self.step(shutdown, rows).await? else {
+                        return Ok(false);
+                    };
                     self.freed.fetch_add(b.bytes, Ordering::AcqRel);
                     pass.rows += b.removed;
                     if !b.more {
