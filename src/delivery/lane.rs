@@ -20,6 +20,9 @@ use crate::model::{Seq, SourceName};
 use crate::store::{Attempt, DeadLetter, Message, Scan, Store};
 use crate::time::now_ms;
 
+/// Most body bytes one read-ahead holds (beyond its first message).
+const READ_AHEAD_BYTES: usize = 1 << 20;
+
 /// How delivering one message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
@@ -127,20 +130,24 @@ impl Lane {
         }
     }
 
-    /// The first message after `after` (at most `upto`) routed to this
-    /// destination, read on the blocking pool.
-    pub async fn next_routed(
+    /// Up to `max_found` messages after `after` (at most `upto`) routed to
+    /// this destination, in one read on the blocking pool; see [`Log::read_ahead`].
+    ///
+    /// [`Log::read_ahead`]: crate::store::Log::read_ahead
+    pub async fn read_ahead(
         self: &Arc<Self>,
         after: Seq,
         upto: Seq,
         budget: usize,
-    ) -> Result<Scan, DeliveryError> {
+        max_found: usize,
+    ) -> Result<Vec<Scan>, DeliveryError> {
         let lane = self.clone();
-        let scan = self.store.blocking(move |s| {
+        let scans = self.store.blocking(move |s| {
             let routes = |source: &SourceName| lane.dest.sources.contains(source);
-            s.log().next_routed(after, upto, budget, routes)
+            let limits = (max_found, READ_AHEAD_BYTES);
+            s.log().read_ahead(after, upto, budget, limits, routes)
         });
-        Ok(scan.await?)
+        Ok(scans.await?)
     }
 
     /// One message, read on the blocking pool.

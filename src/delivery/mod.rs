@@ -18,6 +18,7 @@ pub mod retry;
 pub mod status;
 pub mod unordered;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ use lane::{Finished, Lane};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages examined per store scan before the worker yields.
 const SCAN_BUDGET: usize = 1024;
+/// Most messages a strict worker reads ahead in one trip to the blocking pool.
+const READ_AHEAD: usize = 32;
 /// Wait before retrying after a storage error, so a broken disk is not spun on.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -73,6 +76,8 @@ pub fn spawn_workers(
                         lane,
                         head: head.clone(),
                         shutdown: shutdown.clone(),
+                        ahead: VecDeque::new(),
+                        ahead_from: Seq(0),
                     };
                     tracker.spawn(worker.run());
                 }
@@ -95,6 +100,11 @@ struct Strict {
     lane: Arc<Lane>,
     head: watch::Receiver<Seq>,
     shutdown: CancellationToken,
+    /// Routed messages read ahead, in seq order: the next ones after
+    /// `ahead_from`, valid while the stored cursor is still there (an
+    /// operator's replay moves it, and they are dropped).
+    ahead: VecDeque<(Seq, Box<Message>)>,
+    ahead_from: Seq,
 }
 
 impl Strict {
@@ -127,24 +137,62 @@ impl Strict {
         }
         let cursor = lane.store.cursors().get(name)?;
         let head = *self.head.borrow_and_update();
-        match lane.next_routed(cursor, head, SCAN_BUDGET).await? {
-            Scan::Found(seq, msg) => {
-                if self.deliver(cursor, seq, &msg).await? == Finished::Done {
-                    // Refused only if an operator moved the cursor meanwhile; theirs wins.
-                    lane.store.cursors().advance(name, cursor, seq)?;
+        if self.ahead_from != cursor {
+            self.ahead.clear();
+        }
+        if self.ahead.is_empty() {
+            for scan in lane
+                .read_ahead(cursor, head, SCAN_BUDGET, READ_AHEAD)
+                .await?
+            {
+                match scan {
+                    Scan::Found(seq, msg) => self.ahead.push_back((seq, msg)),
+                    Scan::Nothing(upto) if self.ahead.is_empty() => {
+                        return self.nothing_routed(cursor, upto, head).await;
+                    }
+                    // Found again by the next read once these are delivered.
+                    Scan::Nothing(_) => {}
                 }
             }
-            Scan::Nothing(upto) => {
-                if upto > cursor {
-                    lane.store.cursors().advance(name, cursor, upto)?;
-                }
-                if upto >= head {
-                    self.wait_for_head(head).await;
-                } else {
-                    // The scan budget ran out on unrouted messages: let others run.
-                    tokio::task::yield_now().await;
-                }
-            }
+            self.ahead_from = cursor;
+        }
+        let Some((seq, msg)) = self.ahead.pop_front() else {
+            return Ok(());
+        };
+        let finished = self.deliver(cursor, seq, &msg).await;
+        if matches!(finished, Ok(Finished::Done)) {
+            // What was read ahead continues from `seq` once the cursor is
+            // there. Refused only if an operator moved the cursor meanwhile:
+            // theirs wins, and (like a failed write) the next step finds the
+            // cursor elsewhere and drops what was read ahead.
+            self.ahead_from = seq;
+            lane.store.cursors().advance(name, cursor, seq)?;
+        } else {
+            // `seq` is not finished: it must be read again.
+            self.ahead.clear();
+        }
+        finished.map(drop)
+    }
+
+    /// Nothing is routed here in (`cursor`, `upto`]: moves the cursor past
+    /// it, then waits for the head or lets others run.
+    async fn nothing_routed(
+        &mut self,
+        cursor: Seq,
+        upto: Seq,
+        head: Seq,
+    ) -> Result<(), DeliveryError> {
+        let lane = self.lane.clone();
+        if upto > cursor {
+            lane.store
+                .cursors()
+                .advance(&lane.dest.name, cursor, upto)?;
+        }
+        if upto >= head {
+            self.wait_for_head(head).await;
+        } else {
+            // The scan budget ran out on unrouted messages: let others run.
+            tokio::task::yield_now().await;
         }
         Ok(())
     }

@@ -290,19 +290,20 @@ impl Scheduler {
         }
         let head = *self.head.borrow_and_update();
         let mut more = false;
-        while window.len() < self.max_in_flight {
-            match lane
-                .next_routed(window.scanned(), head, SCAN_BUDGET)
-                .await?
-            {
-                Scan::Found(seq, msg) => {
-                    window.start(seq);
-                    spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
-                }
-                Scan::Nothing(upto) => {
-                    window.skipped(upto);
-                    more = upto < head;
-                    break;
+        'fill: while window.len() < self.max_in_flight {
+            let room = self.max_in_flight - window.len();
+            let scans = lane.read_ahead(window.scanned(), head, SCAN_BUDGET, room);
+            for scan in scans.await? {
+                match scan {
+                    Scan::Found(seq, msg) => {
+                        window.start(seq);
+                        spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
+                    }
+                    Scan::Nothing(upto) => {
+                        window.skipped(upto);
+                        more = upto < head;
+                        break 'fill;
+                    }
                 }
             }
         }

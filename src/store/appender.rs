@@ -8,6 +8,11 @@
 //!
 //! While one sync runs, the appender already applies the next batch, so the
 //! disk wait overlaps with request handling instead of serialising it.
+//!
+//! Owns seq assignment and batching. Dedup decisions and the write itself
+//! belong to [`super::dedup`] (its lookups are point reads, made inline; the
+//! write and every sync run on the blocking pool). Must not touch any tree
+//! directly.
 
 use std::sync::Arc;
 use std::time::Duration;

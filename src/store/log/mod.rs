@@ -158,6 +158,33 @@ impl Log {
         Ok(Scan::Nothing(seen))
     }
 
+    /// [`Log::next_routed`] repeated from where the last one found a
+    /// message, until `max_found` messages or about `max_bytes` of bodies are
+    /// found (at least one), or up to and including the first
+    /// [`Scan::Nothing`], which is then last. One trip to the blocking pool
+    /// for several messages: a trip per message halved the delivery rate.
+    pub fn read_ahead(
+        &self,
+        after: Seq,
+        upto: Seq,
+        budget: usize,
+        (max_found, max_bytes): (usize, usize),
+        routes: impl Fn(&SourceName) -> bool,
+    ) -> Result<Vec<Scan>, StoreError> {
+        let mut out = Vec::new();
+        let (mut from, mut bytes) = (after, 0);
+        while out.is_empty() || (out.len() < max_found && bytes < max_bytes) {
+            let scan = self.next_routed(from, upto, budget, &routes)?;
+            let Scan::Found(seq, m) = &scan else {
+                out.push(scan);
+                break;
+            };
+            (from, bytes) = (*seq, bytes + m.body.len());
+            out.push(scan);
+        }
+        Ok(out)
+    }
+
     /// Reads the chunks after `first` (chunk 0 of `seq`) from the iterator
     /// that found it, saving a second descent of the tree per delivery.
     fn rest_of(seq: Seq, first: sled::IVec, chunks: &mut sled::Iter) -> Result<Scan, StoreError> {
@@ -251,5 +278,37 @@ mod tests {
             Scan::Nothing(Seq(1))
         ));
         assert_eq!(log.last_seq().unwrap(), Seq(3));
+    }
+
+    #[test]
+    fn read_ahead_stops_at_its_limits_or_after_the_first_nothing() {
+        let (_dir, store) = open();
+        for seq in 1..=6 {
+            let source = if seq == 2 { "b" } else { "a" };
+            put(&store, seq, &message(source, 1, vec![seq as u8; 100]));
+        }
+        let only_a = |s: &SourceName| s.as_str() == "a";
+        let seqs = |scans: Vec<Scan>| -> Vec<(bool, u64)> {
+            let found = |s: &Scan| match s {
+                Scan::Found(seq, _) => (true, seq.0),
+                Scan::Nothing(seq) => (false, seq.0),
+            };
+            scans.iter().map(found).collect()
+        };
+        let read = |after, upto, limits| {
+            store
+                .log()
+                .read_ahead(Seq(after), Seq(upto), 10, limits, only_a)
+        };
+        let by_count = read(0, 6, (3, usize::MAX)).unwrap();
+        assert_eq!(seqs(by_count), [(true, 1), (true, 3), (true, 4)]);
+        let by_bytes = read(0, 6, (9, 150)).unwrap();
+        assert_eq!(seqs(by_bytes), [(true, 1), (true, 3)]);
+        let to_the_head = read(3, 6, (9, usize::MAX)).unwrap();
+        assert_eq!(
+            seqs(to_the_head),
+            [(true, 4), (true, 5), (true, 6), (false, 6)]
+        );
+        assert_eq!(seqs(read(6, 6, (9, 0)).unwrap()), [(false, 6)]);
     }
 }
