@@ -7,6 +7,8 @@
 //! (every `/metrics` scrape and destination view) costs no scan: counted
 //! once when the store opens, before any task can write, then kept exact by
 //! counting only removals and insertions sled reports as changing a key.
+//! That count costs the open about 0.6 µs per dead letter (60 ms for
+//! 100,000 on the reference VM); retention bounds how many there are.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

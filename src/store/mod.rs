@@ -5,17 +5,20 @@
 //! [`Store`] opens the database and makes writes durable; each tree is owned
 //! by one module and reached through a small handle (`store.cursors().get(&d)`):
 //!
-//! | module            | handle           | owns                                          |
-//! |-------------------|------------------|-----------------------------------------------|
-//! | [`log`]           | [`Log`]          | `log`, `meta/seq_floor`; message reads, listings |
-//! | [`dedup`]         | [`Dedup`]        | `dedup`; the message-and-entries transaction  |
-//! | `cursors`         | [`Cursors`]      | `cursors`, `unordered`                        |
-//! | `destinations`    | [`Destinations`] | `dest`                                        |
-//! | `attempts`        | [`Attempts`]     | `attempts`                                    |
-//! | `dead`            | [`DeadLetters`]  | `dead`, and the dead-letter counts in memory  |
-//! | [`codec`]         |                  | every value's encoding (no keys, no sled)     |
-//! | `appender`        | [`Appender`]     | the single writer of `log`: batching, group commit |
-//! | [`retention`]     |                  | when to delete what (age, cursors, disk budget) |
+//! | module         | handle           | owns                                                 |
+//! |----------------|------------------|------------------------------------------------------|
+//! | `log/`         | [`Log`]          | `log`, `meta/seq_floor`: message reads, listings, removal of the head |
+//! | `dedup`        | [`Dedup`]        | `dedup`; a batch's entries and the message-and-entries transaction |
+//! | `cursors`      | [`Cursors`]      | `cursors`, `unordered`                               |
+//! | `destinations` | [`Destinations`] | `dest`                                               |
+//! | `attempts`     | [`Attempts`]     | `attempts`                                           |
+//! | `dead`         | [`DeadLetters`]  | `dead`, and the dead-letter counts in memory         |
+//! | `per_dest`     |                  | the key layout `attempts` and `dead` share           |
+//! | [`codec`]      |                  | every value's encoding (no keys, no sled)            |
+//! | `appender`     | [`Appender`]     | seq assignment, batching, group commit               |
+//! | [`retention`]  |                  | what to delete when (age, cursors, disk budget)      |
+//! | `open`         |                  | sled's settings, its lock, crash leftovers           |
+//! | `error`        | [`StoreError`]   | the store's errors and their classification          |
 //!
 //! # On-disk format (sled trees)
 //!
@@ -94,10 +97,10 @@ mod attempts;
 pub mod codec;
 mod cursors;
 mod dead;
-pub mod dedup;
+mod dedup;
 mod destinations;
 mod error;
-pub mod log;
+pub(crate) mod log;
 mod open;
 mod per_dest;
 pub mod retention;
