@@ -107,7 +107,8 @@ pub struct Removed {
 
 /// A per-destination tree, as retention sees it.
 pub trait PerDestination {
-    /// Every destination with rows (as key prefixes), including ones no longer configured.
+    /// Every destination with rows (as key prefixes), including ones no
+    /// longer configured. Blocking.
     fn prefixes(&self) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Deletes up to `max` rows under `prefix` whose seq is below `below`. Blocking.
     fn remove_below(&self, prefix: &[u8], below: Seq, max: usize) -> Result<Removed, StoreError>;

@@ -105,7 +105,7 @@ impl Log {
         }
     }
 
-    /// Reads one whole message.
+    /// Reads one whole message. Blocking.
     pub fn message(&self, seq: Seq) -> Result<Option<Message>, StoreError> {
         let mut bytes = Vec::new();
         for (expected, kv) in self.log.scan_prefix(seq.to_be_bytes()).enumerate() {
@@ -123,7 +123,8 @@ impl Log {
     }
 
     /// Finds the first message after `after` (and at most `upto`) whose source passes
-    /// `routes`, looking at no more than `budget` messages so callers stay responsive.
+    /// `routes`, looking at no more than `budget` messages so callers stay
+    /// responsive. Blocking.
     pub fn next_routed(
         &self,
         after: Seq,
@@ -163,6 +164,7 @@ impl Log {
     /// found (at least one), or up to and including the first
     /// [`Scan::Nothing`], which is then last. One trip to the blocking pool
     /// for several messages: a trip per message halved the delivery rate.
+    /// Blocking.
     pub fn read_ahead(
         &self,
         after: Seq,

@@ -40,7 +40,7 @@ impl Log {
         }
     }
 
-    /// Messages after `after`, ascending, optionally from one source only.
+    /// Messages after `after`, ascending, optionally from one source only. Blocking.
     pub fn list_messages(
         &self,
         source: Option<&SourceName>,
@@ -76,7 +76,7 @@ impl Log {
     }
 
     /// The first seq received at or after `at_ms` (one past the head if none),
-    /// by binary search over seqs: O(log n) reads, no scan.
+    /// by binary search over seqs: O(log n) reads, no scan. Blocking.
     pub fn seq_at_time(&self, at_ms: u64) -> Result<Seq, StoreError> {
         let Some(first) = self.first_seq()? else {
             return Ok(self.last_seq()?.next());

@@ -34,6 +34,7 @@ impl Log {
     /// those at or below `upto` and received at or before `cutoff_ms`. A batch
     /// holds at most `max_keys` keys and ends on a message boundary, so one
     /// message of more chunks than that still goes, in a batch of its own.
+    /// Blocking.
     pub fn plan_removal(
         &self,
         upto: Seq,
