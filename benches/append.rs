@@ -52,7 +52,7 @@ fn append(c: &mut Criterion) {
     for writers in [1usize, 32] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (head, _rx) = watch::channel(store.last_seq().unwrap());
+        let (head, _rx) = watch::channel(store.log().last_seq().unwrap());
         let tracker = TaskTracker::new();
         let appender = rt.block_on(async {
             spawn_appender(

@@ -33,8 +33,8 @@ pub fn record_decoder(data: &[u8]) {
             }
         }
         _ => {
-            if let Some((seq, chunk)) = codec::parse_log_key(value) {
-                assert_eq!(codec::log_key(seq, chunk), value);
+            if let Some((seq, chunk)) = crate::store::log::parse_key(value) {
+                assert_eq!(crate::store::log::key(seq, chunk), value);
             }
         }
     }

@@ -147,10 +147,8 @@ pub async fn run_notify(
     let ingest_addr = local(&listeners.ingest, config.server.listen)?;
     let admin_addr = local(&listeners.admin, config.admin.listen)?;
     let data_dir = config.storage.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
-        .await
-        .map_err(|_| Error::Store(StoreError::Closed))??;
-    let last = store.last_seq()?;
+    let store = store::blocking(move || Store::open(&data_dir)).await?;
+    let last = store.log().last_seq()?;
     let (head_tx, head_rx) = watch::channel(last);
 
     let tracker = TaskTracker::new();
@@ -212,10 +210,7 @@ pub async fn run_notify(
     if store.is_poisoned() {
         return Err(Error::Store(StoreError::Poisoned));
     }
-    let s = store.clone();
-    tokio::task::spawn_blocking(move || s.sync())
-        .await
-        .map_err(|_| Error::Store(StoreError::Closed))??;
+    store.blocking(Store::sync).await?;
     // Everything is durable; the checkpoint only shortens the next start, so
     // failing it is not an error. The other handles go first: it needs the
     // last one.
@@ -223,12 +218,11 @@ pub async fn run_notify(
     notify::extend_stop(CHECKPOINT_ALLOWANCE);
     tracing::info!("checkpointing the store");
     let checkpoint = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
-        Ok(Ok(())) => tracing::info!(took = ?checkpoint.elapsed(), "store checkpointed"),
-        Ok(Err(e)) => {
+    match store::blocking(move || store.checkpoint()).await {
+        Ok(()) => tracing::info!(took = ?checkpoint.elapsed(), "store checkpointed"),
+        Err(e) => {
             tracing::warn!(error = %e, "store checkpoint failed; the next start replays more of the log")
         }
-        Err(e) => tracing::warn!(error = %e, "store checkpoint task failed"),
     }
     tracing::info!("hookrelay stopped");
     Ok(())

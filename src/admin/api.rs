@@ -98,14 +98,17 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
                 return Err(ApiError::MethodNotAllowed("POST"));
             }
             let body = read_body(req).await?;
-            replay(admin, name, &body)
+            replay(admin, name, &body).await
         }
-        ["destinations", name, "dead-letters"] => get(dead_letters(admin, name, &query)),
+        ["destinations", name, "dead-letters"] => get(dead_letters(admin, name, &query).await),
         ["destinations", name, "dead-letters", seq, "redeliver"] => {
-            post(&method, || redeliver(admin, name, seq))
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            redeliver(admin, name, seq).await
         }
-        ["messages"] => get(messages(admin, &query)),
-        ["messages", seq] => get(message(admin, seq)),
+        ["messages"] => get(messages(admin, &query).await),
+        ["messages", seq] => get(message(admin, seq).await),
         _ => Err(ApiError::NotFound("route")),
     }
 }
@@ -240,9 +243,9 @@ fn state_word(st: &crate::store::DestinationState, c: &Control) -> &'static str 
 }
 
 fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)) -> ApiResult {
-    let cursor = admin.store.cursor(&d.name)?;
+    let cursor = admin.store.cursors().get(&d.name)?;
     let head = *admin.head.borrow();
-    let st = admin.store.destination_state(&d.name)?;
+    let st = admin.store.destinations().get(&d.name)?;
     let last = c.last_attempt().map(|a| {
         json!({
             "at": crate::time::rfc3339(a.at_ms),
@@ -264,7 +267,7 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
             "head": head.0,
             "lag": head.0.saturating_sub(cursor.0),
             "in_flight": c.in_flight(),
-            "dead_letters": admin.store.dead_letter_count(&d.name),
+            "dead_letters": admin.store.dead_letters().count(&d.name),
             "last_attempt": last,
         }),
     ))
@@ -273,7 +276,7 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
 fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = entry;
-    admin.store.update_destination_state(&d.name, |st| {
+    admin.store.destinations().update(&d.name, |st| {
         st.paused = paused;
         if !paused {
             // Resuming is also how an operator releases a blocked destination:
@@ -293,7 +296,7 @@ struct ReplayBody {
     from_time: Option<String>,
 }
 
-fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
+async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = entry;
     let req: ReplayBody = serde_json::from_slice(body).map_err(|e| {
@@ -310,7 +313,10 @@ fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            admin.store.seq_at_time(ms)?
+            admin
+                .store
+                .blocking(move |s| s.log().seq_at_time(ms))
+                .await?
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -326,10 +332,11 @@ fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
         )));
     }
     let cursor = Seq(from.0 - 1);
-    admin.store.set_cursor(&d.name, cursor)?;
+    admin.store.cursors().set(&d.name, cursor)?;
     admin
         .store
-        .update_destination_state(&d.name, |st| st.blocked_on = None)?;
+        .destinations()
+        .update(&d.name, |st| st.blocked_on = None)?;
     c.wake();
     tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
     Ok((
@@ -338,11 +345,14 @@ fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     ))
 }
 
-fn dead_letters(admin: &Admin, name: &str, q: &Query) -> ApiResult {
+async fn dead_letters(admin: &Admin, name: &str, q: &Query) -> ApiResult {
     let (d, _) = destination(admin, name)?;
-    let list: Vec<Value> = admin
+    let (dest, after, limit) = (d.name.clone(), q.after_seq, q.limit);
+    let list = admin
         .store
-        .dead_letters(&d.name, q.after_seq, q.limit)?
+        .blocking(move |s| s.dead_letters().list(&dest, after, limit))
+        .await?;
+    let list: Vec<Value> = list
         .into_iter()
         .map(|(seq, dl)| {
             json!({
@@ -362,13 +372,14 @@ fn parse_seq(s: &str) -> Result<Seq, ApiError> {
         .map_err(|_| ApiError::BadRequest("seq must be a non-negative integer".into()))
 }
 
-fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
+async fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
     let (d, c) = destination(admin, name)?;
     let seq = parse_seq(seq)?;
-    if admin.store.dead_letter(&d.name, seq)?.is_none() {
+    if admin.store.dead_letters().get(&d.name, seq)?.is_none() {
         return Err(ApiError::NotFound("dead letter"));
     }
-    if admin.store.message(seq)?.is_none() {
+    let stored = admin.store.blocking(move |s| s.log().message(seq)).await?;
+    if stored.is_none() {
         return Err(ApiError::NotFound("message"));
     }
     c.request_redelivery(seq);
@@ -379,7 +390,7 @@ fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
     ))
 }
 
-fn messages(admin: &Admin, q: &Query) -> ApiResult {
+async fn messages(admin: &Admin, q: &Query) -> ApiResult {
     let source = match &q.source {
         Some(s) => {
             let name: SourceName = s
@@ -389,9 +400,11 @@ fn messages(admin: &Admin, q: &Query) -> ApiResult {
         }
         None => None,
     };
+    let (after, limit) = (q.after_seq, q.limit);
     let list = admin
         .store
-        .list_messages(source.as_ref(), q.after_seq, q.limit)?;
+        .blocking(move |s| s.log().list_messages(source.as_ref(), after, limit))
+        .await?;
     let list: Vec<Value> = list
         .into_iter()
         .map(|m| {
@@ -409,11 +422,12 @@ fn messages(admin: &Admin, q: &Query) -> ApiResult {
     Ok((StatusCode::OK, json!(list)))
 }
 
-fn message(admin: &Admin, seq: &str) -> ApiResult {
+async fn message(admin: &Admin, seq: &str) -> ApiResult {
     let seq = parse_seq(seq)?;
     let m = admin
         .store
-        .message(seq)?
+        .blocking(move |s| s.log().message(seq))
+        .await?
         .ok_or(ApiError::NotFound("message"))?;
     let headers: Vec<Value> = m
         .headers
@@ -425,16 +439,19 @@ fn message(admin: &Admin, seq: &str) -> ApiResult {
         if !d.sources.contains(&m.source) {
             continue;
         }
-        let status = if admin.store.dead_letter(&d.name, seq)?.is_some() {
+        let status = if admin.store.dead_letters().get(&d.name, seq)?.is_some() {
             "dead"
-        } else if admin.store.cursor(&d.name)? >= seq {
+        } else if admin.store.cursors().get(&d.name)? >= seq {
             "delivered"
         } else {
             "pending"
         };
-        let attempts: Vec<Value> = admin
+        let name = d.name.clone();
+        let attempts = admin
             .store
-            .attempts(&d.name, seq)?
+            .blocking(move |s| s.attempts().list(&name, seq))
+            .await?;
+        let attempts: Vec<Value> = attempts
             .into_iter()
             .map(|a| {
                 json!({

@@ -51,8 +51,10 @@ impl Metrics {
     }
 
     /// The current metrics as an HTTP answer.
-    pub fn render(&self, admin: &Admin) -> Response<Full<Bytes>> {
-        let snapshot = snapshot(admin);
+    pub async fn render(&self, admin: &Admin) -> Response<Full<Bytes>> {
+        // sled reads file metadata for this: off the async threads.
+        let size = admin.store.blocking(|s| s.size_on_disk()).await;
+        let snapshot = snapshot(admin, size.unwrap_or(0));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
         let mut text = String::new();
@@ -69,7 +71,7 @@ impl Metrics {
     }
 }
 
-fn snapshot(admin: &Admin) -> Snapshot {
+fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
     let mut s = Snapshot::default();
     for (src, st) in &admin.sources {
         let name = src.name.to_string();
@@ -94,17 +96,17 @@ fn snapshot(admin: &Admin) -> Snapshot {
         s.deliveries.push((name.clone(), "delivered", delivered));
         s.deliveries.push((name.clone(), "failed", failed));
         s.deliveries.push((name.clone(), "dead_lettered", dead));
-        let cursor = admin.store.cursor(&d.name).unwrap_or_default();
+        let cursor = admin.store.cursors().get(&d.name).unwrap_or_default();
         s.destinations.push((
             name.clone(),
             head.0.saturating_sub(cursor.0),
             c.in_flight() as u64,
-            admin.store.dead_letter_count(&d.name) as u64,
+            admin.store.dead_letters().count(&d.name) as u64,
         ));
     }
-    let first = admin.store.first_seq().ok().flatten();
+    let first = admin.store.log().first_seq().ok().flatten();
     s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
-    s.storage_bytes = admin.store.size_on_disk().unwrap_or(0);
+    s.storage_bytes = storage_bytes;
     let commit = admin.store.commit_stats();
     s.flush_batch_size = Some(commit.batch_size.0.clone());
     s.sync_duration = Some(commit.sync_duration.0.clone());

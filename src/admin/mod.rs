@@ -132,7 +132,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
         }
         (&Method::GET, "/readyz") => error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        (&Method::GET, "/metrics") => admin.metrics.render(admin),
+        (&Method::GET, "/metrics") => admin.metrics.render(admin).await,
         (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => {
             if !admin.authorized(&req) {
                 let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");

@@ -16,9 +16,12 @@ use super::retry::{self, Decision};
 use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted};
-use crate::model::Seq;
-use crate::store::{Attempt, DeadLetter, Message, Store};
+use crate::model::{Seq, SourceName};
+use crate::store::{Attempt, DeadLetter, Message, Scan, Store};
 use crate::time::now_ms;
+
+/// Most body bytes one read-ahead holds (beyond its first message).
+const READ_AHEAD_BYTES: usize = 1 << 20;
 
 /// How delivering one message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,7 @@ impl Lane {
         client: HttpClient,
         shutdown: CancellationToken,
     ) -> Lane {
-        let attempted_upto = match store.last_attempted(&dest.name) {
+        let attempted_upto = match store.attempts().last_attempted(&dest.name) {
             Ok(seq) => seq.0,
             Err(e) => {
                 tracing::warn!(destination = %dest.name, error = %e, "cannot read the last attempted seq; attempts will be looked up every time");
@@ -93,7 +96,7 @@ impl Lane {
         // Attempt numbers continue across restarts and replays (they key the
         // attempt history); the retry budget (attempts, age) counts this run only.
         let first = Instant::now();
-        let mut n = self.attempts_so_far(seq)?;
+        let mut n = self.attempts_so_far(seq).await?;
         let mut made = 0u32;
         let mut failing: Option<FailingGuard<'_>> = None;
         loop {
@@ -127,6 +130,31 @@ impl Lane {
         }
     }
 
+    /// Up to `max_found` messages after `after` (at most `upto`) routed to
+    /// this destination, in one read on the blocking pool; see [`Log::read_ahead`].
+    ///
+    /// [`Log::read_ahead`]: crate::store::Log::read_ahead
+    pub async fn read_ahead(
+        self: &Arc<Self>,
+        after: Seq,
+        upto: Seq,
+        budget: usize,
+        max_found: usize,
+    ) -> Result<Vec<Scan>, DeliveryError> {
+        let lane = self.clone();
+        let scans = self.store.blocking(move |s| {
+            let routes = |source: &SourceName| lane.dest.sources.contains(source);
+            let limits = (max_found, READ_AHEAD_BYTES);
+            s.log().read_ahead(after, upto, budget, limits, routes)
+        });
+        Ok(scans.await?)
+    }
+
+    /// One message, read on the blocking pool.
+    pub async fn message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
+        Ok(self.store.blocking(move |s| s.log().message(seq)).await?)
+    }
+
     /// One more attempt at a dead letter, out of order: success removes the
     /// dead letter, failure updates it. A single attempt, not a retry run.
     pub async fn redeliver(
@@ -135,20 +163,20 @@ impl Lane {
         interrupt: &CancellationToken,
     ) -> Result<(), DeliveryError> {
         let name = &self.dest.name;
-        if self.store.dead_letter(name, seq)?.is_none() {
+        if self.store.dead_letters().get(name, seq)?.is_none() {
             return Ok(());
         }
-        let Some(msg) = self.store.message(seq)? else {
+        let Some(msg) = self.message(seq).await? else {
             tracing::warn!(destination = %name, %seq, "redelivery skipped: message no longer stored");
             return Ok(());
         };
-        let n = self.attempts_so_far(seq)? + 1;
+        let n = self.attempts_so_far(seq).await? + 1;
         let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
             return Ok(());
         };
         match answer.error {
             None => {
-                self.store.remove_dead_letter(name, seq)?;
+                self.store.dead_letters().remove(name, seq)?;
                 tracing::info!(destination = %name, %seq, attempt = n, "dead letter redelivered");
             }
             Some(last_error) => {
@@ -157,7 +185,7 @@ impl Lane {
                     attempts: n,
                     last_error,
                 };
-                self.store.add_dead_letter(name, seq, &dead)?;
+                self.store.dead_letters().add(name, seq, &dead)?;
             }
         }
         Ok(())
@@ -165,11 +193,13 @@ impl Lane {
 
     /// How many attempts of `seq` are recorded; a store read only for a seq
     /// that may have been attempted before (a retry after restart, a replay).
-    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+    async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
         if seq.0 > self.attempted_upto.load(AtomicOrdering::Acquire) {
             return Ok(0);
         }
-        Ok(self.store.attempts(&self.dest.name, seq)?.len() as u32)
+        let name = self.dest.name.clone();
+        let attempts = self.store.blocking(move |s| s.attempts().list(&name, seq));
+        Ok(attempts.await?.len() as u32)
     }
 
     /// Takes a rate permit, sends attempt `n`, records it. `None` when
@@ -217,7 +247,8 @@ impl Lane {
             error: error.clone(),
         };
         self.store
-            .record_attempt(&self.dest.name, seq, n, &record)?;
+            .attempts()
+            .record(&self.dest.name, seq, n, &record)?;
         self.attempted_upto
             .fetch_max(seq.0, AtomicOrdering::Release);
         let last = LastAttempt {
@@ -252,13 +283,13 @@ impl Lane {
                     attempts,
                     last_error,
                 };
-                self.store.add_dead_letter(name, seq, &dead)?;
+                self.store.dead_letters().add(name, seq, &dead)?;
                 self.control.record_dead_letter();
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
                 tracing::warn!(destination = %name, %seq, attempts, why, "destination blocked until an operator acts");
-                self.store.update_destination_state(name, |st| {
+                self.store.destinations().update(name, |st| {
                     st.blocked_on.get_or_insert(seq);
                 })?;
                 Ok(Finished::Blocked)

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod status;
 pub mod unordered;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ use lane::{Finished, Lane};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages examined per store scan before the worker yields.
 const SCAN_BUDGET: usize = 1024;
+/// Most messages a strict worker reads ahead in one trip to the blocking pool.
+const READ_AHEAD: usize = 32;
 /// Wait before retrying after a storage error, so a broken disk is not spun on.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -73,6 +76,8 @@ pub fn spawn_workers(
                         lane,
                         head: head.clone(),
                         shutdown: shutdown.clone(),
+                        ahead: VecDeque::new(),
+                        ahead_from: Seq(0),
                     };
                     tracker.spawn(worker.run());
                 }
@@ -95,6 +100,11 @@ struct Strict {
     lane: Arc<Lane>,
     head: watch::Receiver<Seq>,
     shutdown: CancellationToken,
+    /// Routed messages read ahead, in seq order: the next ones after
+    /// `ahead_from`, valid while the stored cursor is still there (an
+    /// operator's replay moves it, and they are dropped).
+    ahead: VecDeque<(Seq, Box<Message>)>,
+    ahead_from: Seq,
 }
 
 impl Strict {
@@ -120,35 +130,69 @@ impl Strict {
         if let Some(seq) = lane.control.next_redelivery() {
             return lane.redeliver(seq, &self.shutdown).await;
         }
-        let state = lane.store.destination_state(name)?;
+        let state = lane.store.destinations().get(name)?;
         if state.paused || state.blocked_on.is_some() {
             self.wait_for_operator().await;
             return Ok(());
         }
-        let cursor = lane.store.cursor(name)?;
+        let cursor = lane.store.cursors().get(name)?;
         let head = *self.head.borrow_and_update();
-        let sources = &lane.dest.sources;
-        match lane
-            .store
-            .next_message(cursor, head, SCAN_BUDGET, |s| sources.contains(s))?
-        {
-            Scan::Found(seq, msg) => {
-                if self.deliver(cursor, seq, &msg).await? == Finished::Done {
-                    // Refused only if an operator moved the cursor meanwhile; theirs wins.
-                    lane.store.advance_cursor(name, cursor, seq)?;
+        if self.ahead_from != cursor {
+            self.ahead.clear();
+        }
+        if self.ahead.is_empty() {
+            for scan in lane
+                .read_ahead(cursor, head, SCAN_BUDGET, READ_AHEAD)
+                .await?
+            {
+                match scan {
+                    Scan::Found(seq, msg) => self.ahead.push_back((seq, msg)),
+                    Scan::Nothing(upto) if self.ahead.is_empty() => {
+                        return self.nothing_routed(cursor, upto, head).await;
+                    }
+                    // Found again by the next read once these are delivered.
+                    Scan::Nothing(_) => {}
                 }
             }
-            Scan::Nothing(upto) => {
-                if upto > cursor {
-                    lane.store.advance_cursor(name, cursor, upto)?;
-                }
-                if upto >= head {
-                    self.wait_for_head(head).await;
-                } else {
-                    // The scan budget ran out on unrouted messages: let others run.
-                    tokio::task::yield_now().await;
-                }
-            }
+            self.ahead_from = cursor;
+        }
+        let Some((seq, msg)) = self.ahead.pop_front() else {
+            return Ok(());
+        };
+        let finished = self.deliver(cursor, seq, &msg).await;
+        if matches!(finished, Ok(Finished::Done)) {
+            // What was read ahead continues from `seq` once the cursor is
+            // there. Refused only if an operator moved the cursor meanwhile:
+            // theirs wins, and (like a failed write) the next step finds the
+            // cursor elsewhere and drops what was read ahead.
+            self.ahead_from = seq;
+            lane.store.cursors().advance(name, cursor, seq)?;
+        } else {
+            // `seq` is not finished: it must be read again.
+            self.ahead.clear();
+        }
+        finished.map(drop)
+    }
+
+    /// Nothing is routed here in (`cursor`, `upto`]: moves the cursor past
+    /// it, then waits for the head or lets others run.
+    async fn nothing_routed(
+        &mut self,
+        cursor: Seq,
+        upto: Seq,
+        head: Seq,
+    ) -> Result<(), DeliveryError> {
+        let lane = self.lane.clone();
+        if upto > cursor {
+            lane.store
+                .cursors()
+                .advance(&lane.dest.name, cursor, upto)?;
+        }
+        if upto >= head {
+            self.wait_for_head(head).await;
+        } else {
+            // The scan budget ran out on unrouted messages: let others run.
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
@@ -169,8 +213,8 @@ impl Strict {
             tokio::select! {
                 r = &mut delivery => return r,
                 _ = lane.control.changed.notified(), if !interrupt.is_cancelled() => {
-                    let st = lane.store.destination_state(&lane.dest.name)?;
-                    let moved = lane.store.cursor(&lane.dest.name)? != cursor;
+                    let st = lane.store.destinations().get(&lane.dest.name)?;
+                    let moved = lane.store.cursors().get(&lane.dest.name)? != cursor;
                     if st.paused || st.blocked_on.is_some() || moved {
                         tracing::info!(destination = %lane.dest.name, %seq, "delivery interrupted by an operator");
                         interrupt.cancel();

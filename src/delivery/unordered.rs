@@ -147,7 +147,7 @@ pub async fn run(
     shutdown: CancellationToken,
     max_in_flight: usize,
 ) {
-    let saved = match lane.store.take_unordered_window(&lane.dest.name) {
+    let saved = match lane.store.cursors().take_window(&lane.dest.name) {
         Ok(saved) => saved,
         Err(e) => {
             tracing::error!(destination = %lane.dest.name, error = %e, "cannot read the saved delivery window");
@@ -187,7 +187,7 @@ impl Scheduler {
     /// One round: fill the window, then wait for something to happen
     /// (operator requests arrive with a wake-up).
     async fn cycle(&mut self) -> Result<(), DeliveryError> {
-        let state = self.lane.store.destination_state(&self.lane.dest.name)?;
+        let state = self.lane.store.destinations().get(&self.lane.dest.name)?;
         let stopped = state.paused || state.blocked_on.is_some();
         if stopped {
             // Nothing new starts; retries in progress stop at their next wait.
@@ -197,7 +197,7 @@ impl Scheduler {
         if self.messages.is_empty() && (self.reset || self.window.is_none()) && !stopped {
             self.load()?;
         }
-        let more = if stopped { false } else { self.fill()? };
+        let more = if stopped { false } else { self.fill().await? };
         let room = !stopped
             && !self.generation.is_cancelled()
             && self
@@ -256,7 +256,7 @@ impl Scheduler {
     /// (Re)builds the window from the stored cursor; at the first load, from
     /// the window saved at the last graceful stop if it matches that cursor.
     fn load(&mut self) -> Result<(), DeliveryError> {
-        let cursor = self.lane.store.cursor(&self.lane.dest.name)?;
+        let cursor = self.lane.store.cursors().get(&self.lane.dest.name)?;
         let window = match self.saved.take() {
             Some((at, scanned, open)) if at == cursor => Window::resume(cursor, scanned, &open),
             _ => Window::new(cursor),
@@ -270,7 +270,7 @@ impl Scheduler {
 
     /// Starts messages until the window is full or the log is exhausted; true
     /// if the scan budget ran out with more of the log to look at.
-    fn fill(&mut self) -> Result<bool, DeliveryError> {
+    async fn fill(&mut self) -> Result<bool, DeliveryError> {
         if self.reset || self.generation.is_cancelled() {
             return Ok(false);
         }
@@ -283,28 +283,28 @@ impl Scheduler {
             let Some(seq) = window.next_queued() else {
                 break;
             };
-            match lane.store.message(seq)? {
+            match lane.message(seq).await? {
                 Some(msg) => spawn_message(&mut self.messages, lane, &self.generation, seq, msg),
                 // Gone from the log (retention): nothing left to deliver.
                 None => window.finish(seq),
             }
         }
         let head = *self.head.borrow_and_update();
-        let sources = &lane.dest.sources;
         let mut more = false;
-        while window.len() < self.max_in_flight {
-            let scan = lane
-                .store
-                .next_message(window.scanned(), head, SCAN_BUDGET, |s| sources.contains(s))?;
-            match scan {
-                Scan::Found(seq, msg) => {
-                    window.start(seq);
-                    spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
-                }
-                Scan::Nothing(upto) => {
-                    window.skipped(upto);
-                    more = upto < head;
-                    break;
+        'fill: while window.len() < self.max_in_flight {
+            let room = self.max_in_flight - window.len();
+            let scans = lane.read_ahead(window.scanned(), head, SCAN_BUDGET, room);
+            for scan in scans.await? {
+                match scan {
+                    Scan::Found(seq, msg) => {
+                        window.start(seq);
+                        spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
+                    }
+                    Scan::Nothing(upto) => {
+                        window.skipped(upto);
+                        more = upto < head;
+                        break 'fill;
+                    }
                 }
             }
         }
@@ -352,7 +352,8 @@ impl Scheduler {
         if self
             .lane
             .store
-            .advance_cursor(name, self.persisted, cursor)?
+            .cursors()
+            .advance(name, self.persisted, cursor)?
         {
             self.persisted = cursor;
         } else {
@@ -376,7 +377,7 @@ impl Scheduler {
         let store = &self.lane.store;
         if let Some((cursor, scanned, open)) = self.saved.take() {
             // Never loaded (stopped all along): keep it for the next start.
-            if let Err(e) = store.save_unordered_window(&name, cursor, scanned, &open) {
+            if let Err(e) = store.cursors().save_window(&name, cursor, scanned, &open) {
                 tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
             }
             return;
@@ -389,7 +390,7 @@ impl Scheduler {
         if cursor != self.persisted {
             return;
         }
-        if let Err(e) = store.save_unordered_window(&name, cursor, scanned, &open) {
+        if let Err(e) = store.cursors().save_window(&name, cursor, scanned, &open) {
             tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
         }
     }
@@ -475,26 +476,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         let d: crate::model::DestinationName = "d".parse().unwrap();
-        assert_eq!(store.take_unordered_window(&d).unwrap(), None);
+        assert_eq!(store.cursors().take_window(&d).unwrap(), None);
         store
-            .save_unordered_window(&d, Seq(4), Seq(9), &[Seq(5), Seq(9)])
+            .cursors()
+            .save_window(&d, Seq(4), Seq(9), &[Seq(5), Seq(9)])
             .unwrap();
         assert_eq!(
-            store.take_unordered_window(&d).unwrap(),
+            store.cursors().take_window(&d).unwrap(),
             Some((Seq(4), Seq(9), vec![Seq(5), Seq(9)]))
         );
-        assert_eq!(store.take_unordered_window(&d).unwrap(), None, "taken once");
+        assert_eq!(store.cursors().take_window(&d).unwrap(), None, "taken once");
 
-        assert!(store.advance_cursor(&d, Seq(0), Seq(3)).unwrap());
+        assert!(store.cursors().advance(&d, Seq(0), Seq(3)).unwrap());
         assert!(
-            !store.advance_cursor(&d, Seq(0), Seq(5)).unwrap(),
+            !store.cursors().advance(&d, Seq(0), Seq(5)).unwrap(),
             "moved since"
         );
-        store.set_cursor(&d, Seq(1)).unwrap(); // an operator's replay
-        assert!(!store.advance_cursor(&d, Seq(3), Seq(8)).unwrap());
-        assert_eq!(store.cursor(&d).unwrap(), Seq(1));
-        assert!(store.advance_cursor(&d, Seq(1), Seq(2)).unwrap());
-        assert_eq!(store.cursor(&d).unwrap(), Seq(2));
+        store.cursors().set(&d, Seq(1)).unwrap(); // an operator's replay
+        assert!(!store.cursors().advance(&d, Seq(3), Seq(8)).unwrap());
+        assert_eq!(store.cursors().get(&d).unwrap(), Seq(1));
+        assert!(store.cursors().advance(&d, Seq(1), Seq(2)).unwrap());
+        assert_eq!(store.cursors().get(&d).unwrap(), Seq(2));
     }
 
     #[test]

@@ -8,15 +8,21 @@
 //!
 //! While one sync runs, the appender already applies the next batch, so the
 //! disk wait overlaps with request handling instead of serialising it.
+//!
+//! Owns seq assignment and batching. Dedup decisions and the write itself
+//! belong to [`super::dedup`] (its lookups are point reads, made inline; the
+//! write and every sync run on the blocking pool). Must not touch any tree
+//! directly.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::{self, DedupEntry, Message};
+use super::codec::{self, Message};
+use super::dedup::{self, BatchIndex, Check};
 use super::{Store, StoreError};
 use crate::config::Durability;
 use crate::model::{MessageId, Seq, SourceName};
@@ -84,7 +90,7 @@ pub fn spawn_appender(
     let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
     // Bounded so that a stalled disk pushes back on the appender, and through it on ingest.
     let (applied_tx, applied_rx) = mpsc::channel(64);
-    let next = store.last_seq()?.next();
+    let next = store.log().last_seq()?.next();
     if durability == Durability::Buffered {
         tracker.spawn(periodic_sync(store.clone(), shutdown.clone()));
     }
@@ -106,15 +112,17 @@ async fn periodic_sync(store: Store, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.sync()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        match store.blocking(Store::sync).await {
+            Ok(()) => {}
+            // Not the disk's verdict: the next tick tries again.
+            Err(e) if e.is_task_failure() => {
+                tracing::error!(error = %e, "periodic sync task failed")
+            }
+            Err(e) => {
                 tracing::error!(error = %e, "periodic sync failed; stopping the relay");
                 shutdown.cancel();
                 return;
             }
-            Err(e) => tracing::error!(error = %e, "periodic sync task failed"),
         }
     }
 }
@@ -170,11 +178,8 @@ async fn sync_loop(
         }
         let synced = match durability {
             Durability::Fsync => {
-                let s = store.clone();
                 let started = std::time::Instant::now();
-                let r = tokio::task::spawn_blocking(move || s.sync())
-                    .await
-                    .unwrap_or(Err(StoreError::Closed));
+                let r = store.blocking(Store::sync).await;
                 store
                     .commit_stats()
                     .sync_duration
@@ -200,9 +205,9 @@ async fn sync_loop(
                 // way, and the relay stops so a restart recovers from disk.
                 tracing::error!(error = %e, "sync failed; stopping the relay");
                 shutdown.cancel();
-                let reason = e.to_string();
+                let cause = Arc::new(e);
                 for (reply, _) in groups.drain(..).flat_map(|g| g.replies) {
-                    let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
+                    let _ = reply.send(Err(StoreError::BatchFailed(cause.clone())));
                 }
             }
         }
@@ -218,20 +223,13 @@ async fn apply(
 ) -> Seq {
     let now = now_ms();
     let mut records = Vec::with_capacity(pending.len());
-    let mut dedup_writes = Vec::new();
-    let mut seen: HashMap<Vec<u8>, (Seq, MessageId)> = HashMap::new();
+    let mut index = BatchIndex::default();
     let mut replies: Vec<(Reply, AppendOutcome)> = Vec::with_capacity(pending.len());
 
     for mut req in pending.drain(..) {
-        let outcome = match stage(store, &mut req.msg, now, &mut next, &mut seen) {
-            Ok(Staged::New {
-                seq,
-                id,
-                bytes,
-                dedup,
-            }) => {
+        let outcome = match stage(store, &mut req.msg, now, &mut next, &mut index) {
+            Ok(Staged::New { seq, id, bytes }) => {
                 records.push((seq, bytes));
-                dedup_writes.extend(dedup);
                 AppendOutcome::Stored { seq, id }
             }
             Ok(Staged::Duplicate { seq, id }) => AppendOutcome::Duplicate { seq, id },
@@ -248,15 +246,14 @@ async fn apply(
     if count > 0 {
         // sled's apply is CPU work of a few hundred µs per batch: off the
         // runtime's threads, which meanwhile serve the next requests.
-        let s = store.clone();
-        let written = tokio::task::spawn_blocking(move || s.write_batch(&records, &dedup_writes))
-            .await
-            .unwrap_or(Err(StoreError::Closed));
+        let written = store
+            .blocking(move |s| dedup::write_batch(s.log(), s.dedup(), &records, &index))
+            .await;
         if let Err(e) = written {
             tracing::error!(error = %e, batch = count, "append batch failed");
-            let reason = e.to_string();
+            let cause = Arc::new(e);
             for (reply, _) in replies {
-                let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
+                let _ = reply.send(Err(StoreError::BatchFailed(cause.clone())));
             }
             return next;
         }
@@ -275,7 +272,6 @@ enum Staged {
         seq: Seq,
         id: MessageId,
         bytes: Vec<u8>,
-        dedup: Option<(Vec<u8>, Vec<u8>)>,
     },
     Duplicate {
         seq: Seq,
@@ -289,55 +285,32 @@ fn stage(
     msg: &mut NewMessage,
     now: u64,
     next: &mut Seq,
-    seen: &mut HashMap<Vec<u8>, (Seq, MessageId)>,
+    index: &mut BatchIndex,
 ) -> Result<Staged, StoreError> {
     let key = msg.dedup.take();
-    let index_key = key
-        .as_ref()
-        .map(|(key, _)| codec::dedup_key(&msg.source, key));
-    if let (Some((key, _)), Some(k)) = (&key, &index_key) {
-        if let Some((seq, id)) = seen.get(k) {
-            return Ok(Staged::Duplicate {
-                seq: *seq,
-                id: id.clone(),
-            });
-        }
-        if let Some(e) = store.dedup_lookup(&msg.source, key, now)? {
-            return Ok(Staged::Duplicate {
-                seq: e.seq,
-                id: e.id,
-            });
-        }
-    }
+    let new_key = match &key {
+        Some((key, window)) => match index.check(store.dedup(), &msg.source, key, now)? {
+            Check::Duplicate(seq, id) => return Ok(Staged::Duplicate { seq, id }),
+            Check::New(k) => Some((k, *window)),
+        },
+        None => None,
+    };
     let id = MessageId::generate(now);
     let record = Message {
         id: id.clone(),
         source: msg.source.clone(),
         received_at_ms: now,
         content_type: msg.content_type.take(),
-        idempotency_key: key.as_ref().map(|(k, _)| k.clone()),
+        idempotency_key: key.map(|(k, _)| k),
         headers: std::mem::take(&mut msg.headers),
         body: std::mem::take(&mut msg.body),
     };
     let bytes = codec::encode_message(&record)?;
     let seq = *next;
     *next = seq.next();
-    let dedup = match (key, index_key) {
-        (Some((_, window)), Some(k)) => {
-            seen.insert(k.clone(), (seq, id.clone()));
-            let entry = DedupEntry {
-                seq,
-                id: id.clone(),
-                expires_at_ms: now.saturating_add(window.as_millis() as u64),
-            };
-            Some((k, codec::encode_dedup(&entry)?))
-        }
-        _ => None,
-    };
-    Ok(Staged::New {
-        seq,
-        id,
-        bytes,
-        dedup,
-    })
+    if let Some((k, window)) = new_key {
+        let expires_at_ms = now.saturating_add(window.as_millis() as u64);
+        index.remember(k, seq, id.clone(), expires_at_ms)?;
+    }
+    Ok(Staged::New { seq, id, bytes })
 }

@@ -1,15 +1,15 @@
-//! The one place that turns records into bytes and back.
+//! The one place that turns records (sled values) into bytes and back.
 //!
 //! Every value starts with a format-version byte, then the bincode 2 (standard
 //! config) encoding of that version's struct. Persisted structs are append-only:
 //! fields are never reordered or removed; a change adds a new version and a
-//! decoder arm for it. Keys are built here too, big-endian so byte order is
-//! numeric order.
+//! decoder arm for it. Keys are not built here: each tree's module owns its
+//! key layout. Nothing here touches sled.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DestinationName, MessageId, Seq, SourceName};
+use crate::model::{MessageId, Seq, SourceName};
 
 /// A record could not be decoded: unknown version or corrupt bytes.
 #[derive(Debug, thiserror::Error)]
@@ -173,59 +173,6 @@ record_codec!(DestinationState, encode_state, decode_state);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
 record_codec!(UnorderedWindow, encode_window, decode_window);
 
-/// `log` key: seq (8 bytes BE) ‖ chunk index (4 bytes BE).
-pub fn log_key(seq: Seq, chunk: u32) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&seq.to_be_bytes());
-    k[8..].copy_from_slice(&chunk.to_be_bytes());
-    k
-}
-
-/// Splits a `log` key; `None` if it is not 12 bytes.
-pub fn parse_log_key(k: &[u8]) -> Option<(Seq, u32)> {
-    let seq: [u8; 8] = k.get(..8)?.try_into().ok()?;
-    let chunk: [u8; 4] = k.get(8..12)?.try_into().ok()?;
-    (k.len() == 12).then(|| (Seq::from_be_bytes(seq), u32::from_be_bytes(chunk)))
-}
-
-/// Prefix for per-destination keys: name ‖ 0x00 (names never contain NUL).
-pub fn dest_prefix(dest: &DestinationName) -> Vec<u8> {
-    let mut k = Vec::with_capacity(dest.as_str().len() + 13);
-    k.extend_from_slice(dest.as_str().as_bytes());
-    k.push(0);
-    k
-}
-
-/// `dead` key: dest ‖ 0 ‖ seq.
-pub fn dead_key(dest: &DestinationName, seq: Seq) -> Vec<u8> {
-    let mut k = dest_prefix(dest);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// `attempts` key: dest ‖ 0 ‖ seq ‖ attempt number (u32 BE).
-pub fn attempt_key(dest: &DestinationName, seq: Seq, n: u32) -> Vec<u8> {
-    let mut k = dead_key(dest, seq);
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
-
-/// The seq of an `attempts` key of `dest` (see [`attempt_key`]).
-pub fn parse_attempt_seq(dest: &DestinationName, k: &[u8]) -> Option<Seq> {
-    let rest = k.strip_prefix(dest_prefix(dest).as_slice())?;
-    let seq: [u8; 8] = rest.get(..8)?.try_into().ok()?;
-    (rest.len() == 12).then(|| Seq::from_be_bytes(seq))
-}
-
-/// `dedup` key: source ‖ 0 ‖ idempotency key.
-pub fn dedup_key(source: &SourceName, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(source.as_str().len() + 1 + key.len());
-    k.extend_from_slice(source.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
 /// Reads a big-endian seq value (cursors, meta).
 pub fn decode_seq(v: &[u8]) -> Result<Seq, CodecError> {
     let b: [u8; 8] = v
@@ -305,12 +252,5 @@ mod tests {
         m.headers = vec![(String::new(), Vec::new()); 50_000];
         m.body = vec![7; 3 << 20];
         assert_eq!(decode_message(&encode_message(&m).unwrap()).unwrap(), m);
-    }
-
-    #[test]
-    fn log_keys_sort_by_seq_then_chunk() {
-        assert!(log_key(Seq(1), 9) < log_key(Seq(2), 0));
-        assert_eq!(parse_log_key(&log_key(Seq(7), 3)), Some((Seq(7), 3)));
-        assert_eq!(parse_log_key(b"short"), None);
     }
 }

@@ -25,24 +25,29 @@ impl StoreView {
     }
 
     pub fn last_seq(&self) -> u64 {
-        self.0.last_seq().unwrap().0
+        self.0.log().last_seq().unwrap().0
     }
 
     pub fn has_message(&self, seq: u64) -> bool {
-        self.0.message(Seq(seq)).unwrap().is_some()
+        self.0.log().message(Seq(seq)).unwrap().is_some()
     }
 
     pub fn attempt_count(&self, destination: &str, seq: u64) -> usize {
-        self.0.attempts(&dest(destination), Seq(seq)).unwrap().len()
+        self.0
+            .attempts()
+            .list(&dest(destination), Seq(seq))
+            .unwrap()
+            .len()
     }
 
     pub fn cursor(&self, destination: &str) -> u64 {
-        self.0.cursor(&dest(destination)).unwrap().0
+        self.0.cursors().get(&dest(destination)).unwrap().0
     }
 
     pub fn dead_letter(&self, destination: &str, seq: u64) -> Option<DeadLetter> {
         self.0
-            .dead_letter(&dest(destination), Seq(seq))
+            .dead_letters()
+            .get(&dest(destination), Seq(seq))
             .unwrap()
             .map(|d| DeadLetter {
                 attempts: d.attempts,
@@ -51,6 +56,6 @@ impl StoreView {
     }
 
     pub fn dead_letter_count(&self, destination: &str) -> usize {
-        self.0.dead_letter_count(&dest(destination))
+        self.0.dead_letters().count(&dest(destination))
     }
 }

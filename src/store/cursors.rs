@@ -1,0 +1,87 @@
+//! Tree `cursors` (destination name → last finished seq, u64 BE) and tree
+//! `unordered` (destination name → versioned [`UnorderedWindow`], written at a
+//! clean stop and taken at the next start). A cursor means every seq at or
+//! below it is finished for that destination. Delivery moves cursors forward
+//! (compare-and-swap, so an operator's replay in between wins); the admin
+//! API sets them. Must not touch any other tree.
+
+use super::codec::{self, UnorderedWindow};
+use super::StoreError;
+use crate::model::{DestinationName, Seq};
+
+/// Handle to the cursors; cheap to clone.
+#[derive(Clone)]
+pub struct Cursors {
+    cursors: sled::Tree,
+    windows: sled::Tree,
+}
+
+impl Cursors {
+    pub(super) fn new(cursors: sled::Tree, windows: sled::Tree) -> Cursors {
+        Cursors { cursors, windows }
+    }
+
+    /// The destination's cursor (0 when new).
+    pub fn get(&self, dest: &DestinationName) -> Result<Seq, StoreError> {
+        match self.cursors.get(dest.as_str())? {
+            Some(v) => Ok(codec::decode_seq(&v)?),
+            None => Ok(Seq(0)),
+        }
+    }
+
+    /// Moves the destination's cursor (durable at the next flush).
+    pub fn set(&self, dest: &DestinationName, seq: Seq) -> Result<(), StoreError> {
+        self.cursors.insert(dest.as_str(), &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Moves `dest`'s cursor from `from` to `to` only if it is still `from`
+    /// (an operator's replay in between wins); true if it moved.
+    pub fn advance(&self, dest: &DestinationName, from: Seq, to: Seq) -> Result<bool, StoreError> {
+        let current = self.cursors.get(dest.as_str())?;
+        let at = match &current {
+            Some(v) => codec::decode_seq(v)?,
+            None => Seq(0),
+        };
+        if at != from {
+            return Ok(false);
+        }
+        let swapped =
+            self.cursors
+                .compare_and_swap(dest.as_str(), current, Some(&to.to_be_bytes()[..]))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Saves an unordered destination's window at a graceful stop: every seq
+    /// in (`cursor`, `scanned`] not in `open` is finished.
+    pub fn save_window(
+        &self,
+        dest: &DestinationName,
+        cursor: Seq,
+        scanned: Seq,
+        open: &[Seq],
+    ) -> Result<(), StoreError> {
+        let w = UnorderedWindow {
+            cursor,
+            scanned,
+            open: open.to_vec(),
+        };
+        self.windows
+            .insert(dest.as_str(), codec::encode_window(&w)?)?;
+        Ok(())
+    }
+
+    /// Takes (reads and deletes) what [`Cursors::save_window`] saved:
+    /// `(cursor, scanned, open)`.
+    #[allow(clippy::type_complexity)]
+    pub fn take_window(
+        &self,
+        dest: &DestinationName,
+    ) -> Result<Option<(Seq, Seq, Vec<Seq>)>, StoreError> {
+        let Some(v) = self.windows.remove(dest.as_str())? else {
+            return Ok(None);
+        };
+        let w = codec::decode_window(&v)?;
+        Ok(Some((w.cursor, w.scanned, w.open)))
+    }
+}
