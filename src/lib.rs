@@ -196,12 +196,13 @@ pub async fn run_notify(
         last_seq = %last,
         "hookrelay listening"
     );
+    // `/readyz` says ready before anyone is told so.
+    admin_state.ready.store(true, Ordering::Relaxed);
     notify::ready();
     on_ready(Ready {
         ingest: ingest_addr,
         admin: admin_addr,
     });
-    admin_state.ready.store(true, Ordering::Relaxed);
     ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::Relaxed);
 

@@ -4,7 +4,7 @@
 //! an operator's one-off redelivery of a dead letter. Shared by the strict
 //! worker and the unordered scheduler; it never moves the cursor.
 
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -194,7 +194,7 @@ impl Lane {
     /// How many attempts of `seq` are recorded; a store read only for a seq
     /// that may have been attempted before (a retry after restart, a replay).
     async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
-        if seq.0 > self.attempted_upto.load(AtomicOrdering::Acquire) {
+        if seq.0 > self.attempted_upto.load(Ordering::Acquire) {
             return Ok(0);
         }
         let name = self.dest.name.clone();
@@ -249,8 +249,7 @@ impl Lane {
         self.store
             .attempts()
             .record(&self.dest.name, seq, n, &record)?;
-        self.attempted_upto
-            .fetch_max(seq.0, AtomicOrdering::Release);
+        self.attempted_upto.fetch_max(seq.0, Ordering::Release);
         let last = LastAttempt {
             at_ms,
             seq: seq.0,
