@@ -73,6 +73,20 @@ fn with_verify(verify: &str) -> String {
     format!("[[source]]\nname = \"a\"\npath = \"/a\"\nverify = {{ {verify} }}\n")
 }
 
+/// A source with this verify table has exactly one problem, at the line of
+/// `verify`, on `source[0].verify` + `key`, saying `msg`.
+fn refuse_verify(verify: &str, key: &str, msg: &str) {
+    let key = format!("source[0].verify{key}");
+    assert_one(&with_verify(verify), "verify", &key, msg);
+}
+
+/// A destination with `extra` has exactly one problem, at the line of
+/// `needle`, on `destination[0].` + `key`, saying `msg`.
+fn refuse_dest(extra: &str, needle: &str, key: &str, msg: &str) {
+    let key = format!("destination[0].{key}");
+    assert_one(&with_dest(extra), needle, &key, msg);
+}
+
 #[test]
 fn an_empty_file_gives_every_default() {
     let c = load("").unwrap();
@@ -144,11 +158,10 @@ fn unknown_keys_name_the_key_and_line() {
         "unknown field",
     );
     assert_one("[serve]\n", "[serve]", "serve", "unknown field");
-    let text = with_dest("retry = { initial = \"1s\", tries = 3 }");
-    assert_one(
-        &text,
+    refuse_dest(
+        "retry = { initial = \"1s\", tries = 3 }",
         "tries",
-        "destination[0].retry.tries",
+        "retry.tries",
         "unknown field `tries`",
     );
     let text = with_verify("scheme = \"github\", secret = \"x\", colour = \"red\"");
@@ -163,11 +176,10 @@ fn wrong_types_name_the_key_and_line() {
         "server.listen",
         "invalid type",
     );
-    let text = with_dest("ordering = \"random\"");
-    assert_one(
-        &text,
+    refuse_dest(
+        "ordering = \"random\"",
         "random",
-        "destination[0].ordering",
+        "ordering",
         "unknown variant",
     );
 }
@@ -327,18 +339,16 @@ fn an_explicit_admin_token_source_must_exist() {
 
 #[test]
 fn strict_ordering_allows_one_in_flight() {
-    let text = with_dest("max_in_flight = 4");
-    assert_one(
-        &text,
+    refuse_dest(
+        "max_in_flight = 4",
         "max_in_flight",
-        "destination[0].max_in_flight",
+        "max_in_flight",
         "strict",
     );
-    let text = with_dest("ordering = \"unordered\"\nmax_in_flight = 0");
-    assert_one(
-        &text,
+    refuse_dest(
+        "ordering = \"unordered\"\nmax_in_flight = 0",
         "max_in_flight",
-        "destination[0].max_in_flight",
+        "max_in_flight",
         "at least 1",
     );
     let c = load(&with_dest("ordering = \"unordered\"\nmax_in_flight = 4")).unwrap();
@@ -417,18 +427,20 @@ fn signing_takes_one_whsec_secret() {
     )))
     .is_ok());
     for bad in ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_", "whsec_***"] {
-        let text = with_dest(&format!("signing = {{ secret = \"{bad}\" }}"));
-        assert_one(&text, "signing", "destination[0].signing.secret", "whsec_");
+        refuse_dest(
+            &format!("signing = {{ secret = \"{bad}\" }}"),
+            "signing",
+            "signing.secret",
+            "whsec_",
+        );
     }
-    let text = with_dest("signing = { secrets = [\"a\"] }");
-    assert_one(
-        &text,
+    refuse_dest(
+        "signing = { secrets = [\"a\"] }",
         "signing",
-        "destination[0].signing.secrets",
+        "signing.secrets",
         "single secret",
     );
-    let text = with_dest("signing = {}");
-    assert_one(&text, "signing", "destination[0].signing", "missing secret");
+    refuse_dest("signing = {}", "signing", "signing", "missing secret");
 }
 
 #[test]

@@ -7,10 +7,12 @@ use super::*;
 
 #[test]
 fn verify_secret_must_be_given_exactly_one_way() {
-    let text = with_verify("scheme = \"stripe\"");
-    assert_one(&text, "verify", "source[0].verify", "needs a secret");
-    let text = with_verify("scheme = \"stripe\", secret = \"whsec_x\", secret_env = \"SET\"");
-    assert_one(&text, "verify", "source[0].verify.secret_env", "both set");
+    refuse_verify("scheme = \"stripe\"", "", "needs a secret");
+    refuse_verify(
+        "scheme = \"stripe\", secret = \"whsec_x\", secret_env = \"SET\"",
+        ".secret_env",
+        "both set",
+    );
 }
 
 #[test]
@@ -39,38 +41,29 @@ fn verify_secrets_come_from_every_form() {
 
 #[test]
 fn missing_or_empty_env_vars_and_files_are_errors() {
-    let text = with_verify("scheme = \"github\", secret_env = \"NOPE_NOT_SET\"");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.secret_env",
+    refuse_verify(
+        "scheme = \"github\", secret_env = \"NOPE_NOT_SET\"",
+        ".secret_env",
         "NOPE_NOT_SET is not set",
     );
-    let text = with_verify("scheme = \"github\", secrets_env = [\"SET\", \"EMPTY\"]");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.secrets_env[1]",
+    refuse_verify(
+        "scheme = \"github\", secrets_env = [\"SET\", \"EMPTY\"]",
+        ".secrets_env[1]",
         "EMPTY is empty",
     );
-    let text = with_verify("scheme = \"github\", secret_file = \"/nonexistent/hookrelay/secret\"");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.secret_file",
+    refuse_verify(
+        "scheme = \"github\", secret_file = \"/nonexistent/hookrelay/secret\"",
+        ".secret_file",
         "cannot read secret file",
     );
-    let text = with_verify("scheme = \"github\", secret = \"\"");
-    assert_one(&text, "verify", "source[0].verify.secret", "empty");
+    refuse_verify("scheme = \"github\", secret = \"\"", ".secret", "empty");
 }
 
 #[test]
 fn schemes_without_secrets_refuse_one() {
-    let text = with_verify("scheme = \"none\", secret = \"x\"");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.secret",
+    refuse_verify(
+        "scheme = \"none\", secret = \"x\"",
+        ".secret",
         "takes no secret",
     );
     assert!(load(&with_verify("scheme = \"none\"")).is_ok());
@@ -89,8 +82,7 @@ fn keys_that_do_not_apply_to_the_scheme_are_refused() {
 
 #[test]
 fn hmac_needs_a_header() {
-    let text = with_verify("scheme = \"hmac\", secret = \"x\"");
-    assert_one(&text, "verify", "source[0].verify.header", "required");
+    refuse_verify("scheme = \"hmac\", secret = \"x\"", ".header", "required");
     let c = load(&with_verify(
         "scheme = \"hmac\", secret = \"x\", header = \"X-Sig\", algorithm = \"sha512\", encoding = \"base64\", prefix = \"sha512=\"",
     ))
@@ -111,11 +103,9 @@ fn hmac_needs_a_header() {
         (HmacAlgorithm::Sha512, SigEncoding::Base64)
     );
     assert_eq!(prefix.as_deref(), Some("sha512="));
-    let text = with_verify("scheme = \"hmac\", secret = \"x\", header = \"bad header\"");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.header",
+    refuse_verify(
+        "scheme = \"hmac\", secret = \"x\", header = \"bad header\"",
+        ".header",
         "invalid HTTP header name",
     );
 }
@@ -138,13 +128,9 @@ fn paypal_needs_cert_file_and_webhook_id_and_no_secret() {
         ["source[0].verify.cert_file", "source[0].verify.webhook_id"]
     );
     assert!(ps.iter().all(|p| p.line == Some(4)));
-    let text = with_verify(
+    refuse_verify(
         "scheme = \"paypal\", cert_file = \"/nonexistent/cert.pem\", webhook_id = \"WH-1\"",
-    );
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.cert_file",
+        ".cert_file",
         "does not exist",
     );
     // The certificate is read at load, so `check` finds a bad one.
@@ -155,14 +141,12 @@ fn paypal_needs_cert_file_and_webhook_id_and_no_secret() {
         "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let text = with_verify(&format!(
-        "scheme = \"paypal\", cert_file = \"{}\", webhook_id = \"WH-1\"",
-        junk.display()
-    ));
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.cert_file",
+    refuse_verify(
+        &format!(
+            "scheme = \"paypal\", cert_file = \"{}\", webhook_id = \"WH-1\"",
+            junk.display()
+        ),
+        ".cert_file",
         "not an X.509 certificate",
     );
 }
@@ -178,21 +162,21 @@ fn discord_needs_a_64_hex_char_public_key() {
         c.sources[0].verify,
         VerifySpec::Discord { public_key, .. } if public_key.0 == [0xee; 32]
     ));
-    let text = with_verify("scheme = \"discord\"");
-    assert_one(&text, "verify", "source[0].verify.public_key", "required");
+    refuse_verify("scheme = \"discord\"", ".public_key", "required");
     for bad in ["abc".to_string(), "g".repeat(64), "é".repeat(32)] {
-        let text = with_verify(&format!("scheme = \"discord\", public_key = \"{bad}\""));
-        assert_one(&text, "verify", "source[0].verify.public_key", "64 hex");
+        refuse_verify(
+            &format!("scheme = \"discord\", public_key = \"{bad}\""),
+            ".public_key",
+            "64 hex",
+        );
     }
 }
 
 #[test]
 fn meta_needs_a_verify_token() {
-    let text = with_verify("scheme = \"meta\", secret = \"app\"");
-    assert_one(
-        &text,
-        "verify",
-        "source[0].verify.verify_token",
+    refuse_verify(
+        "scheme = \"meta\", secret = \"app\"",
+        ".verify_token",
         "verify token",
     );
     let c = load(&with_verify(
@@ -207,10 +191,16 @@ fn meta_needs_a_verify_token() {
 
 #[test]
 fn twilio_needs_a_public_url() {
-    let text = with_verify("scheme = \"twilio\", secret = \"x\"");
-    assert_one(&text, "verify", "source[0].verify.public_url", "required");
-    let text = with_verify("scheme = \"twilio\", secret = \"x\", public_url = \"example.com/a\"");
-    assert_one(&text, "verify", "source[0].verify.public_url", "http");
+    refuse_verify(
+        "scheme = \"twilio\", secret = \"x\"",
+        ".public_url",
+        "required",
+    );
+    refuse_verify(
+        "scheme = \"twilio\", secret = \"x\", public_url = \"example.com/a\"",
+        ".public_url",
+        "http",
+    );
     let c = load(&with_verify(
         "scheme = \"twilio\", secret = \"x\", public_url = \"https://example.com/a\"",
     ))
@@ -223,8 +213,11 @@ fn twilio_needs_a_public_url() {
 
 #[test]
 fn basic_needs_a_username() {
-    let text = with_verify("scheme = \"basic\", secret = \"pw\"");
-    assert_one(&text, "verify", "source[0].verify.username", "required");
+    refuse_verify(
+        "scheme = \"basic\", secret = \"pw\"",
+        ".username",
+        "required",
+    );
     let c = load(&with_verify(
         "scheme = \"basic\", secret = \"pw\", username = \"u\"",
     ))
@@ -241,8 +234,11 @@ fn standard_secrets_must_be_base64() {
         "scheme = \"standard\", secret = \"{WHSEC}\""
     )))
     .is_ok());
-    let text = with_verify("scheme = \"standard\", secret = \"whsec_not*base64\"");
-    assert_one(&text, "verify", "source[0].verify.secret", "base64");
+    refuse_verify(
+        "scheme = \"standard\", secret = \"whsec_not*base64\"",
+        ".secret",
+        "base64",
+    );
 }
 
 #[test]
