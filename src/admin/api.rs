@@ -13,8 +13,8 @@ use super::{Admin, MAX_ADMIN_BODY};
 use crate::config::DestinationConfig;
 use crate::delivery::status::Activity;
 use crate::delivery::Control;
+use crate::listen;
 use crate::model::{Seq, SourceName};
-use crate::respond;
 use crate::store::StoreError;
 
 /// The hand-checked OpenAPI 3 document of this API (kept true by a test).
@@ -48,7 +48,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut resp = respond::error(status, &self.to_string());
+        let mut resp = listen::error(status, &self.to_string());
         if let ApiError::MethodNotAllowed(allow) = self {
             resp.headers_mut()
                 .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
@@ -62,7 +62,7 @@ type ApiResult = Result<(StatusCode, Value), ApiError>;
 /// Routes one authorized `/api/v1/` request.
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match dispatch(admin, req).await {
-        Ok((status, body)) => respond::json(status, &body),
+        Ok((status, body)) => listen::json(status, &body),
         Err(e) => e.into_response(),
     }
 }

@@ -60,7 +60,7 @@ impl Metrics {
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::error!(error = %e, "metrics encoding failed");
-            return crate::respond::error(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable");
+            return crate::listen::error(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable");
         }
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
@@ -115,25 +115,26 @@ fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
 
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut m = enc.encode_descriptor(
-            "hookrelay_received",
-            "Inbound requests by source and outcome (stored, duplicate, handshake, or a rejection reason).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (source, outcome, n) in &self.received {
-            let labels = [("source", source.as_str()), ("outcome", outcome)];
-            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
-        }
-        let mut m = enc.encode_descriptor(
-            "hookrelay_deliveries",
-            "Delivery attempts by destination and outcome since start.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (dest, outcome, n) in &self.deliveries {
-            let labels = [("destination", dest.as_str()), ("outcome", outcome)];
-            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        let counters = [
+            (
+                "hookrelay_received",
+                "Inbound requests by source and outcome (stored, duplicate, handshake, or a rejection reason).",
+                "source",
+                &self.received,
+            ),
+            (
+                "hookrelay_deliveries",
+                "Delivery attempts by destination and outcome since start.",
+                "destination",
+                &self.deliveries,
+            ),
+        ];
+        for (name, help, label, rows) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, outcome, n) in rows {
+                let labels = [(label, value.as_str()), ("outcome", outcome)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
         }
         type Pick = fn(&(String, u64, u64, u64)) -> u64;
         let gauges: [(&str, &str, Pick); 3] = [

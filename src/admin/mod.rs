@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::delivery::Control;
 use crate::ingest::SourceStats;
+use crate::listen::{self, error, json};
 use crate::model::Seq;
-use crate::respond::{error, json};
 use crate::store::Store;
 
 /// Everything the admin listener reports on or steers.
@@ -98,19 +98,9 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut conns = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((stream, _)) =
+        listen::next_connection(&listener, &mut conns, &shutdown, "admin").await
+    {
         let admin = admin.clone();
         let service = service_fn(move |req| {
             let admin = admin.clone();

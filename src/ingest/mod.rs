@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
+use crate::listen;
 use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
 use crate::verify::{Inbound, Reply, Verdict, Verified, Verifier};
 pub use response::IngestError;
@@ -133,20 +134,9 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
     // can be aborted; each holds the appender handle, which must go away.
     let mut conns = JoinSet::new();
 
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of fds and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((stream, peer)) =
+        listen::next_connection(&listener, &mut conns, &shutdown, "ingest").await
+    {
         let _ = stream.set_nodelay(true);
         // Bounds the wait for the first bytes, which no hyper timer covers.
         let stream = preface::PrefaceDeadline::new(stream, ingest.request_timeout);

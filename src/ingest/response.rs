@@ -5,7 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::stats::RejectReason;
-use crate::respond::json;
+use crate::listen::json;
 use crate::store::AppendOutcome;
 use crate::verify::{Reply, VerifyError};
 
@@ -75,7 +75,7 @@ impl IngestError {
                 self.status(),
                 &serde_json::json!({ "error": error.to_string(), "reason": error.reason() }),
             ),
-            _ => crate::respond::error(self.status(), &self.to_string()),
+            _ => crate::listen::error(self.status(), &self.to_string()),
         };
         match self {
             IngestError::Rejected {
