@@ -98,7 +98,8 @@ impl Lane {
         let first = Instant::now();
         let mut n = self.attempts_so_far(seq).await?;
         let mut made = 0u32;
-        let mut failing: Option<FailingGuard<'_>> = None;
+        let add_failing = |delta| self.add_failing(delta);
+        let mut failing: Option<Counted<'_>> = None;
         loop {
             n += 1;
             made += 1;
@@ -109,7 +110,7 @@ impl Lane {
                 return Ok(Finished::Done);
             };
             if failing.is_none() {
-                failing = Some(FailingGuard::new(self));
+                failing = Some(Counted::new(&add_failing));
             }
             let decision = retry::next_delay(
                 &self.dest.retry,
@@ -216,7 +217,8 @@ impl Lane {
         }
         let at_ms = now_ms();
         let outcome = {
-            let _in_flight = InFlight::new(&self.control);
+            let add_in_flight = |delta| self.control.add_in_flight(delta);
+            let _in_flight = Counted::new(&add_in_flight);
             let send = client::attempt(&self.client, &self.dest, seq, msg, n);
             let grace = async {
                 self.shutdown.cancelled().await;
@@ -311,35 +313,20 @@ impl Lane {
     }
 }
 
-/// Marks one attempt in flight for as long as it lives.
-struct InFlight<'a>(&'a Control);
+/// Adds one to a gauge for as long as it lives (an attempt in flight, a
+/// message failing), so every way out of a scope takes it back.
+struct Counted<'a>(&'a (dyn Fn(isize) + Sync));
 
-impl<'a> InFlight<'a> {
-    fn new(c: &'a Control) -> Self {
-        c.add_in_flight(1);
-        InFlight(c)
+impl<'a> Counted<'a> {
+    fn new(add: &'a (dyn Fn(isize) + Sync)) -> Self {
+        add(1);
+        Counted(add)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.add_in_flight(-1);
-    }
-}
-
-/// Marks one message as failing for as long as it lives.
-struct FailingGuard<'a>(&'a Lane);
-
-impl<'a> FailingGuard<'a> {
-    fn new(lane: &'a Lane) -> Self {
-        lane.add_failing(1);
-        FailingGuard(lane)
-    }
-}
-
-impl Drop for FailingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.add_failing(-1);
+        (self.0)(-1);
     }
 }
 
