@@ -1,7 +1,6 @@
 //! `/api/v1/` routes: JSON in and out. Errors map to status codes in
 //! [`ApiError::into_response`] only; storage failures are opaque 500s.
 
-use base64::Engine;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -477,7 +476,7 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
             "content_type": m.content_type,
             "idempotency_key": m.idempotency_key,
             "headers": headers,
-            "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
+            "body_base64": crate::keys::b64_encode(&m.body),
             "destinations": per_dest,
         }),
     ))
