@@ -15,7 +15,8 @@
 //!
 //! Beside them: `keys` (key material and its encodings, shared by config,
 //! verify and delivery signing), `model` (the typed names and ids), and small
-//! helpers (`notify` for systemd, `telemetry`, `time`, `respond`).
+//! helpers (`listen`: the accept step and JSON answers both listeners share;
+//! `notify` for systemd; `telemetry`; `time`).
 //!
 //! [`run`] wires them together and owns shutdown: one [`CancellationToken`]
 //! fanned out to every task, which are joined before it returns.
@@ -127,16 +128,18 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    run_notify(config, listeners, shutdown, |_| {}).await
+    run_notify(config, listeners, shutdown, |_| ()).await
 }
 
 /// [`run`], calling `on_ready` once both listeners serve and the store is
-/// open (when systemd is told `READY=1`), e.g. to write `--ready-file`.
-pub async fn run_notify(
+/// open (when systemd is told `READY=1`), e.g. to write `--ready-file`. What
+/// it returns is dropped as soon as the relay stops being ready (shutdown
+/// began), so a guard can take the news back.
+pub async fn run_notify<G>(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    on_ready: impl FnOnce(Ready),
+    on_ready: impl FnOnce(Ready) -> G,
 ) -> Result<(), Error> {
     // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
@@ -199,12 +202,13 @@ pub async fn run_notify(
     // `/readyz` says ready before anyone is told so.
     admin_state.ready.store(true, Ordering::Relaxed);
     notify::ready();
-    on_ready(Ready {
+    let ready = on_ready(Ready {
         ingest: ingest_addr,
         admin: admin_addr,
     });
     ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::Relaxed);
+    drop(ready);
 
     tracker.close();
     tracker.wait().await;

@@ -157,11 +157,10 @@ fn main(cli: Cli) -> i32 {
                     Ok(ready) => ready,
                     Err(code) => return code,
                 };
-            let result = runtime.block_on(serve(config, ready_file.clone()));
-            if let Some(path) = ready_file {
-                let _ = std::fs::remove_file(path);
+            if let Some(path) = &ready_file {
+                remove_stale_ready_file(path);
             }
-            match result {
+            match runtime.block_on(serve(config, ready_file)) {
                 Ok(()) => 0,
                 Err(e) => report(&e),
             }
@@ -224,27 +223,67 @@ async fn serve(config: Config, ready_file: Option<PathBuf>) -> Result<(), Error>
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     crate::run_notify(config, listeners, shutdown, |ready| {
-        if let Some(path) = ready_file {
-            if let Err(e) = write_ready_file(&path, ready) {
+        ready_file.and_then(|path| match ReadyFile::write(path, ready) {
+            Ok(file) => Some(file),
+            Err((path, e)) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the ready file");
+                None
             }
-        }
+        })
     })
     .await
 }
 
-/// Writes the ready file through a temporary name and a rename, so a reader
-/// never sees half of it. A few bytes once at start: blocking is fine here.
-fn write_ready_file(path: &std::path::Path, ready: crate::Ready) -> std::io::Result<()> {
-    let body = serde_json::json!({
-        "pid": std::process::id(),
-        "ingest": ready.ingest.to_string(),
-        "admin": ready.admin.to_string(),
-    });
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, body.to_string())?;
-    std::fs::rename(&tmp, path)
+/// The `--ready-file` this process wrote; removed when dropped, which
+/// [`crate::run_notify`] does as soon as shutdown begins. A few bytes, once
+/// each way: blocking is fine here.
+struct ReadyFile(PathBuf);
+
+impl ReadyFile {
+    /// Writes through a temporary name and a rename, so a reader never sees
+    /// half of it.
+    fn write(path: PathBuf, ready: crate::Ready) -> Result<ReadyFile, (PathBuf, std::io::Error)> {
+        let body = serde_json::json!({
+            "pid": std::process::id(),
+            "ingest": ready.ingest.to_string(),
+            "admin": ready.admin.to_string(),
+        });
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let written =
+            std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => Ok(ReadyFile(path)),
+            Err(e) => Err((path, e)),
+        }
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        // Only while it is still ours: another relay may have taken it over.
+        if ready_file_pid(&self.0) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The pid a ready file names, if it can be read.
+fn ready_file_pid(path: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// Removes a ready file left by a relay that is gone (killed with -9), so
+/// nobody reads old ports as "ready" while this one starts. A file whose
+/// process still runs is left alone: it belongs to a relay that is up.
+fn remove_stale_ready_file(path: &std::path::Path) {
+    let alive = ready_file_pid(path)
+        .is_some_and(|pid| std::path::Path::new("/proc").join(pid.to_string()).exists());
+    if !alive {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

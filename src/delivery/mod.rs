@@ -132,6 +132,8 @@ impl Strict {
         }
         let state = lane.store.destinations().get(name)?;
         if state.paused || state.blocked_on.is_some() {
+            // A pause can last for days: hold no bodies meanwhile.
+            self.ahead.clear();
             self.wait_for_operator().await;
             return Ok(());
         }

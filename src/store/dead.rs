@@ -24,13 +24,15 @@ pub struct DeadLetters {
     tree: sled::Tree,
     /// Rows per destination name (as bytes, so a row of a name no longer
     /// valid still counts). Held only for an add or subtract, never across I/O.
-    counts: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    /// Signed and never clamped: a removal's -1 may land before the +1 of
+    /// the insertion it undoes, and the two must still sum to the truth.
+    counts: Arc<Mutex<HashMap<Vec<u8>, isize>>>,
 }
 
 impl DeadLetters {
     /// Counts every row once: at open, when nothing else writes yet. Blocking.
     pub(super) fn open(tree: sled::Tree) -> Result<DeadLetters, StoreError> {
-        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut counts: HashMap<Vec<u8>, isize> = HashMap::new();
         for k in tree.iter().keys() {
             let k = k?;
             let name = k.split(|&b| b == 0).next().unwrap_or_default();
@@ -44,8 +46,7 @@ impl DeadLetters {
 
     fn adjust(&self, name: &[u8], delta: isize) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = counts.entry(name.to_vec()).or_default();
-        *n = n.saturating_add_signed(delta);
+        *counts.entry(name.to_vec()).or_default() += delta;
     }
 
     /// Records `seq` as dead for `dest` (or updates its record).
@@ -84,7 +85,8 @@ impl DeadLetters {
     /// Number of dead letters recorded for `dest`; in memory, no I/O.
     pub fn count(&self, dest: &DestinationName) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.get(dest.as_str().as_bytes()).copied().unwrap_or(0)
+        let n = counts.get(dest.as_str().as_bytes()).copied().unwrap_or(0);
+        usize::try_from(n).unwrap_or(0)
     }
 
     /// Dead letters of `dest` after `after`, oldest first. A scan.

@@ -236,3 +236,41 @@ async fn json_logs_have_one_line_per_refusal_and_failed_attempt_without_secrets(
         "a body reached the logs at info"
     );
 }
+
+/// `serve --ready-file` removes a file left by a relay that is gone, before
+/// it even binds, but never the file of a relay that still runs.
+#[test]
+fn a_stale_ready_file_is_removed_at_start_and_a_live_one_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // Start-up fails at the bind, after the ready-file check.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = RelayConfig::new()
+        .server("listen", taken.local_addr().unwrap().to_string())
+        .source(Source::new("s", "/s"))
+        .write(dir.path());
+    let ready = dir.path().join("ready.json");
+    let serve = || {
+        let args = [
+            "serve".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--ready-file".as_ref(),
+            ready.as_os_str(),
+        ];
+        let (code, _, stderr) = run_cli(args);
+        assert_eq!(code, 1, "the port is taken: {stderr}");
+    };
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let file_of =
+        |pid: u32| format!(r#"{{"pid":{pid},"ingest":"127.0.0.1:1","admin":"127.0.0.1:2"}}"#);
+    write_file(dir.path(), "ready.json", file_of(gone.id()));
+    serve();
+    assert!(
+        !ready.exists(),
+        "the file of a relay that is gone was removed"
+    );
+    write_file(dir.path(), "ready.json", file_of(std::process::id()));
+    serve();
+    assert!(ready.exists(), "the file of a running process stays");
+}

@@ -162,7 +162,8 @@ impl Log {
     /// [`Log::next_routed`] repeated from where the last one found a
     /// message, until `max_found` messages or about `max_bytes` of bodies are
     /// found (at least one), or up to and including the first
-    /// [`Scan::Nothing`], which is then last. One trip to the blocking pool
+    /// [`Scan::Nothing`], which is then last; an error after a message was
+    /// found ends the read instead of losing it. One trip to the blocking pool
     /// for several messages: a trip per message halved the delivery rate.
     /// Blocking.
     pub fn read_ahead(
@@ -176,7 +177,13 @@ impl Log {
         let mut out = Vec::new();
         let (mut from, mut bytes) = (after, 0);
         while out.is_empty() || (out.len() < max_found && bytes < max_bytes) {
-            let scan = self.next_routed(from, upto, budget, &routes)?;
+            let scan = match self.next_routed(from, upto, budget, &routes) {
+                Ok(scan) => scan,
+                // What was found before a damaged message is delivered
+                // first; the next read starts at the damage and reports it.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             let Scan::Found(seq, m) = &scan else {
                 out.push(scan);
                 break;
@@ -312,5 +319,24 @@ mod tests {
             [(true, 4), (true, 5), (true, 6), (false, 6)]
         );
         assert_eq!(seqs(read(6, 6, (9, 0)).unwrap()), [(false, 6)]);
+    }
+
+    #[test]
+    fn read_ahead_returns_what_it_found_before_a_damaged_message() {
+        let (_dir, store) = open();
+        let big = vec![7; 2 * CHUNK_BYTES];
+        for seq in 1..=3 {
+            put(&store, seq, &message("a", 1, big.clone()));
+        }
+        let log = store.log();
+        log.log.remove(key(Seq(2), 1)).unwrap();
+        let any = |_: &SourceName| true;
+        let found = log.read_ahead(Seq(0), Seq(3), 10, (9, usize::MAX), any);
+        let found = found.expect("seq 1 is readable");
+        assert!(matches!(found[..], [Scan::Found(Seq(1), _)]), "{found:?}");
+        assert!(matches!(
+            log.read_ahead(Seq(1), Seq(3), 10, (9, usize::MAX), any),
+            Err(StoreError::Truncated(Seq(2)))
+        ));
     }
 }
