@@ -121,7 +121,7 @@ const CHECKPOINT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs
 
 /// Runs the relay until `shutdown` is cancelled, then stops in order: stop
 /// accepting, let open requests finish and their appends commit, give in-flight
-/// deliveries [`delivery::SHUTDOWN_GRACE`], persist cursors, sync, checkpoint
+/// deliveries their shutdown grace (5 s), persist cursors, sync, checkpoint
 /// the store (see [`store::Store::checkpoint`]), return.
 pub async fn run(
     config: Config,

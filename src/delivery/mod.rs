@@ -36,8 +36,10 @@ use lane::{Finished, Lane};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages examined per store scan before the worker yields.
 const SCAN_BUDGET: usize = 1024;
-/// Most messages a strict worker reads ahead in one trip to the blocking pool.
-const READ_AHEAD: usize = 32;
+/// Most messages a strict worker reads ahead in one trip to the blocking
+/// pool (about 1 MiB of bodies at most): enough that a trip's scheduling
+/// delay under a saturated ingest is shared by many deliveries.
+const READ_AHEAD: usize = 256;
 /// Wait before retrying after a storage error, so a broken disk is not spun on.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 

@@ -73,8 +73,11 @@
 //!   compare-and-swap, or one seek to the first or last key of a range) on a
 //!   record whose size does not grow with message bodies or with how much is
 //!   stored: a cursor, a destination state, a dead letter, an attempt, a dedup
-//!   entry, a saved window, `last_seq`/`first_seq`; and anything in memory
-//!   (dead-letter counts, commit stats, the poisoned flag).
+//!   entry, a saved window, `last_seq`/`first_seq`; anything in memory
+//!   (dead-letter counts, commit stats, the poisoned flag); and one
+//!   exception for the hottest read: [`Log::next_routed_within`] with a
+//!   scan of at most 64 entries and one 4 KiB chunk, for a message among the
+//!   1024 newest, which sled's cache still holds since it was written.
 //! - **On the blocking pool**, through [`Store::blocking`] (or [`blocking`]
 //!   before a store exists): everything else. That is every read of a message
 //!   ([`Log::message`], [`Log::read_ahead`], listings), every scan of a range
@@ -82,11 +85,14 @@
 //!   batch or transaction, every sync, open and checkpoint, `size_on_disk`,
 //!   and all of retention.
 //!
-//! A trip to the blocking pool costs two thread wake-ups, tens of µs on a
-//! busy machine: a hot path makes one trip for many records (delivery reads
-//! up to 32 messages per trip with [`Log::read_ahead`]; one trip per message
-//! halved the drain rate). A method's doc says "Blocking" or "A scan" when
-//! it belongs to the second group.
+//! A trip to the blocking pool costs two thread wake-ups: tens of µs on an
+//! idle machine, milliseconds of scheduling delay when ingest keeps both cores
+//! busy. So a hot path makes one trip for many records (a strict worker
+//! reads up to 256 messages, about 1 MiB, per trip with [`Log::read_ahead`])
+//! or none (the exception above). Measured: one trip per message halved the
+//! drain rate, and 32 per trip let delivery fall behind a saturated ingest
+//! for good. A method's doc says "Blocking" or "A scan" when it belongs to
+//! the second group.
 //!
 //! # Crash behaviour
 //!

@@ -132,6 +132,22 @@ impl Log {
         budget: usize,
         routes: impl Fn(&SourceName) -> bool,
     ) -> Result<Scan, StoreError> {
+        self.next_routed_within(after, upto, budget, u32::MAX, routes)
+    }
+
+    /// [`Log::next_routed`] that stops before a routed message of more than
+    /// `max_chunks` chunks, answering `Nothing` up to the seq it saw before
+    /// that one (`Nothing(after)` when that is the very next message). With
+    /// a small budget and one chunk, bounded enough for an async thread when
+    /// the messages are the newest, which sled still holds in its cache.
+    pub fn next_routed_within(
+        &self,
+        after: Seq,
+        upto: Seq,
+        budget: usize,
+        max_chunks: u32,
+        routes: impl Fn(&SourceName) -> bool,
+    ) -> Result<Scan, StoreError> {
         let mut seen = after;
         let mut from = after.next();
         for _ in 0..budget {
@@ -150,7 +166,8 @@ impl Log {
             if chunk == 0 {
                 let head = codec::decode_head(&v)?;
                 if routes(&head.source) {
-                    return Self::rest_of(seq, v, &mut chunks);
+                    let found = Self::rest_of(seq, v, &mut chunks, max_chunks)?;
+                    return Ok(found.unwrap_or(Scan::Nothing(seen)));
                 }
             }
             seen = seq;
@@ -195,18 +212,26 @@ impl Log {
     }
 
     /// Reads the chunks after `first` (chunk 0 of `seq`) from the iterator
-    /// that found it, saving a second descent of the tree per delivery.
-    fn rest_of(seq: Seq, first: sled::IVec, chunks: &mut sled::Iter) -> Result<Scan, StoreError> {
+    /// that found it, saving a second descent of the tree per delivery;
+    /// `None` as soon as the message turns out longer than `max_chunks`.
+    fn rest_of(
+        seq: Seq,
+        first: sled::IVec,
+        chunks: &mut sled::Iter,
+        max_chunks: u32,
+    ) -> Result<Option<Scan>, StoreError> {
         let mut bytes = first.to_vec();
-        for (expected, kv) in chunks.enumerate() {
+        for (expected, kv) in (1..).zip(chunks) {
             let (k, v) = kv?;
             match parse_key(&k) {
                 Some((s, _)) if s != seq => break,
-                Some((_, chunk)) if chunk as usize == expected + 1 => bytes.extend_from_slice(&v),
+                Some(_) if expected >= max_chunks => return Ok(None),
+                Some((_, chunk)) if chunk == expected => bytes.extend_from_slice(&v),
                 _ => return Err(StoreError::Truncated(seq)),
             }
         }
-        Ok(Scan::Found(seq, Box::new(codec::decode_message(&bytes)?)))
+        let message = codec::decode_message(&bytes)?;
+        Ok(Some(Scan::Found(seq, Box::new(message))))
     }
 }
 
@@ -319,6 +344,24 @@ mod tests {
             [(true, 4), (true, 5), (true, 6), (false, 6)]
         );
         assert_eq!(seqs(read(6, 6, (9, 0)).unwrap()), [(false, 6)]);
+    }
+
+    #[test]
+    fn next_routed_within_stops_before_a_message_of_more_chunks() {
+        let (_dir, store) = open();
+        put(&store, 1, &message("b", 1, vec![1]));
+        put(&store, 2, &message("a", 1, vec![2; 2 * CHUNK_BYTES]));
+        put(&store, 3, &message("a", 1, vec![3]));
+        let (log, only_a) = (store.log(), |s: &SourceName| s.as_str() == "a");
+        let within =
+            |after, max_chunks| log.next_routed_within(Seq(after), Seq(3), 10, max_chunks, only_a);
+        assert!(matches!(within(0, 1).unwrap(), Scan::Nothing(Seq(1))));
+        assert!(matches!(within(1, 1).unwrap(), Scan::Nothing(Seq(1))));
+        assert!(matches!(within(1, 3).unwrap(), Scan::Found(Seq(2), _)));
+        match within(2, 1).unwrap() {
+            Scan::Found(seq, m) => assert_eq!((seq, m.body), (Seq(3), vec![3])),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
