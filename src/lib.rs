@@ -141,6 +141,9 @@ pub async fn run_notify<G>(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(Ready) -> G,
 ) -> Result<(), Error> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
     let local = |l: &TcpListener, addr: SocketAddr| {

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::AdminConfig;
 
 /// Why a client command failed; [`ClientError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,8 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// From the config: a wildcard listen address is reached on loopback.
-    pub fn from_config(config: &Config) -> AdminClient {
-        let mut addr = config.admin.listen;
+    pub fn from_config(admin: &AdminConfig) -> AdminClient {
+        let mut addr = admin.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -51,8 +51,7 @@ impl AdminClient {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        let token = config
-            .admin
+        let token = admin
             .token
             .as_ref()
             .map(|t| String::from_utf8_lossy(t.expose()).into_owned());

@@ -5,7 +5,7 @@
 mod client;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
@@ -18,6 +18,15 @@ use crate::{Error, Listeners};
 #[derive(Debug, Parser)]
 #[command(name = "hookrelay", version, about)]
 pub struct Cli {
+    /// Config file; before or after the command. Client commands read only
+    /// its `[admin]` table.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKRELAY_CONFIG",
+        default_value = "relay.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,9 +43,6 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the relay.
     Serve {
-        /// Config file.
-        #[arg(long, default_value = "relay.toml")]
-        config: PathBuf,
         /// Log format on stderr (level from RUST_LOG, default info).
         #[arg(long, value_enum, default_value_t)]
         log_format: LogFormat,
@@ -46,11 +52,7 @@ pub enum Command {
         ready_file: Option<PathBuf>,
     },
     /// Validate the config and exit: 0 valid, 2 invalid.
-    Check {
-        /// Config file.
-        #[arg(long, default_value = "relay.toml")]
-        config: PathBuf,
-    },
+    Check,
     /// Show every destination of the running relay: state, cursor, head, lag, dead letters, last error.
     Status {
         #[command(flatten)]
@@ -92,9 +94,6 @@ pub enum Command {
 /// Options of the commands that talk to a running relay.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// Config file of the running relay (for the admin address and token).
-    #[arg(long, default_value = "relay.toml")]
-    config: PathBuf,
     /// Print the admin API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -108,35 +107,39 @@ impl Cli {
 }
 
 fn main(cli: Cli) -> i32 {
+    let config = cli.config;
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check => match Config::load(&config) {
             // The outbound TLS setup (`ca_file`) is checked as `serve` checks it.
             Ok(c) => {
                 if let Err(e) = crate::delivery::Clients::build(&c.destinations) {
                     return report(&Error::Tls(e));
                 }
+                for warning in c.warnings() {
+                    eprintln!("hookrelay: warning: {}: {warning}", config.display());
+                }
                 println!(
-                    "{}: ok ({} sources, {} destinations)",
+                    "{}: ok ({}, {})",
                     config.display(),
-                    c.sources.len(),
-                    c.destinations.len()
+                    count(c.sources.len(), "source"),
+                    count(c.destinations.len(), "destination")
                 );
                 0
             }
             Err(e) => report(&Error::Config(e)),
         },
-        Command::Status { client } => remote(client, |c| async move {
+        Command::Status { client } => remote(&config, client, |c| async move {
             let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
             Ok((v.clone(), client::status_table(&v)))
         }),
-        Command::Pause { dest, client } => set_state(client, dest, "pause"),
-        Command::Resume { dest, client } => set_state(client, dest, "resume"),
+        Command::Pause { dest, client } => set_state(&config, client, dest, "pause"),
+        Command::Resume { dest, client } => set_state(&config, client, dest, "resume"),
         Command::Replay {
             dest,
             from_seq,
             from_time,
             client,
-        } => remote(client, |c| async move {
+        } => remote(&config, client, |c| async move {
             let body = match (from_seq, from_time) {
                 (Some(n), _) => serde_json::json!({ "from_seq": n }),
                 (None, Some(t)) => serde_json::json!({ "from_time": t }),
@@ -147,16 +150,17 @@ fn main(cli: Cli) -> i32 {
             Ok((v.clone(), format!("{dest}: cursor now {}", v["cursor"])))
         }),
         Command::Serve {
-            config,
             log_format,
             ready_file,
         } => {
             init_logging(log_format);
-            let (config, runtime) =
-                match prepare(&config, tokio::runtime::Builder::new_multi_thread()) {
-                    Ok(ready) => ready,
-                    Err(code) => return code,
-                };
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return report(&Error::Config(e)),
+            };
+            let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+                return 1;
+            };
             if let Some(path) = &ready_file {
                 remove_stale_ready_file(path);
             }
@@ -168,22 +172,27 @@ fn main(cli: Cli) -> i32 {
     }
 }
 
-/// The config and a runtime from `builder`; on failure, the reported exit code.
-fn prepare(
-    path: &std::path::Path,
-    mut builder: tokio::runtime::Builder,
-) -> Result<(Config, tokio::runtime::Runtime), i32> {
-    let config = Config::load(path).map_err(|e| report(&Error::Config(e)))?;
-    let runtime = builder
+/// A runtime from `builder`; `None` once the failure is reported (exit 1).
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
         .enable_all()
         .build()
-        .map_err(|e| report(&Error::Runtime(e)))?;
-    Ok((config, runtime))
+        .map_err(|e| report(&Error::Runtime(e)))
+        .ok()
+}
+
+/// "1 source", "2 sources".
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// `pause` or `resume` a destination; prints its new state.
-fn set_state(client: ClientArgs, dest: String, action: &'static str) -> i32 {
-    remote(client, |c| async move {
+fn set_state(config: &Path, client: ClientArgs, dest: String, action: &'static str) -> i32 {
+    remote(config, client, |c| async move {
         let path = format!("/api/v1/destinations/{dest}/{action}");
         let v = c.call(Method::POST, &path, None).await?;
         let state = format!("{dest}: {}", v["state"].as_str().unwrap_or("?"));
@@ -191,18 +200,21 @@ fn set_state(client: ClientArgs, dest: String, action: &'static str) -> i32 {
     })
 }
 
-/// Runs a client command against the relay named by `args.config`; prints JSON or text.
-fn remote<F, Fut>(args: ClientArgs, f: F) -> i32
+/// Runs a client command against the relay `config` names (only its
+/// `[admin]` table is read); prints JSON or text.
+fn remote<F, Fut>(config: &Path, args: ClientArgs, f: F) -> i32
 where
     F: FnOnce(client::AdminClient) -> Fut,
     Fut: std::future::Future<Output = Result<(serde_json::Value, String), client::ClientError>>,
 {
-    let (config, runtime) =
-        match prepare(&args.config, tokio::runtime::Builder::new_current_thread()) {
-            Ok(ready) => ready,
-            Err(code) => return code,
-        };
-    match runtime.block_on(f(client::AdminClient::from_config(&config))) {
+    let admin = match Config::load_admin(config) {
+        Ok(a) => a,
+        Err(e) => return report(&Error::Config(e)),
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return 1;
+    };
+    match runtime.block_on(f(client::AdminClient::from_config(&admin))) {
         Ok((json, text)) => {
             if args.json {
                 println!("{json:#}");
@@ -303,8 +315,12 @@ async fn on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Prints `e` with the `hookrelay:` prefix on every line (a config error
+/// has one line per problem); returns its exit code.
 fn report(e: &Error) -> i32 {
-    eprintln!("hookrelay: {e}");
+    for line in e.to_string().lines() {
+        eprintln!("hookrelay: {line}");
+    }
     e.exit_code()
 }
 

@@ -313,6 +313,40 @@ impl Config {
         validate::validate(raw, text, file, env).map_err(invalid)
     }
 
+    /// What is valid but probably not meant; `check` prints these and
+    /// `serve` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.destinations.is_empty() {
+            out.push("no [[destination]]: webhooks are stored but delivered nowhere".to_string());
+        }
+        if self.admin.token.is_none() {
+            out.push(format!(
+                "the admin API on {} has no token: any local user can read stored \
+                 webhooks, pause and replay (set admin.token_env or HOOKRELAY_ADMIN_TOKEN)",
+                self.admin.listen
+            ));
+        }
+        out
+    }
+
+    /// Only the `[admin]` table, for the client commands: the file must
+    /// still parse (syntax, known keys, types), but no source or destination
+    /// secret is resolved, so `status` works without the service's secrets.
+    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |problems| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let raw = parse(&text).map_err(|p| invalid(vec![p]))?;
+        let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        validate::admin_only(raw, &text, path, &env).map_err(invalid)
+    }
+
     /// The source with this name.
     pub fn source(&self, name: &SourceName) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| &s.name == name)

@@ -41,6 +41,23 @@ pub(super) fn validate(
         .filter_map(|s| s.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
     let destinations = destinations(&mut cx, &raw.destination, &known);
+    // Port 0 picks a free port for each; a wildcard address takes the port
+    // on every address.
+    let (s, a) = (server.listen, admin.listen);
+    let clash = s.port() != 0
+        && s.port() == a.port()
+        && (s.ip() == a.ip() || s.ip().is_unspecified() || a.ip().is_unspecified());
+    if clash {
+        let span = raw
+            .admin
+            .as_ref()
+            .and_then(|a| a.get_ref().listen.as_ref())
+            .map_or(0..0, Spanned::span);
+        let msg = format!(
+            "{a} clashes with server.listen {s}: the webhook and admin listeners need different ports"
+        );
+        cx.problem(span, "admin.listen", msg);
+    }
     let mut problems = cx.problems;
     if problems.is_empty() {
         return Ok(Config {
@@ -54,6 +71,22 @@ pub(super) fn validate(
     }
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     Err(problems)
+}
+
+/// The `[admin]` table alone (see [`Config::load_admin`]).
+pub(super) fn admin_only(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminConfig, Vec<Problem>> {
+    let mut cx = Ctx::new(text, file, env);
+    let admin = admin(&mut cx, raw.admin.as_ref().map(Spanned::get_ref));
+    if cx.problems.is_empty() {
+        Ok(admin)
+    } else {
+        Err(cx.problems)
+    }
 }
 
 fn server(cx: &mut Ctx<'_>, raw: Option<&RawServer>) -> ServerConfig {
