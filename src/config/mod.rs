@@ -377,9 +377,22 @@ fn parse(text: &str) -> Result<raw::RawConfig, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = key_path(e.path());
         let inner = e.into_inner();
-        let message = if names_secret(&key) && !inner.message().starts_with("unknown field") {
+        let unknown = inner.message().starts_with("unknown field");
+        let message = if names_secret(&key) && !unknown {
             // serde's messages quote the offending value; never show a secret.
             "must be a string, or for `secrets` a list of strings (value not shown)".to_string()
+        } else if let (true, Some(scheme)) = (unknown, verify_scheme_of(text, &key)) {
+            // serde lists the keys of every scheme; name those of this one.
+            let field = key.rsplit('.').next().unwrap_or(&key);
+            let takes: Vec<String> = scheme::keys_of(scheme)
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect();
+            format!(
+                "unknown field `{field}`; scheme \"{}\" takes `scheme`, {}",
+                scheme.as_str(),
+                takes.join(", ")
+            )
         } else {
             inner.message().to_string()
         };
@@ -389,6 +402,24 @@ fn parse(text: &str) -> Result<raw::RawConfig, Problem> {
             message,
         }
     })
+}
+
+/// The scheme of the verify table that `key` (`source[N].verify.X`) is in,
+/// read from the text again without the strict shape.
+fn verify_scheme_of(text: &str, key: &str) -> Option<Scheme> {
+    let index: usize = key
+        .strip_prefix("source[")?
+        .split_once("].verify.")?
+        .0
+        .parse()
+        .ok()?;
+    let doc: toml::Table = text.parse().ok()?;
+    let scheme = doc
+        .get("source")?
+        .get(index)?
+        .get("verify")?
+        .get("scheme")?;
+    Scheme::deserialize(scheme.clone()).ok()
 }
 
 /// `source[0].verify.scheme`, skipping the segments `toml::Spanned` adds.

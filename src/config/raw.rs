@@ -60,7 +60,7 @@ pub(super) struct RawSource {
     pub dedup_header: Text,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawVerify {
     pub scheme: Option<Spanned<Scheme>>,

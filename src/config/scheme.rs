@@ -138,6 +138,23 @@ impl VerifySpec {
     }
 }
 
+/// The keys (besides `scheme`) a scheme takes: what its parser reads.
+pub(super) fn keys_of(scheme: Scheme) -> Vec<&'static str> {
+    let raw = RawVerify::default();
+    let mut cx = Ctx::new("", std::path::Path::new(""), &|_| None);
+    let mut t = Table {
+        cx: &mut cx,
+        raw: &raw,
+        span: 0..0,
+        base: String::new(),
+        scheme,
+        read: Vec::new(),
+        refused: Vec::new(),
+    };
+    let _ = parse_scheme(&mut t);
+    t.read
+}
+
 /// Parses `source[i].verify`; no table means `none`. `None` when a problem
 /// was recorded.
 pub(super) fn verify(
@@ -160,12 +177,20 @@ pub(super) fn verify(
         base,
         scheme,
         read: Vec::new(),
+        refused: Vec::new(),
     };
-    let spec = match scheme {
+    let spec = parse_scheme(&mut t);
+    t.finish();
+    spec
+}
+
+/// Runs the scheme's parser: one arm per scheme.
+fn parse_scheme(t: &mut Table<'_, '_, '_>) -> Option<VerifySpec> {
+    match t.scheme {
         Scheme::None => t
             .no_secret("nothing is verified")
             .then_some(VerifySpec::None),
-        Scheme::Standard => standard(&mut t),
+        Scheme::Standard => standard(t),
         Scheme::Stripe => Some(VerifySpec::Stripe {
             tolerance: t.tolerance(),
             secrets: t.secrets(),
@@ -180,16 +205,14 @@ pub(super) fn verify(
             tolerance: t.tolerance(),
             secrets: t.secrets(),
         }),
-        Scheme::Meta => meta(&mut t),
-        Scheme::Discord => discord(&mut t),
-        Scheme::Twilio => twilio(&mut t),
-        Scheme::Paypal => paypal(&mut t),
-        Scheme::Hmac => hmac(&mut t),
-        Scheme::Token => token(&mut t),
-        Scheme::Basic => basic(&mut t),
-    };
-    t.finish();
-    spec
+        Scheme::Meta => meta(t),
+        Scheme::Discord => discord(t),
+        Scheme::Twilio => twilio(t),
+        Scheme::Paypal => paypal(t),
+        Scheme::Hmac => hmac(t),
+        Scheme::Token => token(t),
+        Scheme::Basic => basic(t),
+    }
 }
 
 fn standard(t: &mut Table<'_, '_, '_>) -> Option<VerifySpec> {
@@ -343,6 +366,8 @@ struct Table<'c, 'a, 'r> {
     base: String,
     scheme: Scheme,
     read: Vec<&'static str>,
+    /// Keys the scheme refuses with its own reason (no secret for `discord`).
+    refused: Vec<&'static str>,
 }
 
 /// The secret keys of a verify table.
@@ -402,7 +427,7 @@ impl<'r> Table<'_, '_, 'r> {
     /// For schemes without a shared secret: each secret key given is a
     /// problem that says why. True when none was given.
     fn no_secret(&mut self, reason: &str) -> bool {
-        self.read.extend(SECRET_KEYS);
+        self.refused.extend(SECRET_KEYS);
         let given = self.secret_keys().given();
         for (name, span) in &given {
             let msg = format!(
@@ -470,7 +495,7 @@ impl<'r> Table<'_, '_, 'r> {
     /// Reports every key that was given but that the scheme did not read.
     fn finish(self) {
         for (name, span) in given_keys(self.raw) {
-            if !self.read.contains(&name) {
+            if !self.read.contains(&name) && !self.refused.contains(&name) {
                 let msg = format!(
                     "`{name}` does not apply to scheme \"{}\"",
                     self.scheme.as_str()

@@ -166,6 +166,16 @@ fn unknown_keys_name_the_key_and_line() {
     );
     let text = with_verify("scheme = \"github\", secret = \"x\", colour = \"red\"");
     assert_one(&text, "colour", "source[0].verify.colour", "unknown field");
+    // The keys listed are those of the scheme in use, not of every scheme.
+    let msg = &problems(&text)[0].message;
+    let want = "unknown field `colour`; scheme \"github\" takes `scheme`, `secret`, `secrets`, `secret_env`, `secrets_env`, `secret_file`";
+    assert_eq!(msg, want);
+    let text = with_verify("scheme = \"discord\", public_key = \"x\", secret_fil = \"f\"");
+    let msg = &problems(&text)[0].message;
+    assert!(
+        msg.ends_with("scheme \"discord\" takes `scheme`, `tolerance`, `public_key`"),
+        "{msg}"
+    );
 }
 
 #[test]
