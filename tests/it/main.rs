@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod inbound;
+mod logs;
 mod openapi;
 mod operations;
 mod ordering;
