@@ -47,12 +47,13 @@ fn with_message<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// Source `s` to `ok` (200), `down` (500) and `gone` (connection refused),
-/// each failing one given up after two attempts.
+/// Source `s` (deduplicated by `x-request-id`) to `ok` (200), `down` (500)
+/// and `gone` (connection refused), each failing one given up after two
+/// attempts.
 fn config(dir: &std::path::Path, ok: &Receiver, down: &Receiver) -> std::path::PathBuf {
     let retry = || Retry::every("10ms", "10ms").attempts(2);
     RelayConfig::new()
-        .source(Source::new("s", "/s"))
+        .source(Source::new("s", "/s").set("dedup_header", "x-request-id"))
         .destination(Dest::new("ok", &ok.url("/")).sources(["s"]))
         .destination(
             Dest::new("down", &down.url("/"))
@@ -80,9 +81,19 @@ async fn json_logs_have_an_accepted_and_a_delivered_line_with_numbers_and_no_non
         .start()
         .await;
     let c = client();
-    let a = post(&c, &relay.url("/s"), &[], "ten-bytes!").await.unwrap();
+    let key = [("x-request-id", "r-1")];
+    let a = post(&c, &relay.url("/s"), &key, "ten-bytes!")
+        .await
+        .unwrap();
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     ok.wait_delivered(1, WAIT).await;
+    // The sender's retry: same key, another body; stored once.
+    let dup = post(&c, &relay.url("/s"), &key, "retry").await.unwrap();
+    assert_eq!(dup.json["duplicate"], true, "{}", dup.text());
+    wait_until("the duplicate's accepted line", WAIT, || {
+        relay.logged_count("webhook accepted") >= 2
+    })
+    .await;
     wait_until("the delivered line", WAIT, || {
         relay.logged("webhook delivered")
     })
@@ -111,7 +122,11 @@ async fn json_logs_have_an_accepted_and_a_delivered_line_with_numbers_and_no_non
     }
 
     let accepted = with_message(&lines, "webhook accepted");
-    assert_eq!(accepted.len(), 1, "one accepted line: {accepted:?}");
+    assert_eq!(
+        accepted.len(),
+        2,
+        "one accepted line per POST: {accepted:?}"
+    );
     let acc = accepted[0];
     assert_eq!(acc["target"], TARGET);
     assert_eq!(acc["level"], "INFO");
@@ -128,6 +143,13 @@ async fn json_logs_have_an_accepted_and_a_delivered_line_with_numbers_and_no_non
         acc["fields"].get("event_type").is_none(),
         "no always-empty event type: {acc}"
     );
+
+    let again = accepted[1];
+    assert_eq!(again["target"], TARGET);
+    assert_eq!(again["fields"]["duplicate"], true);
+    assert_eq!(again["fields"]["seq"], 1, "the first message's seq");
+    assert_eq!(again["fields"]["id"], acc["fields"]["id"]);
+    assert_eq!(again["fields"]["bytes"], 5);
 
     let delivered = with_message(&lines, "webhook delivered");
     assert_eq!(delivered.len(), 1, "one delivered line: {delivered:?}");
