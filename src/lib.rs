@@ -199,7 +199,7 @@ pub async fn run_notify<G>(
         ingest = %ingest_addr,
         admin = %admin_addr,
         data_dir = %config.storage.data_dir.display(),
-        last_seq = %last,
+        last_seq = last.0,
         "hookrelay listening"
     );
     // `/readyz` says ready before anyone is told so.
@@ -227,7 +227,10 @@ pub async fn run_notify<G>(
     tracing::info!("checkpointing the store");
     let checkpoint = std::time::Instant::now();
     match store::blocking(move || store.checkpoint()).await {
-        Ok(()) => tracing::info!(took = ?checkpoint.elapsed(), "store checkpointed"),
+        Ok(()) => tracing::info!(
+            took_ms = checkpoint.elapsed().as_millis() as u64,
+            "store checkpointed"
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "store checkpoint failed; the next start replays more of the log")
         }

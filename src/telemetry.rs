@@ -1,9 +1,16 @@
 //! Latency and size histograms shared by the stages that observe them and the
 //! admin `/metrics` page that renders them. Buckets are fixed here, once.
+//! Also the log target of the per-webhook lines.
 
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+/// The `tracing` target of the one `info` line per accepted webhook and per
+/// delivered message, so `RUST_LOG=info,hookrelay::webhooks=warn` quiets
+/// exactly them (failed attempts, dead letters and refusals keep their own
+/// targets and stay).
+pub const WEBHOOKS: &str = "hookrelay::webhooks";
 
 /// A histogram of seconds, 1 ms to ~16 s.
 #[derive(Debug, Clone)]

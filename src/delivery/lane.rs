@@ -18,6 +18,7 @@ use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted};
 use crate::model::{Seq, SourceName};
 use crate::store::{Attempt, DeadLetter, Message, Scan, Store};
+use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
 
 /// Most body bytes one read-ahead holds (beyond its first message).
@@ -191,7 +192,7 @@ impl Lane {
             return Ok(());
         }
         let Some(msg) = self.message(seq).await? else {
-            tracing::warn!(destination = %name, %seq, "redelivery skipped: message no longer stored");
+            tracing::warn!(destination = %name, seq = seq.0, "redelivery skipped: message no longer stored");
             return Ok(());
         };
         let n = self.attempts_so_far(seq).await? + 1;
@@ -201,7 +202,7 @@ impl Lane {
         match answer.error {
             None => {
                 self.store.dead_letters().remove(name, seq)?;
-                tracing::info!(destination = %name, %seq, attempt = n, "dead letter redelivered");
+                tracing::info!(destination = %name, seq = seq.0, attempt = n, "dead letter redelivered");
             }
             Some(last_error) => {
                 let dead = DeadLetter {
@@ -253,7 +254,7 @@ impl Lane {
             }
         };
         let Some((result, latency)) = outcome else {
-            tracing::warn!(destination = %self.dest.name, %seq, "attempt abandoned at shutdown");
+            tracing::warn!(destination = %self.dest.name, seq = seq.0, "attempt abandoned at shutdown");
             return Ok(None);
         };
         self.control.duration.observe(latency);
@@ -265,10 +266,11 @@ impl Lane {
                 error,
             } => (status, Some(truncate(error)), retry_after),
         };
+        let latency_ms = latency.as_millis() as u64;
         let record = Attempt {
             at_ms,
             status,
-            latency_ms: latency.as_millis() as u64,
+            latency_ms,
             error: error.clone(),
         };
         self.store
@@ -281,11 +283,32 @@ impl Lane {
             status,
             error: error.clone(),
         };
+        // Numbers as numbers; an `Option` records nothing when `None`, so a
+        // connection error has no `status` field at all.
         match &error {
-            None => self.control.record(last, AttemptOutcome::Delivered),
+            None => {
+                self.control.record(last, AttemptOutcome::Delivered);
+                tracing::info!(
+                    target: WEBHOOKS,
+                    destination = %self.dest.name,
+                    seq = seq.0,
+                    status,
+                    latency_ms,
+                    attempt = n,
+                    "webhook delivered"
+                );
+            }
             Some(reason) => {
                 self.control.record(last, AttemptOutcome::Failed);
-                tracing::info!(destination = %self.dest.name, %seq, attempt = n, status = ?status, %reason, "delivery attempt failed");
+                tracing::info!(
+                    destination = %self.dest.name,
+                    seq = seq.0,
+                    status,
+                    latency_ms,
+                    attempt = n,
+                    %reason,
+                    "delivery attempt failed"
+                );
             }
         }
         Ok(Some(Answer { error, retry_after }))
@@ -301,7 +324,7 @@ impl Lane {
         let name = &self.dest.name;
         match self.dest.on_exhausted {
             OnExhausted::DeadLetter => {
-                tracing::warn!(destination = %name, %seq, attempts, why, "message dead-lettered");
+                tracing::warn!(destination = %name, seq = seq.0, attempts, why, "message dead-lettered");
                 let dead = DeadLetter {
                     at_ms: now_ms(),
                     attempts,
@@ -312,7 +335,7 @@ impl Lane {
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
-                tracing::warn!(destination = %name, %seq, attempts, why, "destination blocked until an operator acts");
+                tracing::warn!(destination = %name, seq = seq.0, attempts, why, "destination blocked until an operator acts");
                 self.store.destinations().update(name, |st| {
                     st.blocked_on.get_or_insert(seq);
                 })?;

@@ -220,7 +220,7 @@ impl Strict {
                     let st = lane.store.destinations().get(&lane.dest.name)?;
                     let moved = lane.store.cursors().get(&lane.dest.name)? != cursor;
                     if st.paused || st.blocked_on.is_some() || moved {
-                        tracing::info!(destination = %lane.dest.name, %seq, "delivery interrupted by an operator");
+                        tracing::info!(destination = %lane.dest.name, seq = seq.0, "delivery interrupted by an operator");
                         interrupt.cancel();
                     }
                 }

@@ -238,7 +238,7 @@ impl Scheduler {
             let interrupt = self.shutdown.child_token();
             self.redeliveries.spawn(async move {
                 if let Err(e) = lane.redeliver(seq, &interrupt).await {
-                    tracing::error!(destination = %lane.dest.name, %seq, error = %e, "redelivery failed");
+                    tracing::error!(destination = %lane.dest.name, seq = seq.0, error = %e, "redelivery failed");
                 }
             });
         }
@@ -328,7 +328,7 @@ impl Scheduler {
             Ok((_, Ok(Finished::Blocked))) => self.restart_window(),
             Ok((_, Ok(Finished::Interrupted))) => {}
             Ok((seq, Err(e))) => {
-                tracing::error!(destination = %name, %seq, error = %e, "delivery failed in storage");
+                tracing::error!(destination = %name, seq = seq.0, error = %e, "delivery failed in storage");
                 self.restart_window();
             }
             Err(e) => {

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, SourceConfig};
 use crate::listen;
 use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
+use crate::telemetry::WEBHOOKS;
 use crate::verify::{Inbound, Reply, Verdict, Verified, Verifier};
 pub use response::IngestError;
 pub use stats::{RejectReason, SourceStats};
@@ -317,6 +318,7 @@ async fn store(
         .into_idempotency_key()
         .map(|key| (key, source.dedup_window));
 
+    let bytes = body.len();
     let msg = NewMessage {
         source: source.name.clone(),
         content_type,
@@ -324,10 +326,34 @@ async fn store(
         body: body.to_vec(),
         dedup,
     };
-    ingest.appender.append(msg).await.map_err(|e: StoreError| {
+    let outcome = ingest.appender.append(msg).await.map_err(|e: StoreError| {
         tracing::error!(source = %source.name, error = %e, "append failed");
         IngestError::Unavailable
-    })
+    })?;
+    // Once the answer is known to be durable. No event type yet: sources do
+    // not extract one until routing does, and a field that is always empty
+    // would only mislead. Never headers or the body.
+    match &outcome {
+        AppendOutcome::Stored { seq, id } => tracing::info!(
+            target: WEBHOOKS,
+            source = %source.name,
+            seq = seq.0,
+            id = %id,
+            bytes,
+            "webhook accepted"
+        ),
+        // The seq and id of the first message with this key.
+        AppendOutcome::Duplicate { seq, id } => tracing::info!(
+            target: WEBHOOKS,
+            source = %source.name,
+            seq = seq.0,
+            id = %id,
+            bytes,
+            duplicate = true,
+            "webhook accepted"
+        ),
+    }
+    Ok(outcome)
 }
 
 /// Header names an inbound `Connection` header lists (RFC 9110 section 7.6.1):

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod inbound;
+mod logs;
 mod openapi;
 mod operations;
 mod ordering;

@@ -127,8 +127,8 @@ impl Retention {
                 }
                 Ok(p) => tracing::info!(
                     messages = p.messages,
-                    first_seq = ?p.first.map(|s| s.0),
-                    last_seq = ?p.last.map(|s| s.0),
+                    first_seq = p.first.map(|s| s.0),
+                    last_seq = p.last.map(|s| s.0),
                     damaged_chunks = p.damaged,
                     attempt_and_dead_rows = p.rows,
                     dedup_entries = p.dedup,
