@@ -100,6 +100,12 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
             replay(admin, name, &body).await
         }
         ["destinations", name, "dead-letters"] => get(dead_letters(admin, name, &query).await),
+        ["destinations", name, "dead-letters", "redeliver"] => {
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            redeliver_all(admin, name).await
+        }
         ["destinations", name, "dead-letters", seq, "redeliver"] => {
             if method != Method::POST {
                 return Err(ApiError::MethodNotAllowed("POST"));
@@ -386,6 +392,23 @@ async fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
     Ok((
         StatusCode::ACCEPTED,
         json!({ "destination": d.name, "seq": seq.0, "queued": true }),
+    ))
+}
+
+/// Every dead letter of the destination again, oldest first (each one
+/// attempt, as a single redelivery is); answers how many were queued.
+async fn redeliver_all(admin: &Admin, name: &str) -> ApiResult {
+    let (d, c) = destination(admin, name)?;
+    let dest = d.name.clone();
+    let seqs = admin
+        .store
+        .blocking(move |s| s.dead_letters().seqs(&dest))
+        .await?;
+    let queued = c.request_redeliveries(seqs);
+    tracing::info!(destination = %d.name, queued, "redelivery of every dead letter requested by operator");
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({ "destination": d.name, "queued": queued }),
     ))
 }
 

@@ -141,7 +141,31 @@ pub fn status_table(destinations: &Value) -> String {
             last_error,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    aligned(&rows)
+}
+
+/// `hookrelay dead-letters`: one row per dead letter, oldest first.
+pub fn dead_letter_table(dead: &Value) -> String {
+    let mut rows = vec![["SEQ", "AT", "ATTEMPTS", "LAST ERROR"].map(str::to_owned)];
+    for d in dead.as_array().into_iter().flatten() {
+        let text = |k: &str| match &d[k] {
+            Value::String(s) => s.chars().take(80).collect(),
+            Value::Null => "-".to_owned(),
+            v => v.to_string(),
+        };
+        rows.push([
+            text("seq"),
+            text("at"),
+            text("attempts"),
+            text("last_error"),
+        ]);
+    }
+    aligned(&rows)
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -72,6 +72,26 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List a destination's dead letters, oldest first (at most 1000).
+    DeadLetters {
+        /// Destination name.
+        dest: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deliver dead letters again (one more attempt each, out of order).
+    Redeliver {
+        /// Destination name.
+        dest: String,
+        /// The dead letter to deliver again.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        seq: Option<u64>,
+        /// Every dead letter of the destination, oldest first.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Rewind a destination's cursor; delivery restarts from there with the original ids.
     Replay {
         /// Destination name.
@@ -131,6 +151,28 @@ fn main(cli: Cli) -> i32 {
         Command::Status { client } => remote(&config, client, |c| async move {
             let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
             Ok((v.clone(), client::status_table(&v)))
+        }),
+        Command::DeadLetters { dest, client } => remote(&config, client, |c| async move {
+            let path = format!("/api/v1/destinations/{dest}/dead-letters?limit=1000");
+            let v = c.call(Method::GET, &path, None).await?;
+            Ok((v.clone(), client::dead_letter_table(&v)))
+        }),
+        Command::Redeliver {
+            dest,
+            seq,
+            all: _,
+            client,
+        } => remote(&config, client, |c| async move {
+            let path = match seq {
+                Some(n) => format!("/api/v1/destinations/{dest}/dead-letters/{n}/redeliver"),
+                None => format!("/api/v1/destinations/{dest}/dead-letters/redeliver"),
+            };
+            let v = c.call(Method::POST, &path, None).await?;
+            let text = match seq {
+                Some(n) => format!("{dest}: seq {n} queued for redelivery"),
+                None => format!("{dest}: {} dead letters queued for redelivery", v["queued"]),
+            };
+            Ok((v, text))
         }),
         Command::Pause { dest, client } => set_state(&config, client, dest, "pause"),
         Command::Resume { dest, client } => set_state(&config, client, dest, "resume"),

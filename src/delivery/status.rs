@@ -56,12 +56,23 @@ pub enum AttemptOutcome {
 impl Control {
     /// Queues one more delivery of a dead-lettered `seq` and wakes the worker.
     pub fn request_redelivery(&self, seq: crate::model::Seq) {
+        self.request_redeliveries([seq]);
+    }
+
+    /// Queues each of `seqs` not queued yet, in order; how many were added.
+    pub fn request_redeliveries(&self, seqs: impl IntoIterator<Item = crate::model::Seq>) -> usize {
+        let mut added = 0;
         if let Ok(mut q) = self.redeliveries.lock() {
-            if !q.contains(&seq) {
-                q.push_back(seq);
+            let mut queued: std::collections::HashSet<_> = q.iter().copied().collect();
+            for seq in seqs {
+                if queued.insert(seq) {
+                    q.push_back(seq);
+                    added += 1;
+                }
             }
         }
         self.wake();
+        added
     }
 
     /// The next requested redelivery, if any.

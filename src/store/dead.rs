@@ -112,6 +112,21 @@ impl DeadLetters {
     }
 }
 
+impl DeadLetters {
+    /// Every dead seq of `dest`, oldest first: keys only. A scan.
+    pub fn seqs(&self, dest: &DestinationName) -> Result<Vec<Seq>, StoreError> {
+        let prefix = per_dest::prefix(dest);
+        let mut out = Vec::new();
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let seq = per_dest::parse_seq(&prefix, &k, 0)
+                .ok_or_else(|| CodecError::Corrupt("dead key".into()))?;
+            out.push(seq);
+        }
+        Ok(out)
+    }
+}
+
 impl PerDestination for DeadLetters {
     fn prefixes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         per_dest::prefixes(&self.tree)

@@ -133,3 +133,77 @@ fn check_prefixes_every_problem_and_warns_about_what_is_probably_not_meant() {
     );
     assert!(stderr.contains("has no token"), "{stderr}");
 }
+
+/// `dead-letters` lists what a destination gave up on; `redeliver --all`
+/// sends each once more, and `--seq` one. (The in-process relay serves the
+/// command from the runtime's other thread.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redelivered_from_the_command_line() {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rx = Receiver::gated(&open, http::StatusCode::BAD_REQUEST).await;
+    let config = RelayConfig::one_route(&rx.url("/"))
+        .token("cli-token")
+        .edit_destination("d", |d| d.retry(Retry::default().attempts(1)));
+    let relay = TestRelay::start(&config).await;
+    post_ok(&relay.url("/s"), &[], ["one", "two", "three"]).await;
+    relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            v.as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await;
+    // Client commands need only the [admin] table.
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!(
+        "[admin]\nlisten = \"{}\"\ntoken = \"cli-token\"\n",
+        relay.admin
+    );
+    let file = write_file(dir.path(), "client.toml", admin);
+    let path = file.to_str().unwrap();
+
+    let (code, stdout, stderr) = hookrelay(&["--config", path, "dead-letters", "d"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three dead letters: {stdout}");
+    assert!(lines[0].starts_with("SEQ  AT"), "{stdout}");
+    assert!(
+        lines[1].starts_with("1 ") && lines[1].contains("400"),
+        "{stdout}"
+    );
+
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (code, stdout, stderr) =
+        hookrelay(&["--config", path, "redeliver", "d", "--seq", "2"], &[]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, "d: seq 2 queued for redelivery"),
+        "{stderr}"
+    );
+    let got = rx
+        .wait_delivered(1, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(got[0].seq(), 2);
+    relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            v.as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    let (code, stdout, stderr) = hookrelay(&["--config", path, "redeliver", "d", "--all"], &[]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, "d: 2 dead letters queued for redelivery"),
+        "{stderr}"
+    );
+    let got = rx
+        .wait_delivered(3, std::time::Duration::from_secs(10))
+        .await;
+    let mut seqs: Vec<u64> = got.iter().map(|r| r.seq()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3]);
+    relay
+        .wait_admin("/api/v1/destinations/d/dead-letters", |_, v| {
+            *v == serde_json::json!([])
+        })
+        .await;
+    let (code, _, stderr) = hookrelay(&["--config", path, "redeliver", "d"], &[]);
+    assert_eq!(code, 2, "--seq or --all is required: {stderr}");
+}
