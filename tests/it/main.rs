@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod dist;
 mod inbound;
 mod logs;
 mod openapi;
