@@ -312,12 +312,17 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     let from = match (req.from_seq, req.from_time) {
         (Some(seq), None) => Seq(seq.max(1)),
         (None, Some(t)) => {
-            let at = humantime::parse_rfc3339_weak(&t)
-                .map_err(|_| ApiError::BadRequest("from_time must be RFC 3339".into()))?;
-            let ms = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
+            // RFC 3339 requires the offset: a time without one is refused
+            // rather than guessed to be UTC.
+            let rfc3339 = &time::format_description::well_known::Rfc3339;
+            let at = time::OffsetDateTime::parse(&t, rfc3339).map_err(|_| {
+                ApiError::BadRequest(
+                    "from_time must be RFC 3339 with its UTC offset, e.g. \
+                     2026-12-03T08:00:00Z or 2026-12-03T09:00:00+01:00"
+                        .into(),
+                )
+            })?;
+            let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             admin
                 .store
                 .blocking(move |s| s.log().seq_at_time(ms))

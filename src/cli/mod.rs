@@ -93,17 +93,15 @@ pub enum Command {
         client: ClientArgs,
     },
     /// Rewind a destination's cursor; delivery restarts from there with the original ids.
+    #[command(group(clap::ArgGroup::new("from").required(true).args(["from_seq", "from_time"])))]
     Replay {
         /// Destination name.
         dest: String,
         /// First seq to deliver again.
-        #[arg(
-            long,
-            conflicts_with = "from_time",
-            required_unless_present = "from_time"
-        )]
+        #[arg(long)]
         from_seq: Option<u64>,
-        /// First receive time to deliver again (RFC 3339).
+        /// First receive time to deliver again (RFC 3339 with its offset,
+        /// e.g. 2026-12-03T08:00:00Z).
         #[arg(long)]
         from_time: Option<String>,
         #[command(flatten)]

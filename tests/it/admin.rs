@@ -185,6 +185,8 @@ async fn replay_by_seq_and_by_time_redelivers_with_the_original_ids() {
         json!({}),
         json!({"from_seq": 1, "from_time": t}),
         json!({"from_time": "yesterday"}),
+        // RFC 3339 needs the offset: not guessed to be UTC.
+        json!({"from_time": t.trim_end_matches('Z')}),
         json!({"x": 1}),
     ] {
         let (s, v) = relay
@@ -304,8 +306,12 @@ async fn cli_status_pause_resume_and_replay_talk_to_the_running_relay() {
     let (code, _, err) = cli(&relay, &["pause", "nope"]);
     assert_eq!(code, 2, "unknown destination is bad usage");
     assert!(err.contains("404"), "{err}");
-    let (code, _, _) = cli(&relay, &["replay", "d"]);
+    let (code, _, err) = cli(&relay, &["replay", "d"]);
     assert_eq!(code, 2, "replay needs --from-seq or --from-time");
+    assert!(
+        err.contains("--from-seq") && err.contains("--from-time"),
+        "names both: {err}"
+    );
 }
 
 #[test]
