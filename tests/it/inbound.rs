@@ -410,3 +410,21 @@ async fn a_refused_body_is_read_only_up_to_a_bound_in_bytes_and_time() {
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// A sender that waits for `100 Continue` before its body gets the 413 in
+/// its place, and the connection closes without waiting for a body.
+#[tokio::test]
+async fn a_sender_expecting_100_continue_gets_the_413_instead() {
+    let (_rx, relay) = demo().await;
+    let head = "POST /hooks/demo HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\
+                content-length: 10000000\r\n\r\n";
+    let mut s = connect_and_send(relay.ingest, head.as_bytes()).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_millis(900), s.read_to_end(&mut answer))
+        .await
+        .expect("closed before request_timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
+    assert!(!text.contains("100 Continue"), "{text:?}");
+}
