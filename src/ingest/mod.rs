@@ -37,6 +37,11 @@ pub use stats::{RejectReason, SourceStats};
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Cap on request header bytes (HTTP/1 buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How much of a body refused with 413 is still read (and dropped) so that
+/// the sender can read the answer; see [`discard_rest`].
+const DISCARD_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// How long at most that reading goes on (less when `request_timeout` ends first).
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// Inbound headers that are never stored: hop-by-hop, framing, and credentials.
 const NOT_STORED: &[&str] = &[
@@ -242,22 +247,25 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let (parts, mut body) = req.into_parts();
+    let deadline = tokio::time::Instant::now() + ingest.request_timeout;
     if declared.is_some_and(|n| n > ingest.max_body_bytes) {
+        // A sender waiting for `100 Continue` sends no body after a final answer.
+        if !parts.headers.contains_key(header::EXPECT) {
+            discard_rest(&parts, body, deadline);
+        }
         return Err(IngestError::TooLarge);
     }
-    let (parts, body) = req.into_parts();
     let limit = usize::try_from(ingest.max_body_bytes).unwrap_or(usize::MAX);
-    let body = tokio::time::timeout(ingest.request_timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| IngestError::Timeout)?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                IngestError::TooLarge
-            } else {
-                IngestError::BadBody
-            }
-        })?
-        .to_bytes();
+    let read = tokio::time::timeout_at(deadline, Limited::new(&mut body, limit).collect()).await;
+    let body = match read.map_err(|_| IngestError::Timeout)? {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            discard_rest(&parts, body, deadline);
+            return Err(IngestError::TooLarge);
+        }
+        Err(_) => return Err(IngestError::BadBody),
+    };
 
     let inbound = Inbound {
         method: &parts.method,
@@ -287,6 +295,38 @@ async fn receive(
     store(ingest, route, &parts.headers, body, verified)
         .await
         .map(Outcome::Appended)
+}
+
+/// Reads and drops what is left of an HTTP/1 request body refused with 413,
+/// in a task of its own, so that the sender can read the answer. The answer
+/// goes out at once (with `Connection: close`); hyper keeps reading the body
+/// for as long as something holds it and closes the connection once it has
+/// ended. Dropping it instead makes hyper close with the rest of the body
+/// unread, and closing a socket with unread input makes the kernel send a
+/// reset: the sender's next write fails and most clients report that reset
+/// instead of reading the 413 (or lose the 413 if not yet read). Bounded:
+/// at most [`DISCARD_MAX_BYTES`] more, until the request's own deadline
+/// (`request_timeout` after its head) and at most [`DISCARD_MAX_TIME`]; past
+/// either the connection closes as before. HTTP/2 needs none of this: the
+/// stream is reset, not the connection, and the answer stays readable.
+fn discard_rest(parts: &http::request::Parts, mut body: Incoming, deadline: tokio::time::Instant) {
+    if parts.version >= http::Version::HTTP_2 {
+        return;
+    }
+    let deadline = deadline.min(tokio::time::Instant::now() + DISCARD_MAX_TIME);
+    tokio::spawn(async move {
+        let mut left = DISCARD_MAX_BYTES;
+        let discard = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len());
+                let Some(rest) = left.checked_sub(n) else {
+                    return;
+                };
+                left = rest;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, discard).await;
+    });
 }
 
 /// Hands a verified request to the appender; taking a [`Verified`] is what

@@ -36,6 +36,27 @@ pub enum StoreError {
     Truncated(Seq),
     #[error("{0} other store handle(s) still open")]
     StillOpen(usize),
+    /// sled's lock on the data dir was still held after the wait: another
+    /// process (or a store in this one) has it open.
+    #[error(
+        "data dir {} is in use by another hookrelay ({}); stop it or use another data_dir",
+        .dir.display(),
+        holder(*.pid)
+    )]
+    InUse {
+        dir: PathBuf,
+        /// The lock holder's pid, when the system says (Linux `/proc/locks`).
+        pid: Option<u32>,
+    },
+}
+
+/// Who holds the lock, for [`StoreError::InUse`].
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) if pid == std::process::id() => format!("pid {pid}, this very process"),
+        Some(pid) => format!("pid {pid}"),
+        None => "its pid could not be found".to_string(),
+    }
 }
 
 impl StoreError {
@@ -57,5 +78,27 @@ mod tests {
         assert!(!e.is_task_failure());
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("message 3 is missing chunks"));
+    }
+
+    #[test]
+    fn a_data_dir_in_use_names_the_dir_and_the_holder_when_known() {
+        let e = StoreError::InUse {
+            dir: PathBuf::from("/x/data"),
+            pid: Some(1234),
+        };
+        assert_eq!(
+            e.to_string(),
+            "data dir /x/data is in use by another hookrelay (pid 1234); \
+             stop it or use another data_dir"
+        );
+        let e = StoreError::InUse {
+            dir: PathBuf::from("/x/data"),
+            pid: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "data dir /x/data is in use by another hookrelay (its pid could not be found); \
+             stop it or use another data_dir"
+        );
     }
 }

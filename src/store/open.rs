@@ -8,7 +8,10 @@ use super::StoreError;
 
 /// How long [`open_sled`] waits for a previous instance to let go of the
 /// data dir's lock (sled's background threads release it shortly after the
-/// last handle drops, e.g. on an in-process restart).
+/// last handle drops, e.g. on an in-process restart). A second `serve` on a
+/// dir a running relay holds waits this long too, then fails with
+/// [`StoreError::InUse`] naming the holder: short next to a service
+/// manager's restart delays, and long enough to ride over a stop and start.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// sled's page cache. Delivery reads just behind the head and admin reads are
@@ -19,6 +22,7 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut cleared_partial_snapshots = false;
+    let mut waited = false;
     loop {
         let opened = sled::Config::new()
             .path(dir)
@@ -27,10 +31,21 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             .cache_capacity(CACHE_BYTES)
             .open();
         match opened {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse {
+                        // Absolute, so that the operator knows which one.
+                        dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                        pid: lock_holder(&dir.join("db")),
+                    });
+                }
+                if !waited {
+                    waited = true;
+                    tracing::info!(
+                        data_dir = %dir.display(),
+                        "data dir locked; waiting up to {LOCK_WAIT:?} for its holder to let go"
+                    );
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e @ sled::Error::Corruption { .. }) if !cleared_partial_snapshots => {
@@ -41,6 +56,73 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             }
             other => return Ok(other?),
         }
+    }
+}
+
+/// The pid holding sled's lock on `db_file`. sled 0.34 locks its `db` file
+/// with `flock(LOCK_EX | LOCK_NB)` (through fs2) for as long as it is open;
+/// Linux lists every `flock` in `/proc/locks` with the holder's pid and the
+/// file's device and inode. `None` where that cannot be read or matched.
+#[cfg(target_os = "linux")]
+fn lock_holder(db_file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(db_file).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder(&locks, dev_major_minor(meta.dev()), meta.ino())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lock_holder(_db_file: &Path) -> Option<u32> {
+    None
+}
+
+/// glibc's `major()` and `minor()` of a `st_dev`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn dev_major_minor(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// The pid of the `FLOCK` on inode `ino` of device `dev` in `locks`, the text
+/// of `/proc/locks` (lines like `3: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0
+/// EOF`, device numbers in hex; waiters are marked `->` and skipped). When no
+/// lock matches the device too (overlayfs and btrfs report another `st_dev`
+/// than the one the kernel lists), one holder of that inode is taken alone.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn flock_holder(locks: &str, dev: (u64, u64), ino: u64) -> Option<u32> {
+    let mut same_inode = Vec::new();
+    for line in locks.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, "FLOCK", _, _, pid, file, ..] = fields.as_slice() else {
+            continue;
+        };
+        let Some(pid) = pid.parse::<u32>().ok().filter(|&p| p != 0) else {
+            continue;
+        };
+        let mut parts = file.split(':');
+        let (Some(major), Some(minor), Some(inode), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if inode.parse::<u64>().ok() != Some(ino) {
+            continue;
+        }
+        let parsed = (
+            u64::from_str_radix(major, 16).ok(),
+            u64::from_str_radix(minor, 16).ok(),
+        );
+        if parsed == (Some(dev.0), Some(dev.1)) {
+            return Some(pid);
+        }
+        same_inode.push(pid);
+    }
+    same_inode.sort_unstable();
+    same_inode.dedup();
+    match same_inode.as_slice() {
+        [pid] => Some(*pid),
+        _ => None,
     }
 }
 
@@ -75,6 +157,7 @@ fn remove_partial_snapshots(dir: &Path) -> Result<usize, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::{dev_major_minor, flock_holder};
     use crate::model::Seq;
     use crate::store::test_support::{message, open, put};
     use crate::store::Store;
@@ -96,5 +179,48 @@ mod tests {
         assert_eq!(store.log().last_seq().unwrap(), Seq(20));
         let last = store.log().message(Seq(20)).unwrap().unwrap();
         assert_eq!(last.body, vec![20; 100]);
+    }
+
+    #[test]
+    fn the_lock_holder_is_read_from_proc_locks_by_device_and_inode() {
+        let locks = "\
+1: POSIX  ADVISORY  WRITE 11 fe:00:777 0 EOF
+2: FLOCK  ADVISORY  WRITE 22 08:01:777 0 EOF
+3: FLOCK  ADVISORY  WRITE 33 fe:00:777 0 EOF
+3: -> FLOCK  ADVISORY  WRITE 44 fe:00:777 0 EOF
+4: FLOCK  ADVISORY  READ 55 fe:00:778 0 EOF
+";
+        assert_eq!(flock_holder(locks, (0xfe, 0), 777), Some(33));
+        assert_eq!(flock_holder(locks, (8, 1), 777), Some(22));
+        // No device matches: the one holder of that inode.
+        assert_eq!(flock_holder(locks, (0, 40), 778), Some(55));
+        // Two holders on other devices: unknown rather than a guess.
+        assert_eq!(flock_holder(locks, (0, 40), 777), None);
+        assert_eq!(flock_holder(locks, (0xfe, 0), 999), None);
+        assert_eq!(flock_holder("", (0xfe, 0), 777), None);
+    }
+
+    #[test]
+    fn device_numbers_split_as_glibc_does() {
+        assert_eq!(dev_major_minor(0xfe00), (0xfe, 0));
+        assert_eq!(dev_major_minor(0x0801), (8, 1));
+        // A large minor (e.g. 259:65536, NVMe partitions) uses the high bits.
+        assert_eq!(dev_major_minor((259 << 8) | (0x100 << 12)), (259, 0x100));
+    }
+
+    #[test]
+    fn a_second_open_names_the_holder() {
+        let (dir, _store) = open();
+        let e = match Store::open(dir.path()) {
+            Err(e) => e,
+            Ok(_) => panic!("a second open of a held data dir succeeded"),
+        };
+        let text = e.to_string();
+        assert!(text.contains("is in use by another hookrelay"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
     }
 }

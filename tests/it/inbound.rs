@@ -231,3 +231,200 @@ async fn connections_that_never_choose_a_protocol_are_closed() {
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// How one over-limit upload ended for the sender.
+#[derive(Debug)]
+struct Upload {
+    /// The write error that stopped the body, with how many bytes were left.
+    write_failed: Option<(usize, String)>,
+    /// The answer's status line, if any.
+    status: Option<String>,
+    /// How the read ended: closed (`Ok`), reset, or still open after 10 s.
+    end: Result<(), String>,
+}
+
+/// Sends `head` and then `body_len` bytes of body (`chunked`: as 16 KiB
+/// chunks and the last chunk) in 16 KiB writes, as a sender that does not
+/// read while it sends; stops writing when a write fails. Then reads what
+/// the relay sent, until it closes or 10 s pass.
+async fn upload(addr: std::net::SocketAddr, body_len: usize, chunked: bool) -> Upload {
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {body_len}")
+    };
+    let head = format!("POST /hooks/demo HTTP/1.1\r\nhost: x\r\n{framing}\r\n\r\n");
+    let mut s = connect_and_send(addr, head.as_bytes()).await;
+    let piece = vec![b'b'; 16 * 1024];
+    let mut left = body_len;
+    let mut write_failed = None;
+    while left > 0 {
+        let n = left.min(piece.len());
+        let sent = if chunked {
+            let mut chunk = format!("{n:x}\r\n").into_bytes();
+            chunk.extend_from_slice(&piece[..n]);
+            chunk.extend_from_slice(b"\r\n");
+            s.write_all(&chunk).await
+        } else {
+            s.write_all(&piece[..n]).await
+        };
+        if let Err(e) = sent {
+            write_failed = Some((left, e.to_string()));
+            break;
+        }
+        left -= n;
+    }
+    if chunked && write_failed.is_none() {
+        if let Err(e) = s.write_all(b"0\r\n\r\n").await {
+            write_failed = Some((0, e.to_string()));
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Err(_) => break Err("still open after 10 s".to_string()),
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => break Err(e.to_string()),
+        }
+    };
+    let status = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string);
+    Upload {
+        write_failed,
+        status,
+        end,
+    }
+}
+
+/// A sender of a body over `max_body_bytes` (by 1 MiB) that writes all of
+/// it before reading, declared or chunked, can write it all and then reads
+/// the 413 and a clean close: the relay answers at once, then reads and
+/// drops the rest rather than closing on unread input, which makes the
+/// kernel reset the connection (the sender's writes fail, and most clients
+/// then report the reset and never read the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_is_readable_by_a_sender_still_sending_its_body() {
+    let (_rx, relay) = demo().await;
+    let body_len = 64 * 1024 + 1024 * 1024;
+    let mut bad = Vec::new();
+    for attempt in 0..100 {
+        let chunked = attempt % 2 == 1;
+        let got = upload(relay.ingest, body_len, chunked).await;
+        let ok = got.write_failed.is_none()
+            && got.status.as_deref() == Some("HTTP/1.1 413 Payload Too Large")
+            && got.end.is_ok();
+        if !ok {
+            bad.push((attempt, chunked, got));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of 100 uploads (50 declared, 50 chunked) were cut or lost the 413: {bad:?}",
+        bad.len()
+    );
+    let a = post(&client(), &relay.url("/hooks/demo"), &[], "still here")
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+/// An HTTP client (hyper's) posting 1 MiB + 10 bytes over a 1 MiB limit
+/// gets the 413 every time, not a "connection reset" while it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_posting_just_over_the_limit_always_gets_the_413() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(
+        &one_route(&rx.url("/"))
+            .server("max_body_bytes", "1MiB")
+            .server("request_timeout", "5s"),
+    )
+    .await;
+    let body = bytes::Bytes::from(vec![b'b'; 1024 * 1024 + 10]);
+    let mut bad = Vec::new();
+    for attempt in 0..50 {
+        // A fresh client each time: the 413 closes its connection anyway.
+        match post(&client(), &relay.url("/hooks/demo"), &[], body.clone()).await {
+            Ok(a) if a.status == StatusCode::PAYLOAD_TOO_LARGE => {}
+            Ok(a) => bad.push((attempt, a.status.to_string())),
+            Err(e) => bad.push((attempt, e)),
+        }
+    }
+    assert!(bad.is_empty(), "{} of 50 posts: {bad:?}", bad.len());
+}
+
+/// What the relay reads of a refused body is bounded: far above the bound
+/// (64 MiB declared) the sender is cut off after a few MiB, and one that
+/// trickles is cut off at `request_timeout` (1 s here); each still reads
+/// the 413 or sees the connection end, and the relay goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_is_read_only_up_to_a_bound_in_bytes_and_time() {
+    let (_rx, relay) = demo().await;
+    let huge = 64 * 1024 * 1024;
+    let got = tokio::time::timeout(Duration::from_secs(30), upload(relay.ingest, huge, false))
+        .await
+        .expect("the relay cuts a huge body off");
+    let (left, _) = got.write_failed.clone().expect("the relay stops reading");
+    // 4 MiB read and dropped at most, plus what socket buffers hold.
+    assert!(
+        huge - left < 24 * 1024 * 1024,
+        "{} bytes taken",
+        huge - left
+    );
+    assert!(
+        matches!(
+            got.status.as_deref(),
+            None | Some("HTTP/1.1 413 Payload Too Large")
+        ),
+        "{got:?}"
+    );
+
+    let head = format!("POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-length: {huge}\r\n\r\n");
+    let mut s = connect_and_send(relay.ingest, head.as_bytes()).await;
+    let started = std::time::Instant::now();
+    let cut = loop {
+        if s.write_all(&[b't'; 1024]).await.is_err() {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a trickling sender is still read after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 413"),
+        "{text:?}"
+    );
+
+    let a = post(&client(), &relay.url("/hooks/demo"), &[], "still here")
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+/// A sender that waits for `100 Continue` before its body gets the 413 in
+/// its place, and the connection closes without waiting for a body.
+#[tokio::test]
+async fn a_sender_expecting_100_continue_gets_the_413_instead() {
+    let (_rx, relay) = demo().await;
+    let head = "POST /hooks/demo HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\
+                content-length: 10000000\r\n\r\n";
+    let mut s = connect_and_send(relay.ingest, head.as_bytes()).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_millis(900), s.read_to_end(&mut answer))
+        .await
+        .expect("closed before request_timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
+    assert!(!text.contains("100 Continue"), "{text:?}");
+}

@@ -271,3 +271,33 @@ fn a_stale_ready_file_is_removed_at_start_and_a_live_one_is_kept() {
     serve();
     assert!(ready.exists(), "the file of a running process stays");
 }
+
+/// A second `serve` on a data dir a running relay holds waits for the lock
+/// (a few seconds), then exits 1 naming the dir and the holder's pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_relay_on_the_same_data_dir_names_the_one_holding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::ok().await;
+    let config = write_config(tmp.path(), &[&rx]);
+    let mut first = RelayProcess::start(&config).await;
+    let args = ["serve".into(), "--config".into(), config.clone()];
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run_cli(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    let data_dir = std::fs::canonicalize(tmp.path().join("data")).unwrap();
+    let expected = format!(
+        "data dir {} is in use by another hookrelay (pid {}); stop it or use another data_dir",
+        data_dir.display(),
+        first.pid
+    );
+    assert!(
+        stderr.contains(&expected),
+        "want {expected:?} in:\n{stderr}"
+    );
+    assert!(!stderr.contains("WouldBlock"), "{stderr}");
+    // The first relay is untouched.
+    post_ok(&first.url("/s"), &[], ["still here"]).await;
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    assert_eq!(first.terminate(), 0);
+}
