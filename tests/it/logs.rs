@@ -2,6 +2,7 @@
 //! per delivery, on the `hookrelay::webhooks` target; numbers as JSON
 //! numbers and absent values as absent fields, never `"None"` or `Some(..)`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -68,18 +69,24 @@ fn config(dir: &std::path::Path, ok: &Receiver, down: &Receiver) -> std::path::P
         .write(dir)
 }
 
+/// The relay on [`config`] with JSON logs at `rust_log`, and its receivers
+/// (one answering 200, one 500).
+async fn start(dir: &Path, rust_log: &str) -> (Receiver, Receiver, RelayProcess) {
+    let ok = Receiver::ok().await;
+    let down = Receiver::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let relay = RelayProcess::command(&config(dir, &ok, &down))
+        .arg("--log-format")
+        .arg("json")
+        .env("RUST_LOG", rust_log)
+        .start()
+        .await;
+    (ok, down, relay)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_an_accepted_and_a_delivered_line_with_numbers_and_no_none() {
     let tmp = tempfile::tempdir().unwrap();
-    let ok = Receiver::ok().await;
-    let down = Receiver::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let cfg = config(tmp.path(), &ok, &down);
-    let mut relay = RelayProcess::command(&cfg)
-        .arg("--log-format")
-        .arg("json")
-        .env("RUST_LOG", "info")
-        .start()
-        .await;
+    let (ok, _down, mut relay) = start(tmp.path(), "info").await;
     let c = client();
     let key = [("x-request-id", "r-1")];
     let a = post(&c, &relay.url("/s"), &key, "ten-bytes!")
@@ -198,15 +205,7 @@ async fn json_logs_have_an_accepted_and_a_delivered_line_with_numbers_and_no_non
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhooks_target_at_warn_quiets_exactly_the_accepted_and_delivered_lines() {
     let tmp = tempfile::tempdir().unwrap();
-    let ok = Receiver::ok().await;
-    let down = Receiver::answering(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let cfg = config(tmp.path(), &ok, &down);
-    let mut relay = RelayProcess::command(&cfg)
-        .arg("--log-format")
-        .arg("json")
-        .env("RUST_LOG", "info,hookrelay::webhooks=warn")
-        .start()
-        .await;
+    let (ok, _down, mut relay) = start(tmp.path(), "info,hookrelay::webhooks=warn").await;
     post_ok(&relay.url("/s"), &[], ["quiet"]).await;
     ok.wait_delivered(1, WAIT).await;
     wait_until("failures are still logged", WAIT, || {
