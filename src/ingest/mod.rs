@@ -373,26 +373,20 @@ async fn store(
     // Once the answer is known to be durable. No event type yet: sources do
     // not extract one until routing does, and a field that is always empty
     // would only mislead. Never headers or the body.
-    match &outcome {
-        AppendOutcome::Stored { seq, id } => tracing::info!(
-            target: WEBHOOKS,
-            source = %source.name,
-            seq = seq.0,
-            id = %id,
-            bytes,
-            "webhook accepted"
-        ),
-        // The seq and id of the first message with this key.
-        AppendOutcome::Duplicate { seq, id } => tracing::info!(
-            target: WEBHOOKS,
-            source = %source.name,
-            seq = seq.0,
-            id = %id,
-            bytes,
-            duplicate = true,
-            "webhook accepted"
-        ),
-    }
+    // A duplicate names the first message with its key (`duplicate=true`).
+    let (seq, id, duplicate) = match &outcome {
+        AppendOutcome::Stored { seq, id } => (seq, id, None),
+        AppendOutcome::Duplicate { seq, id } => (seq, id, Some(true)),
+    };
+    tracing::info!(
+        target: WEBHOOKS,
+        source = %source.name,
+        seq = seq.0,
+        id = %id,
+        bytes,
+        duplicate,
+        "webhook accepted"
+    );
     Ok(outcome)
 }
 
