@@ -283,19 +283,13 @@ impl fmt::Display for Problem {
 impl Config {
     /// Reads, parses and validates the file; all problems at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_str(&text, path)
+        Config::from_str(&read(path)?, path)
     }
 
     /// Same from a string; `file` is used in messages and to resolve relative
     /// paths against its parent directory. Environment variables come from the process.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        Config::from_str_with_env(text, file, &|name| {
-            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-        })
+        Config::from_str_with_env(text, file, &process_env)
     }
 
     /// Same as [`Config::from_str`], with environment variables looked up
@@ -305,12 +299,7 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let invalid = |problems| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            problems,
-        };
-        let raw = parse(text).map_err(|p| invalid(vec![p]))?;
-        validate::validate(raw, text, file, env).map_err(invalid)
+        parse_then(text, file, |raw| validate::validate(raw, text, file, env))
     }
 
     /// What is valid but probably not meant; `check` prints these and
@@ -334,17 +323,10 @@ impl Config {
     /// still parse (syntax, known keys, types), but no source or destination
     /// secret is resolved, so `status` works without the service's secrets.
     pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let invalid = |problems| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            problems,
-        };
-        let raw = parse(&text).map_err(|p| invalid(vec![p]))?;
-        let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-        validate::admin_only(raw, &text, path, &env).map_err(invalid)
+        let text = read(path)?;
+        parse_then(&text, path, |raw| {
+            validate::admin_only(raw, &text, path, &process_env)
+        })
     }
 
     /// The source with this name.
@@ -356,6 +338,34 @@ impl Config {
     pub fn destination(&self, name: &DestinationName) -> Option<&DestinationConfig> {
         self.destinations.iter().find(|d| &d.name == name)
     }
+}
+
+/// The config file's text.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// An environment variable of this process, lossily as UTF-8.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// [`parse`], then `validate` on the raw tables; either's problems become
+/// [`ConfigError::Invalid`] naming `file`.
+fn parse_then<T>(
+    text: &str,
+    file: &Path,
+    validate: impl FnOnce(raw::RawConfig) -> Result<T, Vec<Problem>>,
+) -> Result<T, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let raw = parse(text).map_err(|p| invalid(vec![p]))?;
+    validate(raw).map_err(invalid)
 }
 
 /// TOML syntax and shape (unknown keys, wrong types); stops at the first error.
