@@ -14,6 +14,8 @@ use tokio_util::task::TaskTracker;
 fn message(body: usize) -> NewMessage {
     NewMessage {
         source: "bench".parse().unwrap(),
+        event_type: None,
+        query: None,
         content_type: Some("application/json".into()),
         headers: vec![("x-github-event".into(), b"push".to_vec())],
         body: vec![b'x'; body],
@@ -28,8 +30,10 @@ fn encode(c: &mut Criterion) {
             id: MessageId::generate(1),
             source: "bench".parse().unwrap(),
             received_at_ms: 1,
+            event_type: None,
             content_type: Some("application/json".into()),
             idempotency_key: None,
+            query: None,
             headers: vec![],
             body: vec![b'x'; size],
         };

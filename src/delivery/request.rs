@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http::header::InvalidHeaderValue;
-use http::{header, HeaderName, HeaderValue, Method, Request};
+use http::{header, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
 use crate::config::DestinationConfig;
@@ -35,13 +35,26 @@ pub fn forwarded(dest: &DestinationConfig, name: &str) -> bool {
     listed && !crate::model::is_reserved_header(name)
 }
 
-/// A relay header whose value is not a valid header value (a stored message
-/// id or source name that validation should have kept out).
+/// A request that cannot be built from a stored message (values that
+/// validation at ingest should have kept out).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot send header {name}: {source}")]
-pub struct RequestError {
-    name: &'static str,
-    source: InvalidHeaderValue,
+pub enum RequestError {
+    #[error("cannot send header {name}: {source}")]
+    Header {
+        name: &'static str,
+        source: InvalidHeaderValue,
+    },
+    #[error("stored query string does not make a valid URL: {0}")]
+    Query(#[from] http::uri::InvalidUri),
+}
+
+/// `url` with the inbound `query` appended to any query it already has.
+fn with_query(url: &Uri, query: Option<&str>) -> Result<Uri, RequestError> {
+    let Some(query) = query else {
+        return Ok(url.clone());
+    };
+    let sep = if url.query().is_some() { '&' } else { '?' };
+    Ok(format!("{url}{sep}{query}").parse()?)
 }
 
 /// The outbound request for attempt `attempt` made at `now_secs`.
@@ -54,7 +67,7 @@ pub fn build_request(
 ) -> Result<Request<Full<Bytes>>, RequestError> {
     let mut req = Request::new(Full::new(Bytes::copy_from_slice(&msg.body)));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = dest.url.clone();
+    *req.uri_mut() = with_query(&dest.url, msg.query.as_deref())?;
     let h = req.headers_mut();
 
     for (name, value) in &msg.headers {
@@ -92,7 +105,7 @@ pub fn build_request(
         .as_ref()
         .map(|key| ("webhook-signature", key.sign(id, &ts, &msg.body)));
     for (name, value) in relay_headers.into_iter().chain(signature) {
-        let v = HeaderValue::from_str(&value).map_err(|source| RequestError { name, source })?;
+        let v = HeaderValue::from_str(&value).map_err(|source| RequestError::Header { name, source })?;
         h.insert(HeaderName::from_static(name), v);
     }
     Ok(req)
@@ -127,8 +140,10 @@ signing = { secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
             id: MessageId::generate(1),
             source: "s".parse().unwrap(),
             received_at_ms: 1,
+            event_type: None,
             content_type: Some("application/json".into()),
             idempotency_key: None,
+            query: None,
             headers: vec![
                 h("x-github-event", "push"),
                 h("x-listed", "yes"),
@@ -158,6 +173,15 @@ signing = { secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
         assert_eq!(h["x-hookrelay-seq"], "7");
         assert_eq!(h["x-hookrelay-attempt"], "2");
         assert_eq!(h["webhook-timestamp"], "1700000000");
+    }
+
+    #[test]
+    fn the_inbound_query_joins_the_destination_url() {
+        let url = |u: &str, q: Option<&str>| with_query(&u.parse().unwrap(), q).unwrap().to_string();
+        assert_eq!(url("http://h:9/x", None), "http://h:9/x");
+        assert_eq!(url("http://h:9/x", Some("a=1&b=%20")), "http://h:9/x?a=1&b=%20");
+        assert_eq!(url("http://h:9/x?k=v", Some("a=1")), "http://h:9/x?k=v&a=1");
+        assert_eq!(url("http://h:9", Some("a=1")), "http://h:9/?a=1");
     }
 
     #[test]

@@ -292,7 +292,7 @@ async fn receive(
     if ingest.over_budget.load(Ordering::Relaxed) {
         return Err(IngestError::OverBudget);
     }
-    store(ingest, route, &parts.headers, body, verified)
+    store(ingest, route, &parts, body, verified)
         .await
         .map(Outcome::Appended)
 }
@@ -334,11 +334,13 @@ fn discard_rest(parts: &http::request::Parts, mut body: Incoming, deadline: toki
 async fn store(
     ingest: &Ingest,
     route: &Route,
-    headers: &http::HeaderMap,
+    parts: &http::request::Parts,
     body: Bytes,
     verified: Verified,
 ) -> Result<AppendOutcome, IngestError> {
     let source = &route.source;
+    let headers = &parts.headers;
+    let query = parts.uri.query().filter(|q| !q.is_empty()).map(str::to_owned);
     let credential = route.verifier.credential_header();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -361,7 +363,9 @@ async fn store(
     let bytes = body.len();
     let msg = NewMessage {
         source: source.name.clone(),
+        event_type: None,
         content_type,
+        query,
         headers,
         body: body.to_vec(),
         dedup,

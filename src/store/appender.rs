@@ -39,7 +39,10 @@ const BUFFERED_SYNC_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct NewMessage {
     pub source: SourceName,
+    pub event_type: Option<String>,
     pub content_type: Option<String>,
+    /// The request's query string, without `?`.
+    pub query: Option<String>,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     /// Idempotency key and how long it stays remembered.
@@ -300,8 +303,10 @@ fn stage(
         id: id.clone(),
         source: msg.source.clone(),
         received_at_ms: now,
+        event_type: msg.event_type.take(),
         content_type: msg.content_type.take(),
         idempotency_key: key.map(|(k, _)| k),
+        query: msg.query.take(),
         headers: std::mem::take(&mut msg.headers),
         body: std::mem::take(&mut msg.body),
     };

@@ -25,20 +25,37 @@ pub enum CodecError {
 }
 
 const V1: u8 = 1;
+/// Messages only: [`Message`] with `event_type` and `query` (V1 had neither).
+const V2: u8 = 2;
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![V1];
+fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![version];
     let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
     out.extend_from_slice(&body);
     Ok(out)
 }
 
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_as(V1, value)
+}
+
+/// Splits off the version byte.
+fn version(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
+    bytes
+        .split_first()
+        .map(|(v, rest)| (*v, rest))
+        .ok_or(CodecError::Empty)
+}
+
+fn decode_body<T: DeserializeOwned>(rest: &[u8]) -> Result<T, CodecError> {
+    decode_limited(rest).map_err(|e| CodecError::Corrupt(e.to_string()))
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match bytes.split_first() {
-        None => Err(CodecError::Empty),
-        Some((&V1, rest)) => decode_limited(rest).map_err(|e| CodecError::Corrupt(e.to_string())),
-        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    match version(bytes)? {
+        (V1, rest) => decode_body(rest),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
     }
 }
 
@@ -68,20 +85,54 @@ fn decode_limited<T: DeserializeOwned>(rest: &[u8]) -> Result<T, bincode::error:
     }
 }
 
-/// One stored webhook. Field order is part of the on-disk format: the first three
-/// fields double as [`MessageHead`], so workers can filter without decoding bodies.
+/// One stored webhook (written as version 2). Field order is part of the
+/// on-disk format: the first four fields double as [`MessageHead`], so
+/// workers can route without decoding bodies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
     pub source: SourceName,
     pub received_at_ms: u64,
+    /// Computed once at ingest (routing); `None` when the source has none.
+    pub event_type: Option<String>,
     pub content_type: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The inbound request's query string, without `?`; forwarded with every delivery.
+    pub query: Option<String>,
     /// Inbound headers kept for forwarding and inspection (lowercase names).
     pub headers: Vec<(String, Vec<u8>)>,
     /// Encoded as one byte string, not a sequence of u8 (an order of magnitude faster).
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+}
+
+/// A message as format 1 wrote it (no event type, no query); read only.
+#[derive(Deserialize)]
+struct MessageV1 {
+    id: MessageId,
+    source: SourceName,
+    received_at_ms: u64,
+    content_type: Option<String>,
+    idempotency_key: Option<String>,
+    headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Self {
+        Message {
+            id: m.id,
+            source: m.source,
+            received_at_ms: m.received_at_ms,
+            event_type: None,
+            content_type: m.content_type,
+            idempotency_key: m.idempotency_key,
+            query: None,
+            headers: m.headers,
+            body: m.body,
+        }
+    }
 }
 
 /// The leading fields of a [`Message`], decodable from the first chunk alone.
@@ -90,21 +141,43 @@ pub struct MessageHead {
     pub id: MessageId,
     pub source: SourceName,
     pub received_at_ms: u64,
+    pub event_type: Option<String>,
+}
+
+/// The head of a version 1 message, which ends before `event_type`.
+#[derive(Deserialize)]
+struct MessageHeadV1 {
+    id: MessageId,
+    source: SourceName,
+    received_at_ms: u64,
 }
 
 /// Encodes a message as one byte string; the store chunks it.
 pub fn encode_message(m: &Message) -> Result<Vec<u8>, CodecError> {
-    encode(m)
+    encode_as(V2, m)
 }
 
-/// Decodes the concatenated chunks of a message.
+/// Decodes the concatenated chunks of a message, of either version.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
-    decode(bytes)
+    match version(bytes)? {
+        (V1, rest) => decode_body::<MessageV1>(rest).map(Message::from),
+        (V2, rest) => decode_body(rest),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
 }
 
 /// Decodes only the head of a message from a prefix of its bytes (its first chunk).
 pub fn decode_head(prefix: &[u8]) -> Result<MessageHead, CodecError> {
-    decode(prefix)
+    match version(prefix)? {
+        (V1, rest) => decode_body::<MessageHeadV1>(rest).map(|h| MessageHead {
+            id: h.id,
+            source: h.source,
+            received_at_ms: h.received_at_ms,
+            event_type: None,
+        }),
+        (V2, rest) => decode_body(rest),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
 }
 
 /// Outcome of one delivery attempt, kept for inspection.
@@ -190,8 +263,10 @@ mod tests {
             id: MessageId::generate(1),
             source: "demo".parse().unwrap(),
             received_at_ms: 1_700_000_000_000,
+            event_type: Some("invoice.paid".into()),
             content_type: Some("application/json".into()),
             idempotency_key: Some("evt_1".into()),
+            query: Some("account=acct_1&x=%20".into()),
             headers: vec![("x-github-event".into(), b"push".to_vec())],
             body: (0..=255u8).collect(),
         }
@@ -204,6 +279,45 @@ mod tests {
         assert_eq!(decode_message(&bytes).unwrap(), m);
         let head = decode_head(&bytes[..64]).unwrap();
         assert_eq!((head.id, head.source), (m.id, m.source));
+        assert_eq!(head.event_type, m.event_type);
+    }
+
+    /// Format 1 records (written before event types and query strings)
+    /// still decode, with neither.
+    #[test]
+    fn version_1_messages_decode_without_event_type_or_query() {
+        #[derive(Serialize)]
+        struct V1Out<'a> {
+            id: &'a MessageId,
+            source: &'a SourceName,
+            received_at_ms: u64,
+            content_type: &'a Option<String>,
+            idempotency_key: &'a Option<String>,
+            headers: &'a Vec<(String, Vec<u8>)>,
+            #[serde(with = "serde_bytes")]
+            body: &'a Vec<u8>,
+        }
+        let m = sample();
+        let bytes = encode(&V1Out {
+            id: &m.id,
+            source: &m.source,
+            received_at_ms: m.received_at_ms,
+            content_type: &m.content_type,
+            idempotency_key: &m.idempotency_key,
+            headers: &m.headers,
+            body: &m.body,
+        })
+        .unwrap();
+        assert_eq!(bytes[0], V1);
+        let old = decode_message(&bytes).unwrap();
+        let expected = Message {
+            event_type: None,
+            query: None,
+            ..m.clone()
+        };
+        assert_eq!(old, expected);
+        let head = decode_head(&bytes[..40]).unwrap();
+        assert_eq!((head.id, head.event_type), (m.id, None));
     }
 
     #[test]

@@ -360,8 +360,10 @@ pub(crate) mod test_support {
             id: MessageId::generate(received_at_ms),
             source: source.parse().unwrap(),
             received_at_ms,
+            event_type: None,
             content_type: None,
             idempotency_key: None,
+            query: None,
             headers: vec![],
             body,
         }

@@ -71,6 +71,38 @@ async fn binary_body_and_headers_arrive_byte_for_byte() {
     assert!(ts.abs_diff(now) < 60, "timestamp {ts} vs now {now}");
 }
 
+/// Some providers put the account or a signature in the query: it is stored,
+/// shown, and forwarded after the destination's own query.
+#[tokio::test]
+async fn the_query_string_is_stored_and_forwarded() {
+    let rx = Receiver::ok().await;
+    let mut relay = TestRelay::start(&one_route(&rx.url("/in?k=v"))).await;
+    let query = "account=acct_1&sig=a%2Bb&empty=";
+    post_ok(&relay.url(&format!("/hooks/demo?{query}")), &[], ["one"]).await;
+    post_ok(&relay.url("/hooks/demo"), &[], ["two"]).await;
+    let got = rx.wait_delivered(2, Duration::from_secs(10)).await;
+    assert_eq!(got[0].path, "/in");
+    assert_eq!(got[0].query.as_deref(), Some(&*format!("k=v&{query}")));
+    assert_eq!(got[1].query.as_deref(), Some("k=v"));
+    let shown = relay.admin_get("/api/v1/messages/1").await;
+    assert_eq!(shown["query"], query);
+    let listed = relay.admin_get("/api/v1/messages").await;
+    assert_eq!(listed[0]["query"], query);
+    assert_eq!(listed[1]["query"], serde_json::Value::Null);
+
+    // Replayed after a restart, from what is on disk.
+    relay = relay.restart().await;
+    let (status, _) = relay
+        .api_post(
+            "/api/v1/destinations/app/replay",
+            Some(serde_json::json!({"from_seq": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let again = rx.wait_delivered(3, Duration::from_secs(10)).await;
+    assert_eq!(again[2].query.as_deref(), Some(&*format!("k=v&{query}")));
+}
+
 #[tokio::test]
 async fn inbound_errors_are_json_with_the_right_status() {
     let (_rx, relay) = demo().await;

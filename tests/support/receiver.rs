@@ -22,6 +22,8 @@ use super::wait::wait_until;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -214,6 +216,7 @@ async fn answer_one(
 ) -> Response<Full<Bytes>> {
     arrivals.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
     let Ok(body) = req.into_body().collect().await else {
         // The sender went away mid-body: it never sees an answer.
@@ -221,6 +224,7 @@ async fn answer_one(
     };
     let rec = Received {
         path,
+        query,
         headers,
         body: body.to_bytes(),
     };

@@ -18,7 +18,9 @@ pub struct MessageMeta {
     pub id: MessageId,
     pub source: SourceName,
     pub received_at_ms: u64,
+    pub event_type: Option<String>,
     pub content_type: Option<String>,
+    pub query: Option<String>,
     pub idempotency_key: Option<String>,
     pub body_bytes: usize,
 }
@@ -66,7 +68,9 @@ impl Log {
                     id: m.id,
                     source: m.source,
                     received_at_ms: m.received_at_ms,
+                    event_type: m.event_type,
                     content_type: m.content_type,
+                    query: m.query,
                     idempotency_key: m.idempotency_key,
                     body_bytes: m.body.len(),
                 });
