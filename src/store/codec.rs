@@ -316,7 +316,7 @@ mod tests {
             ..m.clone()
         };
         assert_eq!(old, expected);
-        let head = decode_head(&bytes[..40]).unwrap();
+        let head = decode_head(&bytes[..64]).unwrap();
         assert_eq!((head.id, head.event_type), (m.id, None));
     }
 
