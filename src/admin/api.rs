@@ -14,7 +14,7 @@ use crate::delivery::status::Activity;
 use crate::delivery::Control;
 use crate::listen;
 use crate::model::{Seq, SourceName};
-use crate::store::StoreError;
+use crate::store::{ReplayEnd, StoreError};
 
 /// The hand-checked OpenAPI 3 document of this API (kept true by a test).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -299,14 +299,23 @@ fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
 struct ReplayBody {
     from_seq: Option<u64>,
     from_time: Option<String>,
+    /// Replays only up to this seq, then resumes where the cursor was.
+    to_seq: Option<u64>,
+    /// Counts what would go again and changes nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
+
+/// Most log entries a dry run's count examines (about a second of reading).
+const COUNT_CAP: usize = 2_000_000;
 
 async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = entry;
     let req: ReplayBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "body must be {{\"from_seq\": N}} or {{\"from_time\": \"RFC3339\"}}: {e}"
+            "body must be {{\"from_seq\": N}} or {{\"from_time\": \"RFC3339\"}}, \
+             optionally with \"to_seq\" and \"dry_run\": {e}"
         ))
     })?;
     let from = match (req.from_seq, req.from_time) {
@@ -341,17 +350,57 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
             from.0, head.0
         )));
     }
+    // Past the head, an end changes nothing: the range is all there is.
+    let to = match req.to_seq {
+        Some(to) if to < from.0 => {
+            return Err(ApiError::BadRequest(format!(
+                "to_seq {to} is before the replay's first seq {}",
+                from.0
+            )))
+        }
+        Some(to) => Seq(to.min(head.0)),
+        None => head,
+    };
     let cursor = Seq(from.0 - 1);
-    admin.store.cursors().set(&d.name, cursor)?;
+    if req.dry_run {
+        let sources = d.sources.clone();
+        let (count, complete) = admin
+            .store
+            .blocking(move |s| {
+                s.log()
+                    .count_routed(from, to, |src| sources.contains(src), COUNT_CAP)
+            })
+            .await?;
+        return Ok((
+            StatusCode::OK,
+            json!({
+                "destination": d.name, "dry_run": true, "from_seq": from.0, "to_seq": to.0,
+                "messages": count, "complete": complete,
+            }),
+        ));
+    }
+    let before = admin.store.cursors().get(&d.name)?;
+    // Only an end below the old cursor needs a jump back: up to the old
+    // cursor everything was delivered, after it everything is pending anyway.
+    let end = req
+        .to_seq
+        .map(|_| ReplayEnd { to, resume: before })
+        .filter(|e| e.to < e.resume);
+    let name = d.name.clone();
     admin
         .store
-        .destinations()
-        .update(&d.name, |st| st.blocked_on = None)?;
+        .blocking(move |s| {
+            s.cursors().rewind(s.destinations(), &name, cursor, |st| {
+                st.blocked_on = None;
+                st.replay_end = end;
+            })
+        })
+        .await?;
     c.wake();
-    tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
+    tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = end.map(|e| e.to.0), "replay requested by operator");
     Ok((
         StatusCode::OK,
-        json!({ "destination": d.name, "cursor": cursor.0 }),
+        json!({ "destination": d.name, "cursor": cursor.0, "to_seq": to.0 }),
     ))
 }
 

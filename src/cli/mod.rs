@@ -104,6 +104,12 @@ pub enum Command {
         /// e.g. 2026-12-03T08:00:00Z).
         #[arg(long)]
         from_time: Option<String>,
+        /// Last seq to deliver again; afterwards delivery resumes where it was.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Print how many messages would go again, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -178,16 +184,42 @@ fn main(cli: Cli) -> i32 {
             dest,
             from_seq,
             from_time,
+            to_seq,
+            dry_run,
             client,
         } => remote(&config, client, |c| async move {
-            let body = match (from_seq, from_time) {
+            let mut body = match (from_seq, from_time) {
                 (Some(n), _) => serde_json::json!({ "from_seq": n }),
                 (None, Some(t)) => serde_json::json!({ "from_time": t }),
                 (None, None) => serde_json::json!({}),
             };
+            if let Some(to) = to_seq {
+                body["to_seq"] = to.into();
+            }
+            if dry_run {
+                body["dry_run"] = true.into();
+            }
             let path = format!("/api/v1/destinations/{dest}/replay");
             let v = c.call(Method::POST, &path, Some(body)).await?;
-            Ok((v.clone(), format!("{dest}: cursor now {}", v["cursor"])))
+            let text = if dry_run {
+                let at_least = if v["complete"] == false {
+                    "at least "
+                } else {
+                    ""
+                };
+                format!(
+                    "{dest}: replaying seqs {} to {} would send {at_least}{} messages again (dry run: nothing changed)",
+                    v["from_seq"], v["to_seq"], v["messages"]
+                )
+            } else if to_seq.is_some() {
+                format!(
+                    "{dest}: cursor now {}; after seq {} delivery resumes where it was",
+                    v["cursor"], v["to_seq"]
+                )
+            } else {
+                format!("{dest}: cursor now {}", v["cursor"])
+            };
+            Ok((v, text))
         }),
         Command::Serve {
             log_format,

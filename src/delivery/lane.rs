@@ -17,7 +17,7 @@ use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted};
 use crate::model::{Seq, SourceName};
-use crate::store::{Attempt, DeadLetter, Message, Scan, Store};
+use crate::store::{Attempt, DeadLetter, Message, ReplayEnd, Scan, Store};
 use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
 
@@ -173,6 +173,25 @@ impl Lane {
             s.log().read_ahead(after, upto, budget, limits, routes)
         });
         Ok(scans.await?)
+    }
+
+    /// Ends a bounded replay (`replay --to-seq`) whose end the cursor has
+    /// reached: the cursor goes back to where it was before the replay, so
+    /// what followed the range and was delivered then is not sent again.
+    pub fn end_replay(&self, cursor: Seq, end: ReplayEnd) -> Result<(), DeliveryError> {
+        let name = &self.dest.name;
+        // Refused if an operator moved the cursor meanwhile (even when it
+        // stays put): their replay also replaced `replay_end`.
+        let target = end.resume.max(cursor);
+        if self.store.cursors().advance(name, cursor, target)? {
+            self.store.destinations().update(name, |st| {
+                if st.replay_end == Some(end) {
+                    st.replay_end = None;
+                }
+            })?;
+            tracing::info!(destination = %name, to = end.to.0, cursor = target.0, "bounded replay finished; delivery resumes where it was");
+        }
+        Ok(())
     }
 
     /// One message, read on the blocking pool.

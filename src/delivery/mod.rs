@@ -141,12 +141,20 @@ impl Strict {
         }
         let cursor = lane.store.cursors().get(name)?;
         let head = *self.head.borrow_and_update();
+        // A bounded replay reads no further than its end, then ends.
+        let limit = match state.replay_end {
+            Some(end) if cursor >= end.to => return lane.end_replay(cursor, end),
+            Some(end) => head.min(end.to),
+            None => head,
+        };
         if self.ahead_from != cursor {
             self.ahead.clear();
         }
+        // Read before a bounded replay began (its state came after the cursor).
+        self.ahead.retain(|(seq, _)| *seq <= limit);
         if self.ahead.is_empty() {
             for scan in lane
-                .read_ahead(cursor, head, SCAN_BUDGET, READ_AHEAD)
+                .read_ahead(cursor, limit, SCAN_BUDGET, READ_AHEAD)
                 .await?
             {
                 match scan {

@@ -105,7 +105,8 @@ pub fn build_request(
         .as_ref()
         .map(|key| ("webhook-signature", key.sign(id, &ts, &msg.body)));
     for (name, value) in relay_headers.into_iter().chain(signature) {
-        let v = HeaderValue::from_str(&value).map_err(|source| RequestError::Header { name, source })?;
+        let v = HeaderValue::from_str(&value)
+            .map_err(|source| RequestError::Header { name, source })?;
         h.insert(HeaderName::from_static(name), v);
     }
     Ok(req)
@@ -177,9 +178,13 @@ signing = { secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
 
     #[test]
     fn the_inbound_query_joins_the_destination_url() {
-        let url = |u: &str, q: Option<&str>| with_query(&u.parse().unwrap(), q).unwrap().to_string();
+        let url =
+            |u: &str, q: Option<&str>| with_query(&u.parse().unwrap(), q).unwrap().to_string();
         assert_eq!(url("http://h:9/x", None), "http://h:9/x");
-        assert_eq!(url("http://h:9/x", Some("a=1&b=%20")), "http://h:9/x?a=1&b=%20");
+        assert_eq!(
+            url("http://h:9/x", Some("a=1&b=%20")),
+            "http://h:9/x?a=1&b=%20"
+        );
         assert_eq!(url("http://h:9/x?k=v", Some("a=1")), "http://h:9/x?k=v&a=1");
         assert_eq!(url("http://h:9", Some("a=1")), "http://h:9/?a=1");
     }

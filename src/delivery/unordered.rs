@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::lane::{Finished, Lane};
 use super::{DeliveryError, SCAN_BUDGET, STORE_ERROR_BACKOFF};
 use crate::model::Seq;
-use crate::store::{Message, Scan};
+use crate::store::{Message, ReplayEnd, Scan};
 
 /// Which seqs above the cursor are finished, in flight, or waiting to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +197,19 @@ impl Scheduler {
         if self.messages.is_empty() && (self.reset || self.window.is_none()) && !stopped {
             self.load()?;
         }
-        let more = if stopped { false } else { self.fill().await? };
+        let end = state.replay_end;
+        let more = if stopped {
+            false
+        } else {
+            self.fill(end.map(|e| e.to)).await?
+        };
+        if let Some(end) = end.filter(|_| !stopped) {
+            if self.replay_done(end)? {
+                // The next round loads the window from the cursor it jumped to.
+                self.restart_window();
+                return Ok(());
+            }
+        }
         let room = !stopped
             && !self.generation.is_cancelled()
             && self
@@ -268,9 +280,22 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Starts messages until the window is full or the log is exhausted; true
-    /// if the scan budget ran out with more of the log to look at.
-    async fn fill(&mut self) -> Result<bool, DeliveryError> {
+    /// Whether a bounded replay's range is finished, and if so ends it.
+    fn replay_done(&mut self, end: ReplayEnd) -> Result<bool, DeliveryError> {
+        let done = !self.reset
+            && self.messages.is_empty()
+            && self.window.as_ref().is_some_and(|w| w.cursor() >= end.to);
+        if done {
+            self.persist()?;
+            self.lane.end_replay(self.persisted, end)?;
+        }
+        Ok(done)
+    }
+
+    /// Starts messages until the window is full or the log is exhausted (up
+    /// to `limit`, a bounded replay's end, if set); true if the scan budget
+    /// ran out with more of the log to look at.
+    async fn fill(&mut self, limit: Option<Seq>) -> Result<bool, DeliveryError> {
         if self.reset || self.generation.is_cancelled() {
             return Ok(false);
         }
@@ -290,8 +315,9 @@ impl Scheduler {
             }
         }
         let head = *self.head.borrow_and_update();
+        let head = limit.map_or(head, |l| head.min(l));
         let mut more = false;
-        'fill: while window.len() < self.max_in_flight {
+        'fill: while window.len() < self.max_in_flight && window.scanned() < head {
             let room = self.max_in_flight - window.len();
             let scans = lane.read_ahead(window.scanned(), head, SCAN_BUDGET, room);
             for scan in scans.await? {

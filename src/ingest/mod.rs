@@ -340,7 +340,11 @@ async fn store(
 ) -> Result<AppendOutcome, IngestError> {
     let source = &route.source;
     let headers = &parts.headers;
-    let query = parts.uri.query().filter(|q| !q.is_empty()).map(str::to_owned);
+    let query = parts
+        .uri
+        .query()
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned);
     let credential = route.verifier.credential_header();
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -25,7 +25,8 @@ pub enum CodecError {
 }
 
 const V1: u8 = 1;
-/// Messages only: [`Message`] with `event_type` and `query` (V1 had neither).
+/// [`Message`] with `event_type` and `query`; [`DestinationState`] with
+/// `replay_end`. Other records are still written as V1.
 const V2: u8 = 2;
 
 fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
@@ -199,12 +200,49 @@ pub struct DeadLetter {
     pub last_error: String,
 }
 
-/// Operator-controlled state of a destination; survives restarts.
+/// Operator-controlled state of a destination; survives restarts (written
+/// as version 2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationState {
     pub paused: bool,
     /// Set when `on_exhausted = "block"` stopped the destination on this seq.
     pub blocked_on: Option<Seq>,
+    /// A bounded replay in progress (`replay --to-seq`).
+    pub replay_end: Option<ReplayEnd>,
+}
+
+/// Where a bounded replay stops: once the cursor reaches `to`, it jumps to
+/// `resume` (the cursor before the replay), so what followed `to` and was
+/// already delivered is not sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayEnd {
+    pub to: Seq,
+    pub resume: Seq,
+}
+
+/// A destination's state as version 1 wrote it (no bounded replays).
+#[derive(Deserialize)]
+struct DestinationStateV1 {
+    paused: bool,
+    blocked_on: Option<Seq>,
+}
+
+/// Encodes a [`DestinationState`].
+pub fn encode_state(v: &DestinationState) -> Result<Vec<u8>, CodecError> {
+    encode_as(V2, v)
+}
+
+/// Decodes a [`DestinationState`] of either version.
+pub fn decode_state(bytes: &[u8]) -> Result<DestinationState, CodecError> {
+    match version(bytes)? {
+        (V1, rest) => decode_body::<DestinationStateV1>(rest).map(|s| DestinationState {
+            paused: s.paused,
+            blocked_on: s.blocked_on,
+            replay_end: None,
+        }),
+        (V2, rest) => decode_body(rest),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
 }
 
 /// A dedup index entry: the first message with this key, until `expires_at_ms`.
@@ -242,7 +280,6 @@ macro_rules! record_codec {
 
 record_codec!(Attempt, encode_attempt, decode_attempt);
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
-record_codec!(DestinationState, encode_state, decode_state);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
 record_codec!(UnorderedWindow, encode_window, decode_window);
 
@@ -331,6 +368,24 @@ mod tests {
         assert!(matches!(decode_message(&[]), Err(CodecError::Empty)));
         assert!(decode_message(&[1, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_state(&[1]).is_err());
+    }
+
+    #[test]
+    fn destination_state_of_version_1_decodes_without_a_replay_end() {
+        let v1 = encode(&(true, Some(Seq(7)))).unwrap();
+        let st = decode_state(&v1).unwrap();
+        assert_eq!(
+            (st.paused, st.blocked_on, st.replay_end),
+            (true, Some(Seq(7)), None)
+        );
+        let st = DestinationState {
+            replay_end: Some(ReplayEnd {
+                to: Seq(9),
+                resume: Seq(40),
+            }),
+            ..st
+        };
+        assert_eq!(decode_state(&encode_state(&st).unwrap()).unwrap(), st);
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! clean stop and taken at the next start). A cursor means every seq at or
 //! below it is finished for that destination. Delivery moves cursors forward
 //! (compare-and-swap, so an operator's replay in between wins); the admin
-//! API sets them. Must not touch any other tree.
+//! API sets them. Touches one other tree, in one place: an operator's
+//! rewind writes the cursor and the destination's state (`dest`) in one
+//! transaction.
 
-use super::codec::{self, UnorderedWindow};
+use super::codec::{self, DestinationState, UnorderedWindow};
+use super::destinations::Destinations;
 use super::StoreError;
 use crate::model::{DestinationName, Seq};
 
@@ -33,6 +36,39 @@ impl Cursors {
     pub fn set(&self, dest: &DestinationName, seq: Seq) -> Result<(), StoreError> {
         self.cursors.insert(dest.as_str(), &seq.to_be_bytes())?;
         Ok(())
+    }
+
+    /// An operator's rewind (replay): moves the cursor to `cursor` and changes
+    /// the destination's state with `change`, together, so a worker never
+    /// sees one without the other. Blocking.
+    pub fn rewind(
+        &self,
+        states: &Destinations,
+        dest: &DestinationName,
+        cursor: Seq,
+        change: impl Fn(&mut DestinationState),
+    ) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let key = dest.as_str().as_bytes();
+        (&self.cursors, states.tree())
+            .transaction(|(cursors, states)| {
+                let mut state = match states.get(key)? {
+                    Some(v) => {
+                        codec::decode_state(&v).map_err(ConflictableTransactionError::Abort)?
+                    }
+                    None => DestinationState::default(),
+                };
+                change(&mut state);
+                let state =
+                    codec::encode_state(&state).map_err(ConflictableTransactionError::Abort)?;
+                states.insert(key, state)?;
+                cursors.insert(key, &cursor.to_be_bytes())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(e) => StoreError::Codec(e),
+            })
     }
 
     /// Moves `dest`'s cursor from `from` to `to` only if it is still `from`

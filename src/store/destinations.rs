@@ -19,6 +19,11 @@ impl Destinations {
         Destinations { tree }
     }
 
+    /// The tree, for the cursors' rewind transaction.
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     /// Operator state of a destination.
     pub fn get(&self, dest: &DestinationName) -> Result<DestinationState, StoreError> {
         match self.tree.get(dest.as_str())? {

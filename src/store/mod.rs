@@ -121,7 +121,9 @@ use std::sync::Arc;
 
 pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage};
 pub use attempts::Attempts;
-pub use codec::{Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead};
+pub use codec::{
+    Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead, ReplayEnd,
+};
 pub use cursors::Cursors;
 pub use dead::DeadLetters;
 pub use dedup::Dedup;
@@ -399,6 +401,7 @@ mod tests {
         let st = DestinationState {
             paused: true,
             blocked_on: None,
+            replay_end: None,
         };
         store.destinations().set(&d, &st).unwrap();
         store.sync().unwrap();

@@ -330,6 +330,66 @@ fn cli_says_clearly_when_the_relay_is_not_running() {
     assert!(err.contains("is the relay running?"), "{err}");
 }
 
+/// `--to-seq` sends only its range again (in order for strict), then
+/// delivery resumes where it was; `--dry-run` counts what would go again
+/// (only messages routed here) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_replay_sends_its_range_then_resumes_where_it_was() {
+    for (ordering, max_in_flight) in [("strict", 1), ("unordered", 4)] {
+        let rx = Receiver::ok().await;
+        let cfg = config(&rx.url("/")).edit_destination("d", |d| {
+            d.set("ordering", ordering)
+                .set("max_in_flight", max_in_flight)
+        });
+        let relay = TestRelay::start(&cfg).await;
+        post_n(&relay, "/s", 3).await; // 1..=3
+        post_n(&relay, "/other", 1).await; // 4, not routed to d
+        post_n(&relay, "/s", 3).await; // 5..=7
+        rx.wait_delivered(6, Duration::from_secs(10)).await;
+        relay
+            .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 7)
+            .await;
+
+        let args = ["replay", "d", "--from-seq", "2", "--to-seq", "5"];
+        let (code, out, err) = cli(&relay, &[&args[..], &["--dry-run"]].concat());
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("would send 3 messages again"),
+            "{ordering}: {out}"
+        );
+        let v = relay.admin_get("/api/v1/destinations/d").await;
+        assert_eq!(v["cursor"], 7, "a dry run changes nothing");
+
+        let (code, out, err) = cli(&relay, &args);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("d: cursor now 1;"), "{out}");
+        let got = rx.wait_delivered(9, Duration::from_secs(10)).await;
+        let mut replayed: Vec<u64> = got[6..].iter().map(Received::seq).collect();
+        if ordering == "unordered" {
+            replayed.sort();
+        }
+        assert_eq!(replayed, vec![2, 3, 5], "{ordering}");
+        relay
+            .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 7)
+            .await;
+        post_n(&relay, "/s", 1).await; // 8
+        let got = rx.wait_delivered(10, Duration::from_secs(10)).await;
+        assert_eq!(got[9].seq(), 8, "{ordering}: 6 and 7 were not sent again");
+        relay
+            .wait_admin("/api/v1/destinations/d", |_, v| v["cursor"] == 8)
+            .await;
+        assert_eq!(rx.count(), 10, "{ordering}");
+
+        let (s, v) = relay
+            .api_post(
+                "/api/v1/destinations/d/replay",
+                Some(json!({"from_seq": 5, "to_seq": 4})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    }
+}
+
 #[tokio::test]
 async fn replay_beyond_head_is_refused() {
     let (_rx, relay) = started().await;

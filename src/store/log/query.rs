@@ -79,6 +79,34 @@ impl Log {
         Ok(out)
     }
 
+    /// How many messages in [`from`, `to`] come from a source `routes`
+    /// accepts, reading only their first chunks; at most `cap` log entries
+    /// are examined, and `false` says the count stopped there. Blocking.
+    pub fn count_routed(
+        &self,
+        from: Seq,
+        to: Seq,
+        routes: impl Fn(&SourceName) -> bool,
+        cap: usize,
+    ) -> Result<(u64, bool), StoreError> {
+        let mut count = 0;
+        if from > to {
+            return Ok((0, true));
+        }
+        for (i, kv) in self.log.range(key(from, 0)..=key(to, u32::MAX)).enumerate() {
+            if i >= cap {
+                return Ok((count, false));
+            }
+            let (k, v) = kv?;
+            if parse_key(&k).is_some_and(|(_, chunk)| chunk == 0)
+                && routes(&codec::decode_head(&v)?.source)
+            {
+                count += 1;
+            }
+        }
+        Ok((count, true))
+    }
+
     /// The first seq received at or after `at_ms` (one past the head if none),
     /// by binary search over seqs: O(log n) reads, no scan. Blocking.
     pub fn seq_at_time(&self, at_ms: u64) -> Result<Seq, StoreError> {
@@ -134,6 +162,34 @@ mod tests {
         assert_eq!(
             store.log().list_messages(None, Seq(0), 100).unwrap().len(),
             10
+        );
+    }
+
+    #[test]
+    fn counting_reads_heads_in_a_closed_range_up_to_a_cap() {
+        let (_dir, store) = open();
+        for seq in 1..=10 {
+            let source = if seq % 2 == 0 { "b" } else { "a" };
+            // Two chunks each: only the first is counted.
+            put(&store, seq, &message(source, seq, vec![7; 5000]));
+        }
+        let log = store.log();
+        let is_b = |s: &SourceName| s.as_str() == "b";
+        assert_eq!(
+            log.count_routed(Seq(3), Seq(8), is_b, 1000).unwrap(),
+            (3, true)
+        );
+        assert_eq!(
+            log.count_routed(Seq(1), Seq(10), |_| true, 1000).unwrap(),
+            (10, true)
+        );
+        assert_eq!(
+            log.count_routed(Seq(9), Seq(3), |_| true, 1000).unwrap(),
+            (0, true)
+        );
+        assert_eq!(
+            log.count_routed(Seq(1), Seq(10), |_| true, 5).unwrap(),
+            (3, false)
         );
     }
 }
