@@ -397,3 +397,77 @@ fn check_reports_a_ca_file_that_holds_no_valid_certificate() {
     );
     assert!(stdout.is_empty(), "no `ok` line");
 }
+
+/// issue 13 item 5: `check` reports every unknown key at once (a table, an
+/// array of tables, inline tables), each at its own line and with its full
+/// path, together with the values that are wrong in the rest of the file.
+#[test]
+fn check_reports_every_unknown_key_with_the_other_problems() {
+    let text = r#"[server]
+listen = "127.0.0.1:8080"
+listne = "127.0.0.1:9999"
+
+[[source]]
+name = "gh"
+path = "/gh"
+verify = { scheme = "github", secret = "s3cr3t", colour = "red" }
+
+[[destination]]
+name = "first"
+url = "http://127.0.0.1:9000/"
+sources = ["gh"]
+timeout = "10x"
+
+[[destination]]
+name = "second"
+url = "http://127.0.0.1:9001/"
+sources = ["gh"]
+retyr = 3
+max_in_flight = "two"
+retry = { initial = "1s", tries = 5 }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "relay.toml", text);
+    let (code, stdout, stderr) =
+        support::run_cli(["check".as_ref(), "--config".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let file = path.display();
+    let want = [
+        (
+            "listne",
+            "server.listne",
+            "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`)",
+        ),
+        (
+            "colour",
+            "source[0].verify.colour",
+            "unknown key (scheme \"github\" takes `scheme`, `secret`, `secrets`, `secret_env`, `secrets_env`, `secret_file`)",
+        ),
+        (
+            "10x",
+            "destination[0].timeout",
+            "invalid duration \"10x\" (use e.g. \"500ms\", \"30s\", \"5m\", \"72h\", \"7d\")",
+        ),
+        ("retyr", "destination[1].retyr", "unknown key (expected one of: `name`, `url`, "),
+        ("two", "destination[1].max_in_flight", "invalid type: string \"two\""),
+        (
+            "tries",
+            "destination[1].retry.tries",
+            "unknown key (expected one of: `schedule`, `initial`, `max_interval`, `max_attempts`, `max_age`)",
+        ),
+    ];
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{stderr}");
+    for (got, (needle, key, message)) in lines.iter().zip(want) {
+        let prefix = format!(
+            "hookrelay: {file}:{}: {key}: {message}",
+            line_of(text, needle)
+        );
+        assert!(
+            got.starts_with(&prefix),
+            "{got:?} should start with {prefix:?}"
+        );
+    }
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}

@@ -14,6 +14,7 @@
 
 mod ctx;
 mod destination;
+mod parse;
 mod raw;
 mod scheme;
 mod secret;
@@ -353,110 +354,34 @@ fn process_env(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }
 
-/// [`parse`], then `validate` on the raw tables; either's problems become
-/// [`ConfigError::Invalid`] naming `file`.
+/// [`parse::parse`], then `validate` on the raw tables; the problems of
+/// both, in line order, become [`ConfigError::Invalid`] naming `file`.
+/// Validation runs even when parsing found unknown keys or wrong types (those
+/// values are left out), so one run shows every problem; what only follows
+/// from a value that was left out is not reported again.
 fn parse_then<T>(
     text: &str,
     file: &Path,
     validate: impl FnOnce(raw::RawConfig) -> Result<T, Vec<Problem>>,
 ) -> Result<T, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid {
-        file: file.to_path_buf(),
-        problems,
+    let invalid = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        }
     };
-    let raw = parse(text).map_err(|p| invalid(vec![p]))?;
-    validate(raw).map_err(invalid)
-}
-
-/// TOML syntax and shape (unknown keys, wrong types); stops at the first error.
-fn parse(text: &str) -> Result<raw::RawConfig, Problem> {
-    let de = toml::de::Deserializer::parse(text).map_err(|e| {
-        let mut message = e.message().to_string();
-        // The span of a duplicate key is the key itself (never a value).
-        if let Some(key) = e.span().and_then(|s| text.get(s)) {
-            if message == "duplicate key" && !key.contains('\n') {
-                message = format!("duplicate key `{key}`");
-            }
-        }
-        Problem {
-            line: e.span().map(|s| ctx::line_of(text, s.start)),
-            key: String::new(),
-            message,
-        }
-    })?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = key_path(e.path());
-        let inner = e.into_inner();
-        let unknown = inner.message().starts_with("unknown field");
-        let message = if names_secret(&key) && !unknown {
-            // serde's messages quote the offending value; never show a secret.
-            "must be a string, or for `secrets` a list of strings (value not shown)".to_string()
-        } else if let (true, Some(scheme)) = (unknown, verify_scheme_of(text, &key)) {
-            // serde lists the keys of every scheme; name those of this one.
-            let field = key.rsplit('.').next().unwrap_or(&key);
-            let takes: Vec<String> = scheme::keys_of(scheme)
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect();
-            format!(
-                "unknown field `{field}`; scheme \"{}\" takes `scheme`, {}",
-                scheme.as_str(),
-                takes.join(", ")
-            )
-        } else {
-            inner.message().to_string()
-        };
-        Problem {
-            line: inner.span().map(|s| ctx::line_of(text, s.start)),
-            key,
-            message,
-        }
-    })
-}
-
-/// The scheme of the verify table that `key` (`source[N].verify.X`) is in,
-/// read from the text again without the strict shape.
-fn verify_scheme_of(text: &str, key: &str) -> Option<Scheme> {
-    let index: usize = key
-        .strip_prefix("source[")?
-        .split_once("].verify.")?
-        .0
-        .parse()
-        .ok()?;
-    let doc: toml::Table = text.parse().ok()?;
-    let scheme = doc
-        .get("source")?
-        .get(index)?
-        .get("verify")?
-        .get("scheme")?;
-    Scheme::deserialize(scheme.clone()).ok()
-}
-
-/// `source[0].verify.scheme`, skipping the segments `toml::Spanned` adds.
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
-            Segment::Map { key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(&ctx::show_key(key));
-            }
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            _ => {}
-        }
+    let parse::Parsed {
+        raw,
+        mut problems,
+        dropped,
+    } = parse::parse(text).map_err(invalid)?;
+    match validate(raw) {
+        Ok(t) if problems.is_empty() => return Ok(t),
+        Ok(_) => {}
+        Err(more) => problems.extend(more.into_iter().filter(|p| !dropped.explains(&p.key))),
     }
-    out
-}
-
-/// Whether a key path ends in a key holding a literal secret.
-fn names_secret(key: &str) -> bool {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    let last = last.split('[').next().unwrap_or(last);
-    matches!(last, "secret" | "secrets" | "token" | "verify_token")
+    Err(invalid(problems))
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
 //! relay.toml as written: every key optional and spanned, so validation can
 //! report all problems with their lines. Nothing here applies defaults.
+//!
+//! Unknown keys are not refused here (serde would stop at the first one):
+//! [`super::parse`] walks the document against [`fields`] of these structs and
+//! reports every key none of them takes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -13,7 +19,7 @@ pub(super) type Text = Option<Spanned<String>>;
 pub(super) type TextList = Option<Spanned<Vec<Spanned<String>>>>;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawConfig {
     pub server: Option<Spanned<RawServer>>,
     pub admin: Option<Spanned<RawAdmin>>,
@@ -25,7 +31,7 @@ pub(super) struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawServer {
     pub listen: Text,
     pub max_body_bytes: Option<Spanned<RawSize>>,
@@ -33,7 +39,7 @@ pub(super) struct RawServer {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawAdmin {
     pub listen: Text,
     pub token: Text,
@@ -42,7 +48,7 @@ pub(super) struct RawAdmin {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawStorage {
     pub data_dir: Text,
     pub durability: Option<Spanned<Durability>>,
@@ -51,7 +57,7 @@ pub(super) struct RawStorage {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawSource {
     pub name: Text,
     pub path: Text,
@@ -61,7 +67,7 @@ pub(super) struct RawSource {
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawVerify {
     pub scheme: Option<Spanned<Scheme>>,
     pub secret: Text,
@@ -85,7 +91,7 @@ pub(super) struct RawVerify {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawDestination {
     pub name: Text,
     pub url: Text,
@@ -103,7 +109,7 @@ pub(super) struct RawDestination {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawSigning {
     pub secret: Text,
     pub secrets: TextList,
@@ -113,11 +119,64 @@ pub(super) struct RawSigning {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(expecting = "a table")]
 pub(super) struct RawRetry {
     pub schedule: Option<Spanned<Schedule>>,
     pub initial: Text,
     pub max_interval: Text,
     pub max_attempts: Option<Spanned<i64>>,
     pub max_age: Text,
+}
+
+/// The keys a raw table takes: the field names serde derives for `T`, read
+/// from its `Deserialize` impl so that the structs above stay the one list.
+pub(super) fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    match T::deserialize(FieldNames) {
+        Ok(_) => &[],
+        Err(Found(names)) => names,
+    }
+}
+
+/// A deserializer that only records the field names a struct asks for.
+struct FieldNames;
+
+/// What [`FieldNames`] found (nothing for a type that is not a struct).
+#[derive(Debug)]
+struct Found(&'static [&'static str]);
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names only")
+    }
+}
+
+impl std::error::Error for Found {}
+
+impl de::Error for Found {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Found(&[])
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldNames {
+    type Error = Found;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+        Err(Found(&[]))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Found> {
+        Err(Found(fields))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
 }

@@ -155,6 +155,16 @@ pub(super) fn keys_of(scheme: Scheme) -> Vec<&'static str> {
     t.read
 }
 
+/// "`scheme`, `secret`, ...": every key a verify table of this scheme may
+/// hold, for messages about the others.
+pub(super) fn takes(scheme: Scheme) -> String {
+    let keys: Vec<String> = std::iter::once("scheme")
+        .chain(keys_of(scheme))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    keys.join(", ")
+}
+
 /// Parses `source[i].verify`; no table means `none`. `None` when a problem
 /// was recorded.
 pub(super) fn verify(
@@ -497,8 +507,9 @@ impl<'r> Table<'_, '_, 'r> {
         for (name, span) in given_keys(self.raw) {
             if !self.read.contains(&name) && !self.refused.contains(&name) {
                 let msg = format!(
-                    "`{name}` does not apply to scheme \"{}\"",
-                    self.scheme.as_str()
+                    "`{name}` does not apply to scheme \"{}\" (it takes {})",
+                    self.scheme.as_str(),
+                    takes(self.scheme)
                 );
                 self.cx.problem(span, &self.key(name), msg);
             }

@@ -155,28 +155,231 @@ fn unknown_keys_name_the_key_and_line() {
         "[server]\nlisten = \"127.0.0.1:1\"\nlistn = 1\n",
         "listn",
         "server.listn",
-        "unknown field",
+        "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`)",
     );
-    assert_one("[serve]\n", "[serve]", "serve", "unknown field");
+    assert_one("[serve]\n", "[serve]", "serve", "unknown key");
     refuse_dest(
         "retry = { initial = \"1s\", tries = 3 }",
         "tries",
         "retry.tries",
-        "unknown field `tries`",
+        "unknown key (expected one of: `schedule`, ",
     );
     let text = with_verify("scheme = \"github\", secret = \"x\", colour = \"red\"");
-    assert_one(&text, "colour", "source[0].verify.colour", "unknown field");
+    assert_one(&text, "colour", "source[0].verify.colour", "unknown key");
     // The keys listed are those of the scheme in use, not of every scheme.
     let msg = &problems(&text)[0].message;
-    let want = "unknown field `colour`; scheme \"github\" takes `scheme`, `secret`, `secrets`, `secret_env`, `secrets_env`, `secret_file`";
+    let want = "unknown key (scheme \"github\" takes `scheme`, `secret`, `secrets`, `secret_env`, `secrets_env`, `secret_file`)";
     assert_eq!(msg, want);
     let text = with_verify("scheme = \"discord\", public_key = \"x\", secret_fil = \"f\"");
     let msg = &problems(&text)[0].message;
     assert!(
-        msg.ends_with("scheme \"discord\" takes `scheme`, `tolerance`, `public_key`"),
+        msg.ends_with("scheme \"discord\" takes `scheme`, `tolerance`, `public_key`)"),
         "{msg}"
     );
+    // Without a known scheme, every key a verify table can hold.
+    let text = with_verify("scheme = \"githb\", colour = \"red\"");
+    let ps = problems(&text);
+    let colour = ps.iter().find(|p| p.key == "source[0].verify.colour");
+    assert!(
+        colour.is_some_and(|p| p.message.contains("expected one of: `scheme`, `secret`")),
+        "{ps:#?}"
+    );
 }
+
+#[test]
+fn every_unknown_key_is_reported_at_its_own_line() {
+    // A table header, a plain key, a dotted key, an inline table, a table
+    // under an array of tables, and a key of a table the file does not have.
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n\n\
+                [[source]]\nname = \"a\"\npath = \"/a\"\nverify = { scheme = \"github\", secret = \"x\", colour = \"red\" }\n\n\
+                [[destination]]\nname = \"d\"\nurl = \"http://h/\"\nsources = [\"a\"]\nretry.tries = 3\n\n\
+                [[destination]]\nname = \"e\"\nurl = \"http://h/\"\nsources = [\"a\"]\nretyr = { initial = \"1s\" }\n\n\
+                [destination.signing]\nsecret_env = \"WHSEC\"\nsecret_envv = \"X\"\n\n\
+                [serve.deep]\nx = 1\n";
+    let got: Vec<(Option<usize>, String)> = problems(text)
+        .into_iter()
+        .map(|p| (p.line, p.key))
+        .collect();
+    let want = [
+        (line(text, "listne"), "server.listne"),
+        (line(text, "colour"), "source[0].verify.colour"),
+        (line(text, "tries"), "destination[0].retry.tries"),
+        (line(text, "retyr"), "destination[1].retyr"),
+        (
+            line(text, "secret_envv"),
+            "destination[1].signing.secret_envv",
+        ),
+        (line(text, "[serve.deep]"), "serve"),
+    ];
+    let want: Vec<(Option<usize>, String)> =
+        want.into_iter().map(|(l, k)| (l, k.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn unknown_keys_come_with_every_other_problem() {
+    let text = with_dest(
+        "timeout = \"10x\"\nmax_in_flight = \"one\"\nordering = \"random\"\ncolour = \"red\"\n\
+         retry = { initial = \"1s\", max_attempts = \"lots\", tries = 3 }",
+    );
+    let text = text.replace(
+        "path = \"/a\"\n",
+        "path = \"/a\"\nverify = { scheme = \"stripe\", secret = \"x\", prefix = \"p\", colour = 1 }\n",
+    );
+    let got: Vec<(Option<usize>, &str, String)> = problems(&text)
+        .into_iter()
+        .map(|p| {
+            let kind = if p.message.starts_with("unknown key") {
+                "unknown"
+            } else if p.message.starts_with("invalid type")
+                || p.message.starts_with("unknown variant")
+            {
+                "type"
+            } else {
+                "value"
+            };
+            (p.line, kind, p.key)
+        })
+        .collect();
+    let want = [
+        (
+            line(&text, "colour = 1"),
+            "unknown",
+            "source[0].verify.colour",
+        ),
+        (line(&text, "prefix"), "value", "source[0].verify.prefix"),
+        (line(&text, "10x"), "value", "destination[0].timeout"),
+        (
+            line(&text, "max_in_flight"),
+            "type",
+            "destination[0].max_in_flight",
+        ),
+        (line(&text, "random"), "type", "destination[0].ordering"),
+        (
+            line(&text, "colour = \"red\""),
+            "unknown",
+            "destination[0].colour",
+        ),
+        (
+            line(&text, "tries"),
+            "unknown",
+            "destination[0].retry.tries",
+        ),
+        (
+            line(&text, "lots"),
+            "type",
+            "destination[0].retry.max_attempts",
+        ),
+    ];
+    let want: Vec<(Option<usize>, &str, String)> = want
+        .into_iter()
+        .map(|(l, kind, k)| (l, kind, k.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_not_also_missing() {
+    // `name` is required and `github` needs a secret: neither is reported
+    // again for the value that had the wrong type.
+    let text =
+        "[[source]]\nname = 5\npath = \"/a\"\nverify = { scheme = \"github\", secret = 5 }\n";
+    let keys: Vec<String> = problems(text).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["source[0].name", "source[0].verify.secret"]);
+    let text = with_dest("signing = { secret = [\"x\"] }");
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["destination[0].signing.secret"]);
+    // A whole table of the wrong type.
+    let text = format!(
+        "{}\n[server]\nlisten = \"127.0.0.1:1\"\n",
+        with_dest("retry = 3")
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["destination[0].retry"]);
+}
+
+#[test]
+fn a_signing_secret_written_as_a_string_is_not_echoed() {
+    let text = with_dest("signing = \"whsec_TOPSECRET\"");
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!(ps[0].key, "destination[0].signing");
+    assert!(!ps[0].message.contains("TOPSECRET"), "{:?}", ps[0]);
+    assert!(ps[0].message.starts_with("must be a table"), "{:?}", ps[0]);
+}
+
+#[test]
+fn parsing_gives_up_after_many_values_of_the_wrong_type() {
+    let mut text = String::from(SRC);
+    for i in 0..150 {
+        text.push_str(&format!(
+            "[[destination]]\nname = \"d{i}\"\nurl = \"http://h/\"\nsources = [\"a\"]\ntimeout = 1\n"
+        ));
+    }
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 101, "{ps:#?}");
+    assert_eq!(ps[99].key, "destination[99].timeout");
+    assert_eq!(
+        ps[100].message,
+        "stopped after 100 values of the wrong type; fix these first"
+    );
+}
+
+#[test]
+fn the_unknown_key_walk_knows_every_raw_field() {
+    // The lists come from serde; a struct that stopped deriving its fields
+    // would make every key unknown.
+    assert_eq!(
+        raw::fields::<raw::RawRetry>(),
+        [
+            "schedule",
+            "initial",
+            "max_interval",
+            "max_attempts",
+            "max_age"
+        ]
+    );
+    assert_eq!(
+        raw::fields::<raw::RawConfig>(),
+        ["server", "admin", "storage", "source", "destination"]
+    );
+    assert!(load(CONTRACT_LIKE).is_ok());
+}
+
+/// Every table and key the config takes, once.
+const CONTRACT_LIKE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = "1MiB"
+request_timeout = "30s"
+[admin]
+listen = "127.0.0.1:8081"
+token = "t"
+[storage]
+data_dir = "data"
+durability = "fsync"
+retention = "7d"
+max_disk_bytes = "10GiB"
+[[source]]
+name = "a"
+path = "/a"
+verify = { scheme = "stripe", secret = "x", tolerance = "5m" }
+dedup_window = "24h"
+dedup_header = "x-id"
+[[destination]]
+name = "d"
+url = "http://127.0.0.1:9000/"
+sources = ["a"]
+timeout = "10s"
+ordering = "strict"
+max_in_flight = 1
+rate_limit = "50/s"
+headers = { "X-Env" = "prod" }
+forward_headers = ["x-github-event"]
+signing = { secret_env = "WHSEC" }
+retry = { schedule = "exponential", initial = "1s", max_interval = "10m", max_attempts = 20, max_age = "72h" }
+on_exhausted = "dead_letter"
+"#;
 
 #[test]
 fn wrong_types_name_the_key_and_line() {
