@@ -8,13 +8,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Admin, MAX_ADMIN_BODY};
+use super::{Admin, AdminBody, MAX_ADMIN_BODY};
 use crate::config::DestinationConfig;
 use crate::delivery::status::Activity;
 use crate::delivery::Control;
 use crate::listen;
 use crate::model::{Seq, SourceName};
-use crate::store::{ReplayEnd, StoreError};
+use crate::store::{Message, ReplayEnd, StoreError};
 
 /// The hand-checked OpenAPI 3 document of this API (kept true by a test).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -59,11 +59,48 @@ impl ApiError {
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
 /// Routes one authorized `/api/v1/` request.
-pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match dispatch(admin, req).await {
+pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
+    if req.uri().path().trim_end_matches('/') == "/api/v1/stream" {
+        return match stream(admin, &req) {
+            Ok(resp) => resp,
+            Err(e) => e.into_response().map(BodyExt::boxed_unsync),
+        };
+    }
+    let resp = match dispatch(admin, req).await {
         Ok((status, body)) => listen::json(status, &body),
         Err(e) => e.into_response(),
+    };
+    resp.map(BodyExt::boxed_unsync)
+}
+
+/// `GET /api/v1/stream?source=&after_seq=`: from `after_seq`, else after
+/// the `Last-Event-ID` a reconnecting client sends, else from now on.
+fn stream(admin: &Admin, req: &Request<Incoming>) -> Result<Response<AdminBody>, ApiError> {
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed("GET"));
     }
+    let query = Query::parse(req.uri().query())?;
+    let source = match &query.source {
+        Some(name) => Some(
+            admin
+                .sources
+                .iter()
+                .map(|(s, _)| &s.name)
+                .find(|n| n.as_str() == name)
+                .cloned()
+                .ok_or(ApiError::NotFound("source"))?,
+        ),
+        None => None,
+    };
+    let last_event = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Seq);
+    let after = query.after_seq.or(last_event);
+    let tail = super::stream::Tail::new(admin.store.clone(), admin.head.clone(), source, after);
+    Ok(tail.into_response())
 }
 
 async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
@@ -136,7 +173,8 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 
 /// `after_seq`, `limit`, `source` query parameters.
 struct Query {
-    after_seq: Seq,
+    /// Absent means from the start (listings) or from now on (the stream).
+    after_seq: Option<Seq>,
     limit: usize,
     source: Option<String>,
 }
@@ -144,7 +182,7 @@ struct Query {
 impl Query {
     fn parse(q: Option<&str>) -> Result<Query, ApiError> {
         let mut out = Query {
-            after_seq: Seq(0),
+            after_seq: None,
             limit: DEFAULT_LIMIT,
             source: None,
         };
@@ -152,9 +190,9 @@ impl Query {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
                 "after_seq" => {
-                    out.after_seq = Seq(v.parse().map_err(|_| {
+                    out.after_seq = Some(Seq(v.parse().map_err(|_| {
                         ApiError::BadRequest("after_seq must be a non-negative integer".into())
-                    })?)
+                    })?))
                 }
                 "limit" => {
                     let n: usize = v.parse().map_err(|_| {
@@ -406,7 +444,7 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
 
 async fn dead_letters(admin: &Admin, name: &str, q: &Query) -> ApiResult {
     let (d, _) = destination(admin, name)?;
-    let (dest, after, limit) = (d.name.clone(), q.after_seq, q.limit);
+    let (dest, after, limit) = (d.name.clone(), q.after_seq.unwrap_or_default(), q.limit);
     let list = admin
         .store
         .blocking(move |s| s.dead_letters().list(&dest, after, limit))
@@ -476,7 +514,7 @@ async fn messages(admin: &Admin, q: &Query) -> ApiResult {
         }
         None => None,
     };
-    let (after, limit) = (q.after_seq, q.limit);
+    let (after, limit) = (q.after_seq.unwrap_or_default(), q.limit);
     let list = admin
         .store
         .blocking(move |s| s.log().list_messages(source.as_ref(), after, limit))
@@ -507,11 +545,6 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
         .blocking(move |s| s.log().message(seq))
         .await?
         .ok_or(ApiError::NotFound("message"))?;
-    let headers: Vec<Value> = m
-        .headers
-        .iter()
-        .map(|(k, v)| json!([k, String::from_utf8_lossy(v)]))
-        .collect();
     let mut per_dest = serde_json::Map::new();
     for (d, _) in &admin.destinations {
         if !d.sources.contains(&m.source) {
@@ -545,20 +578,33 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
             json!({ "status": status, "attempts": attempts }),
         );
     }
-    Ok((
-        StatusCode::OK,
-        json!({
-            "seq": seq.0,
-            "id": m.id,
-            "source": m.source,
-            "received_at": crate::time::rfc3339(m.received_at_ms),
-            "event_type": m.event_type,
-            "content_type": m.content_type,
-            "query": m.query,
-            "idempotency_key": m.idempotency_key,
-            "headers": headers,
-            "body_base64": crate::keys::b64_encode(&m.body),
-            "destinations": per_dest,
-        }),
-    ))
+    let mut out = message_json(seq, &m);
+    out.insert("destinations".into(), Value::Object(per_dest));
+    Ok((StatusCode::OK, Value::Object(out)))
+}
+
+/// A stored message as the API shows it (also each event of the stream).
+pub(super) fn message_json(seq: Seq, m: &Message) -> serde_json::Map<String, Value> {
+    let headers: Vec<Value> = m
+        .headers
+        .iter()
+        .map(|(k, v)| json!([k, String::from_utf8_lossy(v)]))
+        .collect();
+    let v = json!({
+        "seq": seq.0,
+        "id": m.id,
+        "source": m.source,
+        "received_at": crate::time::rfc3339(m.received_at_ms),
+        "event_type": m.event_type,
+        "content_type": m.content_type,
+        "query": m.query,
+        "idempotency_key": m.idempotency_key,
+        "headers": headers,
+        "body_bytes": m.body.len(),
+        "body_base64": crate::keys::b64_encode(&m.body),
+    });
+    match v {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -5,6 +5,7 @@
 
 mod api;
 mod metrics;
+mod stream;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -91,6 +92,9 @@ impl Admin {
     }
 }
 
+/// Every admin answer's body: whole (JSON, metrics) or streamed (events).
+pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
 /// Largest request body the admin API reads.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -114,7 +118,24 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     conns.shutdown().await;
 }
 
-async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/api/v1/") || path == "/api/v1" {
+        if !admin.authorized(&req) {
+            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return resp.map(BodyExt::boxed_unsync);
+        }
+        return api::handle(admin, req).await;
+    }
+    probes(admin, req).await.map(BodyExt::boxed_unsync)
+}
+
+/// Health, readiness and metrics, which need no token.
+async fn probes(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
@@ -123,17 +144,6 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/readyz") => error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
         (&Method::GET, "/metrics") => admin.metrics.render(admin).await,
-        (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => {
-            if !admin.authorized(&req) {
-                let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return resp;
-            }
-            api::handle(admin, req).await
-        }
         (_, "/healthz" | "/readyz" | "/metrics") => {
             let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             resp.headers_mut()

@@ -1,5 +1,6 @@
-//! Client commands (`status`, `pause`, `resume`, `replay`): talk to the running
-//! relay's admin API, found through the same config file, and print the answer.
+//! Client commands (`status`, `pause`, `resume`, `replay`, `tail`, ...): talk
+//! to the running relay's admin API, found through the same config file, and
+//! print the answer.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub enum ClientError {
     Refused { status: StatusCode, message: String },
     #[error("unexpected answer from the relay: {0}")]
     BadAnswer(String),
+    #[error("the relay closed the stream (did it stop?)")]
+    Closed,
 }
 
 impl ClientError {
@@ -100,6 +103,102 @@ impl AdminClient {
         }
         Ok(json)
     }
+}
+
+/// What one Server-Sent Event of the message stream carried.
+pub enum StreamEvent {
+    /// The stream is open: messages after this seq follow.
+    Opened(String),
+    /// One stored message, as JSON.
+    Message(Value),
+}
+
+impl AdminClient {
+    /// Follows `GET path` (Server-Sent Events), calling `on_event` for the
+    /// opening comment and for each message, until the relay closes it.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(StreamEvent),
+    ) -> Result<(), ClientError> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = Request::builder()
+            .uri(format!("http://{}{}", self.addr, path))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: self.addr,
+            reason,
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(root_cause(&e)))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = json["error"].as_str().unwrap_or("").to_owned();
+            return Err(ClientError::Refused { status, message });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ClientError::Closed)?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            buf.extend_from_slice(data);
+            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = buf.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&String::from_utf8_lossy(&block))? {
+                    on_event(event);
+                }
+            }
+        }
+        Err(ClientError::Closed)
+    }
+}
+
+/// One event block: its `data:` lines as JSON, or the opening comment.
+fn parse_event(block: &str) -> Result<Option<StreamEvent>, ClientError> {
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(comment) = line.strip_prefix(": hookrelay stream ") {
+            return Ok(Some(StreamEvent::Opened(comment.to_owned())));
+        }
+        if let Some(d) = line.strip_prefix("data:") {
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&data)
+        .map(|v| Some(StreamEvent::Message(v)))
+        .map_err(|e| ClientError::BadAnswer(format!("stream event: {e}")))
+}
+
+/// `hookrelay tail`: seq, time, source, event type and size of a message.
+pub fn tail_line(m: &Value) -> String {
+    let text = |k: &str| m[k].as_str().unwrap_or("-").to_owned();
+    format!(
+        "{}  {}  {}  {}  {} bytes",
+        m["seq"],
+        text("received_at"),
+        text("source"),
+        text("event_type"),
+        m["body_bytes"]
+    )
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {

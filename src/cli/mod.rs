@@ -72,6 +72,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print webhooks as they are stored, one line each (seq, time, source,
+    /// event type, bytes), until interrupted.
+    Tail {
+        /// Only this source's webhooks.
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List a destination's dead letters, oldest first (at most 1000).
     DeadLetters {
         /// Destination name.
@@ -156,6 +165,24 @@ fn main(cli: Cli) -> i32 {
             let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
             Ok((v.clone(), client::status_table(&v)))
         }),
+        Command::Tail { source, client } => {
+            let json = client.json;
+            remote(&config, client, |c| async move {
+                let path = match &source {
+                    Some(s) => format!("/api/v1/stream?source={s}"),
+                    None => "/api/v1/stream".to_owned(),
+                };
+                c.follow(&path, |event| match event {
+                    client::StreamEvent::Opened(from) => {
+                        eprintln!("hookrelay: following new webhooks ({from}); Ctrl-C stops")
+                    }
+                    client::StreamEvent::Message(m) if json => println!("{m}"),
+                    client::StreamEvent::Message(m) => println!("{}", client::tail_line(&m)),
+                })
+                .await?;
+                Ok((serde_json::Value::Null, String::new()))
+            })
+        }
         Command::DeadLetters { dest, client } => remote(&config, client, |c| async move {
             let path = format!("/api/v1/destinations/{dest}/dead-letters?limit=1000");
             let v = c.call(Method::GET, &path, None).await?;
@@ -287,6 +314,8 @@ where
         return 1;
     };
     match runtime.block_on(f(client::AdminClient::from_config(&admin))) {
+        // A command that printed as it went (`tail`).
+        Ok((serde_json::Value::Null, text)) if text.is_empty() => 0,
         Ok((json, text)) => {
             if args.json {
                 println!("{json:#}");

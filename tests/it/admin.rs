@@ -265,17 +265,124 @@ async fn metrics_expose_the_documented_names() {
 
 /// `hookrelay ARGS --config F` where F points at `relay`'s admin listener.
 fn cli(relay: &TestRelay, args: &[&str]) -> (i32, String, String) {
-    let dir = relay.dir.join("cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = RelayConfig::new()
-        .admin("listen", relay.admin.to_string())
-        .token(TOKEN)
-        .write(&dir);
+    let cfg = cli_config(relay);
     run_cli(
         args.iter()
             .copied()
             .chain(["--config", cfg.to_str().unwrap()]),
     )
+}
+
+/// A config file with only the relay's admin address and token, as an
+/// operator's client machine would have.
+fn cli_config(relay: &TestRelay) -> std::path::PathBuf {
+    let dir = relay.dir.join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    RelayConfig::new()
+        .admin("listen", relay.admin.to_string())
+        .token(TOKEN)
+        .write(&dir)
+}
+
+/// `hookrelay tail [--source] [--json]` follows the message stream; it ends
+/// (exit 1) when the relay stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_each_webhook_as_it_is_stored() {
+    let (_rx, mut relay) = started().await;
+    post_n(&relay, "/s", 1).await; // 1: before the tail, not shown
+    let cfg = cli_config(&relay);
+    let cfg = cfg.to_str().unwrap();
+    let mut lines = Running::spawn(["tail", "--source", "s", "--config", cfg]);
+    let mut json = Running::spawn(["tail", "--json", "--config", cfg]);
+    for t in [&lines, &json] {
+        wait_until("tail connected", Duration::from_secs(20), || {
+            t.stderr()
+                .iter()
+                .any(|l| l.contains("following new webhooks"))
+        })
+        .await;
+    }
+    post_n(&relay, "/s", 1).await; // 2
+    post_ok(&relay.url("/other?x=1"), &[], [r#"{"a":1}"#]).await; // 3
+    post_n(&relay, "/s", 1).await; // 4
+    wait_until("two lines for source s", Duration::from_secs(10), || {
+        lines.stdout().len() >= 2
+    })
+    .await;
+    wait_until("three JSON lines", Duration::from_secs(10), || {
+        json.stdout().len() >= 3
+    })
+    .await;
+    let shown = lines.stdout();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    for (line, seq) in shown.iter().zip([2, 4]) {
+        let cols: Vec<&str> = line.split("  ").collect();
+        assert_eq!(cols[0], seq.to_string(), "{line}");
+        assert!(cols[1].ends_with('Z'), "an RFC 3339 time: {line}");
+        assert_eq!(&cols[2..], ["s", "-", "2 bytes"], "{line}");
+    }
+    let messages: Vec<Value> = json
+        .stdout()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one JSON message per line"))
+        .collect();
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    assert_eq!(messages[1]["source"], "other");
+    assert_eq!(messages[1]["query"], "x=1");
+    assert_eq!(messages[1]["body_base64"], "eyJhIjoxfQ==");
+
+    relay.stop().await.unwrap();
+    for t in [&mut lines, &mut json] {
+        assert_eq!(t.wait_exit(Duration::from_secs(20)), 1);
+        assert!(
+            t.stderr().iter().any(|l| l.contains("closed the stream")),
+            "{:?}",
+            t.stderr()
+        );
+    }
+}
+
+/// The stream resumes after `after_seq`, or after the `Last-Event-ID` a
+/// reconnecting EventSource sends, and refuses an unknown source.
+#[tokio::test]
+async fn the_stream_resumes_after_a_seq() {
+    let (_rx, relay) = started().await;
+    post_n(&relay, "/s", 3).await;
+    // Reads the raw answer until event 3 has arrived (the stream never ends).
+    let read_events = |request: String| async move {
+        let mut s = tokio::net::TcpStream::connect(relay.admin).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, request.as_bytes())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let (mut seen, mut buf) = (String::new(), [0u8; 4096]);
+        while !seen.contains("id: 3\n") {
+            let read = tokio::io::AsyncReadExt::read(&mut s, &mut buf);
+            let n = tokio::time::timeout_at(deadline, read)
+                .await
+                .unwrap_or_else(|_| panic!("no event 3 within 10 s: {seen}"))
+                .unwrap();
+            assert!(n > 0, "stream closed: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    };
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    for request in [
+        format!("GET /api/v1/stream?after_seq=1 HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        format!("GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\n{auth}\r\n"),
+    ] {
+        let text = read_events(request.clone()).await;
+        assert!(text.contains("content-type: text/event-stream"), "{text}");
+        assert!(!text.contains("id: 1\n"), "{request}: {text}");
+        assert!(text.contains("id: 2\nevent: message\ndata: {"), "{text}");
+    }
+    let (s, v) = relay.api_get("/api/v1/stream?source=nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

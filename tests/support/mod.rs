@@ -22,7 +22,7 @@ pub mod store;
 pub mod wait;
 
 pub use self::config::{write_file, Dest, RelayConfig, Retry, Source, Toml, Verify};
-pub use self::process::{run_cli, RelayProcess};
+pub use self::process::{run_cli, RelayProcess, Running};
 pub use self::receiver::{answer, Received, Receiver, Script};
 pub use self::relay::TestRelay;
 pub use self::requests::{call, client, get, json_request, post, post_ok, Answer};

@@ -272,3 +272,65 @@ pub fn run_cli<S: AsRef<std::ffi::OsStr>>(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A `hookrelay` client command left running (e.g. `tail`), its output
+/// collected line by line; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(args)
+            .env_remove("HOOKRELAY_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookrelay");
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+            let keep = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    keep.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Its exit code once it exited within `timeout`; panics otherwise.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let child = &mut self.child;
+        wait_until_blocking("the command to exit", timeout, || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let status = self.child.wait().expect("exit status");
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
