@@ -6,7 +6,7 @@
 //! cargo bench --bench load            # every scenario of BENCHMARKS.md (~12 min)
 //! cargo bench --bench load -- [--requests N] [--connections C] [--body-bytes B]
 //!     [--durability fsync|buffered] [--destinations D] [--rate R]
-//!     [--baseline | --no-baseline] [--backlog [--data-dir DIR]]
+//!     [--baseline | --no-baseline] [--backlog [--data-dir DIR]] [--perf FILE]
 //!
 //! `--destinations 0` measures ingest alone. `--rate R` switches to an open
 //! loop at R requests/s (for latency). `--backlog` pauses the destinations
@@ -15,6 +15,9 @@
 //! drain; `--data-dir DIR` keeps its config and data in DIR.
 //! `--baseline` (the default, except with `--backlog`) first runs the bare
 //! hyper server with the same client, requests, body size and connections.
+//! `--perf FILE` records the relay's measured windows with `perf record -g`
+//! (`FILE.ingest` and `FILE.drain` with `--backlog`); perf's own work shares
+//! the two cores, so the figures of such a run are not comparable.
 //!
 //! Prints ingest req/s, ack p50/p99, delivered/s, end-to-end p50/p99 (send
 //! time is stamped in the body), then a cost table read from /proc (see
@@ -41,7 +44,7 @@ use http::StatusCode;
 use client::{drive, nanos, pct, print_ingest, start_sink, Drive};
 use cost::{dir_bytes, Cost, Sampler};
 use report::{cost_table, mb, thousands, thread_table, times, Measured};
-use servers::{admin_post, spawn_bare, spawn_relay, Server, BARE_SERVER_ENV};
+use servers::{admin_post, spawn_bare, spawn_relay, Perf, Server, BARE_SERVER_ENV};
 
 /// How long a relay window stays open after the last answer or delivery, so
 /// that the periodic syncs (100 ms with `buffered`) and the cursor flush
@@ -60,6 +63,8 @@ pub struct Args {
     baseline: Option<bool>,
     backlog: bool,
     data_dir: Option<PathBuf>,
+    /// `perf record` the relay's windows into this file (`.ingest`/`.drain` with `--backlog`).
+    perf: Option<PathBuf>,
 }
 
 impl Args {
@@ -79,6 +84,7 @@ fn args() -> Args {
         baseline: None,
         backlog: false,
         data_dir: None,
+        perf: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -94,6 +100,7 @@ fn args() -> Args {
             "--destinations" => a.destinations = value("D").parse().expect("--destinations D"),
             "--rate" => a.rate = Some(value("R").parse().expect("--rate R")),
             "--data-dir" => a.data_dir = Some(value("DIR").into()),
+            "--perf" => a.perf = Some(value("FILE").into()),
             "--backlog" => a.backlog = true,
             "--baseline" => a.baseline = Some(true),
             "--no-baseline" => a.baseline = Some(false),
@@ -208,6 +215,7 @@ async fn run(a: Args) {
     let file = tmp.path().join("relay.toml");
     std::fs::write(&file, config_text(&a, sink.addr)).expect("write relay.toml");
     let mut relay = spawn_relay(&file);
+    let perf = a.perf.as_ref().map(|file| Perf::start(relay.pid(), file));
     let sampler = Sampler::start(relay.pid());
     let started = Instant::now();
     let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
@@ -220,6 +228,9 @@ async fn run(a: Args) {
     let all_delivered = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let cost = sampler.finish();
+    if let Some(perf) = perf {
+        perf.stop();
+    }
     let data_dir = data_dir_size(&tmp.path().join("data"), r.acks.len(), a.body);
     relay.stop("-TERM");
 
@@ -319,10 +330,14 @@ async fn run_backlog(a: Args) {
         let s = admin_post(relay.admin(), &format!("/api/v1/destinations/d{d}/pause")).await;
         assert_eq!(s, StatusCode::OK, "pause d{d}");
     }
+    let perf = perf_file(&a, "ingest").map(|file| Perf::start(relay.pid(), &file));
     let sampler = Sampler::start(relay.pid());
     let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
     tokio::time::sleep(SETTLE).await;
     let ingest = Run::of(&r, sampler.finish());
+    if let Some(perf) = perf {
+        perf.stop();
+    }
     print_ingest("ingest", &mut r);
     let data_dir = data_dir_size(&dir.join("data"), r.acks.len(), a.body);
     println!(
@@ -383,6 +398,7 @@ async fn run_backlog(a: Args) {
 /// units are the deliveries, the cost the relay's meanwhile.
 async fn drain(relay: &Server, a: &Args, sink: &client::Sink) -> Run {
     let expected = a.requests * a.destinations;
+    let perf = perf_file(a, "drain").map(|file| Perf::start(relay.pid(), &file));
     let sampler = Sampler::start(relay.pid());
     let t = Instant::now();
     for d in 0..a.destinations {
@@ -396,11 +412,22 @@ async fn drain(relay: &Server, a: &Args, sink: &client::Sink) -> Run {
         println!("WARNING: only {delivered} of {expected} deliveries arrived");
     }
     tokio::time::sleep(SETTLE).await;
+    let cost = sampler.finish();
+    if let Some(perf) = perf {
+        perf.stop();
+    }
     Run {
         units: delivered,
         elapsed,
-        cost: sampler.finish(),
+        cost,
     }
+}
+
+/// `--perf FILE` with `.phase` appended.
+fn perf_file(a: &Args, phase: &str) -> Option<PathBuf> {
+    let mut file = a.perf.clone()?.into_os_string();
+    file.push(format!(".{phase}"));
+    Some(file.into())
 }
 
 /// What `cargo bench --bench load` runs without arguments: every scenario of

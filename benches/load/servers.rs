@@ -197,3 +197,36 @@ pub fn serve_bare(ready_file: &Path) {
         }
     });
 }
+
+/// `perf record` of a server process for the length of a window (`--perf FILE`).
+pub struct Perf {
+    proc: std::process::Child,
+}
+
+impl Perf {
+    /// Starts sampling `pid` at 999 Hz with call chains into `file`.
+    pub fn start(pid: u32, file: &Path) -> Perf {
+        let proc = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start perf record (is perf installed?): {e}"));
+        // perf attaches to the process's threads before it samples anything.
+        std::thread::sleep(Duration::from_millis(300));
+        Perf { proc }
+    }
+
+    /// Stops sampling (SIGINT, which makes perf write its file) and waits for it.
+    pub fn stop(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = self.proc.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        match self.proc.wait() {
+            // perf writes its file, then ends by the SIGINT it caught.
+            Ok(s) if s.success() || s.signal() == Some(2) => {}
+            other => eprintln!("perf record ended with {other:?}"),
+        }
+    }
+}
