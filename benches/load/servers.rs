@@ -198,22 +198,31 @@ pub fn serve_bare(ready_file: &Path) {
     });
 }
 
-/// `perf record` of a server process for the length of a window (`--perf FILE`).
+/// `perf record` for the length of a window (`--perf FILE`). It samples the
+/// whole machine (`-a`): following one process's threads (`-p PID`) costs
+/// that process on every context switch, which doubled the relay's CPU per
+/// webhook here; system-wide sampling did not (see BENCHMARKS.md).
 pub struct Perf {
     proc: std::process::Child,
 }
 
 impl Perf {
-    /// Starts sampling `pid` at 999 Hz with call chains into `file`.
+    /// Starts sampling every CPU at 499 Hz with call chains into `file`, and
+    /// says how to read `pid`'s part.
     pub fn start(pid: u32, file: &Path) -> Perf {
+        println!(
+            "perf       : recording into {}; the relay's part: perf report -i {} --pid {pid}",
+            file.display(),
+            file.display()
+        );
         let proc = Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+            .args(["record", "-a", "-F", "499", "-g", "-o"])
             .arg(file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start perf record (is perf installed?): {e}"));
-        // perf attaches to the process's threads before it samples anything.
+        // perf sets up its per-CPU buffers before it samples anything.
         std::thread::sleep(Duration::from_millis(300));
         Perf { proc }
     }
