@@ -92,16 +92,14 @@ pub fn thousands(x: f64) -> String {
     out
 }
 
-/// A ratio with two significant digits or so: `0.16×`, `7.3×`, `12×`.
+/// A ratio: `0.16×`, `1.92×`, `12.5×`.
 pub fn times(x: f64) -> String {
     if !x.is_finite() {
         "—".into()
-    } else if x < 1.0 {
-        format!("{x:.2}×")
     } else if x < 10.0 {
-        format!("{x:.1}×")
+        format!("{x:.2}×")
     } else {
-        format!("{x:.0}×")
+        format!("{x:.1}×")
     }
 }
 
