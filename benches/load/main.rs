@@ -15,9 +15,9 @@
 //! drain; `--data-dir DIR` keeps its config and data in DIR.
 //! `--baseline` (the default, except with `--backlog`) first runs the bare
 //! hyper server with the same client, requests, body size and connections.
-//! `--perf FILE` records the relay's measured windows with `perf record -g`
-//! (`FILE.ingest` and `FILE.drain` with `--backlog`); perf's own work shares
-//! the two cores, so the figures of such a run are not comparable.
+//! `--perf FILE` records the relay's measured windows with `perf record -a -g`
+//! (`FILE.ingest` and `FILE.drain` with `--backlog`) and prints the relay's
+//! pid for `perf report --pid`; perf shares the two cores.
 //!
 //! Prints ingest req/s, ack p50/p99, delivered/s, end-to-end p50/p99 (send
 //! time is stamped in the body), then a cost table read from /proc (see
