@@ -40,6 +40,7 @@ mod keys;
 mod listen;
 pub mod model;
 mod notify;
+pub mod route;
 pub mod store;
 mod telemetry;
 mod time;
