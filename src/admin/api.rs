@@ -14,6 +14,7 @@ use crate::delivery::status::Activity;
 use crate::delivery::Control;
 use crate::listen;
 use crate::model::{Seq, SourceName};
+use crate::route::Decision;
 use crate::store::{Message, ReplayEnd, StoreError};
 
 /// The hand-checked OpenAPI 3 document of this API (kept true by a test).
@@ -149,6 +150,7 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
             }
             redeliver(admin, name, seq).await
         }
+        ["destinations", name, "route", seq] => get(route(admin, name, seq).await),
         ["messages"] => get(messages(admin, &query).await),
         ["messages", seq] => get(message(admin, seq).await),
         _ => Err(ApiError::NotFound("route")),
@@ -177,6 +179,7 @@ struct Query {
     after_seq: Option<Seq>,
     limit: usize,
     source: Option<String>,
+    event_type: Option<String>,
 }
 
 impl Query {
@@ -185,6 +188,7 @@ impl Query {
             after_seq: None,
             limit: DEFAULT_LIMIT,
             source: None,
+            event_type: None,
         };
         for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -204,9 +208,10 @@ impl Query {
                     out.limit = n.min(MAX_LIMIT);
                 }
                 "source" => out.source = Some(v.to_owned()),
+                "event_type" => out.event_type = Some(decode_component(v)),
                 _ => {
                     return Err(ApiError::BadRequest(
-                        "unknown query parameter (use after_seq, limit, source)".into(),
+                        "unknown query parameter (use after_seq, limit, source, event_type)".into(),
                     ))
                 }
             }
@@ -515,9 +520,13 @@ async fn messages(admin: &Admin, q: &Query) -> ApiResult {
         None => None,
     };
     let (after, limit) = (q.after_seq.unwrap_or_default(), q.limit);
+    let event_type = q.event_type.clone();
     let list = admin
         .store
-        .blocking(move |s| s.log().list_messages(source.as_ref(), after, limit))
+        .blocking(move |s| {
+            s.log()
+                .list_messages(source.as_ref(), event_type.as_deref(), after, limit)
+        })
         .await?;
     let list: Vec<Value> = list
         .into_iter()
@@ -552,6 +561,9 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
         }
         let status = if admin.store.dead_letters().get(&d.name, seq)?.is_some() {
             "dead"
+        } else if !d.rules.is_empty() && d.rules.decide(seq, &m) == Decision::Skip {
+            // Today's rules: what a delivery (or a replay) would do now.
+            "skipped"
         } else if admin.store.cursors().get(&d.name)? >= seq {
             "delivered"
         } else {
@@ -581,6 +593,35 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
     let mut out = message_json(seq, &m);
     out.insert("destinations".into(), Value::Object(per_dest));
     Ok((StatusCode::OK, Value::Object(out)))
+}
+
+/// `GET /api/v1/destinations/{name}/route/{seq}`: what the destination's
+/// routing does with a stored message now.
+async fn route(admin: &Admin, name: &str, seq: &str) -> ApiResult {
+    let (d, _) = destination(admin, name)?;
+    let seq = parse_seq(seq)?;
+    let m = admin
+        .store
+        .blocking(move |s| s.log().message(seq))
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    let decision = if d.sources.contains(&m.source) {
+        d.rules.decide(seq, &m)
+    } else {
+        Decision::Skip
+    };
+    Ok((
+        StatusCode::OK,
+        crate::route::decision_json(&d.name, seq, &m, decision),
+    ))
+}
+
+/// A percent-encoded query value, decoded (`+` as a space).
+fn decode_component(v: &str) -> String {
+    form_urlencoded::parse(format!("x={v}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// A stored message as the API shows it (also each event of the stream).

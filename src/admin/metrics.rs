@@ -96,6 +96,7 @@ fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         s.deliveries.push((name.clone(), "delivered", delivered));
         s.deliveries.push((name.clone(), "failed", failed));
         s.deliveries.push((name.clone(), "dead_lettered", dead));
+        s.deliveries.push((name.clone(), "skipped", c.skipped()));
         let cursor = admin.store.cursors().get(&d.name).unwrap_or_default();
         s.destinations.push((
             name.clone(),

@@ -188,6 +188,15 @@ fn parse_event(block: &str) -> Result<Option<StreamEvent>, ClientError> {
         .map_err(|e| ClientError::BadAnswer(format!("stream event: {e}")))
 }
 
+/// `hookrelay route`: `deliver` and the body, `skip`, or `error: reason`.
+pub fn route_text(v: &Value) -> String {
+    match v["decision"].as_str() {
+        Some("deliver") => format!("deliver\n{}", v["body"].as_str().unwrap_or("")),
+        Some("skip") => "skip".to_owned(),
+        _ => format!("error: {}", v["reason"].as_str().unwrap_or("unknown")),
+    }
+}
+
 /// `hookrelay tail`: seq, time, source, event type and size of a message.
 pub fn tail_line(m: &Value) -> String {
     let text = |k: &str| m[k].as_str().unwrap_or("-").to_owned();

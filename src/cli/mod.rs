@@ -81,6 +81,28 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show what a destination's routing does with a stored message (asks
+    /// the running relay) or with a sample body (offline, from the config):
+    /// `deliver` and the body that would be sent, `skip`, or `error: reason`.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["seq", "body"])))]
+    Route {
+        /// Destination name.
+        dest: String,
+        /// A stored message.
+        #[arg(long)]
+        seq: Option<u64>,
+        /// A file holding a sample body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The sample's source (needed when the destination has several).
+        #[arg(long, requires = "body")]
+        source: Option<String>,
+        /// A header of the sample, as 'Name: value' (repeatable).
+        #[arg(long = "header", requires = "body")]
+        headers: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List a destination's dead letters, oldest first (at most 1000).
     DeadLetters {
         /// Destination name.
@@ -183,6 +205,38 @@ fn main(cli: Cli) -> i32 {
                 Ok((serde_json::Value::Null, String::new()))
             })
         }
+        Command::Route {
+            dest,
+            seq: Some(seq),
+            client,
+            ..
+        } => {
+            let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = failed.clone();
+            let exit = remote(&config, client, |c| async move {
+                let path = format!("/api/v1/destinations/{dest}/route/{seq}");
+                let v = c.call(Method::GET, &path, None).await?;
+                seen.store(
+                    v["decision"] == "error",
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Ok((v.clone(), client::route_text(&v)))
+            });
+            // `error:` exits 1, like a failed delivery.
+            if exit == 0 && failed.load(std::sync::atomic::Ordering::Relaxed) {
+                1
+            } else {
+                exit
+            }
+        }
+        Command::Route {
+            dest,
+            body,
+            source,
+            headers,
+            client,
+            ..
+        } => route_sample(&config, &dest, body, source, &headers, client.json),
         Command::DeadLetters { dest, client } => remote(&config, client, |c| async move {
             let path = format!("/api/v1/destinations/{dest}/dead-letters?limit=1000");
             let v = c.call(Method::GET, &path, None).await?;
@@ -278,6 +332,108 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
         .build()
         .map_err(|e| report(&Error::Runtime(e)))
         .ok()
+}
+
+/// `hookrelay route DEST --body FILE`: the destination's rules applied to a
+/// sample, from the config alone (no relay, no secrets).
+fn route_sample(
+    config: &Path,
+    dest: &str,
+    body: Option<PathBuf>,
+    source: Option<String>,
+    headers: &[String],
+    json: bool,
+) -> i32 {
+    let usage = |msg: String| {
+        eprintln!("hookrelay: {msg}");
+        2
+    };
+    let routing = match Config::load_routing(config) {
+        Ok(r) => r,
+        Err(e) => return report(&Error::Config(e)),
+    };
+    let Some((name, sources, rules)) = routing
+        .destinations
+        .iter()
+        .find(|(n, ..)| n.as_str() == dest)
+    else {
+        return usage(format!("no destination {dest:?} in {}", config.display()));
+    };
+    let source = match (source, sources.as_slice()) {
+        (Some(s), _) => s,
+        (None, [only]) => only.to_string(),
+        (None, _) => {
+            return usage(format!(
+                "{dest} has several sources: name one with --source"
+            ))
+        }
+    };
+    let Some((source, event_rule)) = routing.sources.iter().find(|(n, _)| n.as_str() == source)
+    else {
+        return usage(format!("no source {source:?} in {}", config.display()));
+    };
+    let Some(path) = body else {
+        return usage("give --body FILE".into());
+    };
+    let body = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut parsed = Vec::new();
+    for h in headers {
+        let Some((k, v)) = h.split_once(':') else {
+            return usage(format!("--header {h:?} is not 'Name: value'"));
+        };
+        parsed.push((k.trim().to_ascii_lowercase(), v.trim().as_bytes().to_vec()));
+    }
+    let content_type = parsed
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .map(|_| "application/json".into())
+        });
+    let now = crate::time::now_ms();
+    let input = crate::route::Input {
+        seq: None,
+        id: None,
+        source: source.as_str(),
+        event_type: None,
+        received_at_ms: now,
+        headers: &parsed,
+        query: None,
+        content_type: content_type.as_deref(),
+        body: &body,
+    };
+    let event_type = match event_rule.event_type(&input) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("error: event_type: {e}");
+            return 1;
+        }
+    };
+    let message = crate::store::Message {
+        id: crate::model::MessageId::generate(now),
+        source: source.clone(),
+        received_at_ms: now,
+        event_type,
+        content_type,
+        idempotency_key: None,
+        query: None,
+        headers: parsed,
+        body,
+    };
+    let decision = rules.decide(crate::model::Seq(0), &message);
+    let failed = matches!(decision, crate::route::Decision::Fail(_));
+    let v = crate::route::decision_json(name, crate::model::Seq(0), &message, decision);
+    if json {
+        println!("{v:#}");
+    } else {
+        println!("{}", client::route_text(&v).trim_end());
+    }
+    i32::from(failed)
 }
 
 /// "1 source", "2 sources".

@@ -132,6 +132,17 @@ impl<'a> Ctx<'a> {
         self.problem(v.span(), key, message);
     }
 
+    /// A jq program, compiled; a syntax error names its position in the program.
+    pub fn jq(&mut self, v: &Spanned<String>, key: &str) -> Option<crate::route::Program> {
+        match crate::route::Program::compile(v.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.at(v, key, format!("invalid jq program: {e}"));
+                None
+            }
+        }
+    }
+
     /// Records a missing required key, at the line of its table.
     pub fn missing(&mut self, table: Range<usize>, key: &str) {
         self.problem(table, key, "required key is missing");

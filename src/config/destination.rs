@@ -89,7 +89,9 @@ fn destination(
         .ca_file
         .as_ref()
         .and_then(|f| cx.existing_file(f, &key("ca_file")));
+    let rules = rules(cx, r, base)?;
     Some(DestinationConfig {
+        rules,
         name: name?,
         url: url?,
         sources: sources?,
@@ -103,6 +105,56 @@ fn destination(
         retry,
         on_exhausted,
         ca_file,
+    })
+}
+
+/// `event_types`, `filter` and `transform`; `None` after a problem.
+pub(super) fn rules(
+    cx: &mut Ctx<'_>,
+    r: &RawDestination,
+    base: &str,
+) -> Option<crate::route::Rules> {
+    use crate::route::{Pattern, Rules};
+    let key = |k: &str| format!("{base}.{k}");
+    let mut ok = true;
+    let event_types = match &r.event_types {
+        None => Vec::new(),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                cx.at(
+                    list,
+                    &key("event_types"),
+                    "give at least one pattern, or leave it out to receive every event type",
+                );
+                ok = false;
+            }
+            list.get_ref()
+                .iter()
+                .filter_map(|p| {
+                    if p.get_ref().is_empty() {
+                        cx.at(p, &key("event_types"), "a pattern cannot be empty");
+                        ok = false;
+                        return None;
+                    }
+                    Some(Pattern::new(p.get_ref()))
+                })
+                .collect()
+        }
+    };
+    let mut program = |v: &Option<Spanned<String>>, k: &str| match v {
+        None => None,
+        Some(code) => {
+            let p = cx.jq(code, &key(k));
+            ok &= p.is_some();
+            p
+        }
+    };
+    let filter = program(&r.filter, "filter");
+    let transform = program(&r.transform, "transform");
+    ok.then_some(Rules {
+        event_types,
+        filter,
+        transform,
     })
 }
 

@@ -81,6 +81,14 @@ pub enum Durability {
     Buffered,
 }
 
+/// What routing needs of a config: each source's event-type rule, each
+/// destination's sources and rules.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingConfig {
+    pub sources: Vec<(SourceName, crate::route::EventTypeRule)>,
+    pub destinations: Vec<(DestinationName, Vec<SourceName>, crate::route::Rules)>,
+}
+
 /// One `[[source]]`: an inbound endpoint.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -90,6 +98,9 @@ pub struct SourceConfig {
     pub verify: VerifySpec,
     pub dedup_window: Duration,
     pub dedup_header: Option<http::HeaderName>,
+    /// How each message's event type is found (the scheme's default unless
+    /// `event_type` is set).
+    pub event_type: crate::route::EventTypeRule,
 }
 
 /// `verify.scheme`.
@@ -170,6 +181,8 @@ pub struct DestinationConfig {
     pub on_exhausted: OnExhausted,
     /// Resolved against the config dir; exists.
     pub ca_file: Option<PathBuf>,
+    /// `event_types`, `filter` and `transform`.
+    pub rules: crate::route::Rules,
 }
 
 /// `destination.ordering`.
@@ -328,6 +341,13 @@ impl Config {
         parse_then(&text, path, |raw| {
             validate::admin_only(raw, &text, path, &process_env)
         })
+    }
+
+    /// Only what routing needs, for `hookrelay route --body`: no secret is
+    /// resolved, so it works without the service's environment.
+    pub fn load_routing(path: &Path) -> Result<RoutingConfig, ConfigError> {
+        let text = read(path)?;
+        parse_then(&text, path, |raw| validate::routing_only(raw, &text, path))
     }
 
     /// The source with this name.

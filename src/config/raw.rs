@@ -64,6 +64,7 @@ pub(super) struct RawSource {
     pub verify: Option<Spanned<RawVerify>>,
     pub dedup_window: Text,
     pub dedup_header: Text,
+    pub event_type: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -106,6 +107,9 @@ pub(super) struct RawDestination {
     pub retry: Option<Spanned<RawRetry>>,
     pub on_exhausted: Option<Spanned<OnExhausted>>,
     pub ca_file: Text,
+    pub event_types: TextList,
+    pub filter: Text,
+    pub transform: Text,
 }
 
 #[derive(Deserialize)]

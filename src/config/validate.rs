@@ -89,6 +89,63 @@ pub(super) fn admin_only(
     }
 }
 
+/// Only what routing needs (source names, schemes and `event_type`
+/// programs; destination names, sources and rules), for `hookrelay route
+/// --body`: no secret is resolved and no file is read.
+pub(super) fn routing_only(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+) -> Result<super::RoutingConfig, Vec<Problem>> {
+    use crate::route::EventTypeRule;
+    let no_env = |_: &str| None;
+    let mut cx = Ctx::new(text, file, &no_env);
+    let mut out = super::RoutingConfig::default();
+    for (i, s) in raw.source.iter().enumerate() {
+        let r = s.get_ref();
+        let Some(name) = r
+            .name
+            .as_ref()
+            .and_then(|n| n.get_ref().parse::<SourceName>().ok())
+        else {
+            continue;
+        };
+        let scheme = r
+            .verify
+            .as_ref()
+            .and_then(|v| v.get_ref().scheme.as_ref())
+            .map_or(super::Scheme::None, |s| *s.get_ref());
+        let rule = match &r.event_type {
+            Some(p) => match cx.jq(p, &format!("source[{i}].event_type")) {
+                Some(p) => EventTypeRule::Jq(p),
+                None => continue,
+            },
+            None => EventTypeRule::Scheme(scheme),
+        };
+        out.sources.push((name, rule));
+    }
+    for (i, d) in raw.destination.iter().enumerate() {
+        let r = d.get_ref();
+        let Some(name) = r.name.as_ref().and_then(|n| n.get_ref().parse().ok()) else {
+            continue;
+        };
+        let sources = r.sources.as_ref().map_or_else(Vec::new, |l| {
+            l.get_ref()
+                .iter()
+                .filter_map(|s| s.get_ref().parse().ok())
+                .collect()
+        });
+        if let Some(rules) = super::destination::rules(&mut cx, r, &format!("destination[{i}]")) {
+            out.destinations.push((name, sources, rules));
+        }
+    }
+    if cx.problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(cx.problems)
+    }
+}
+
 fn server(cx: &mut Ctx<'_>, raw: Option<&RawServer>) -> ServerConfig {
     let default = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -218,13 +275,23 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
             .dedup_header
             .as_ref()
             .and_then(|h| cx.header_name(h, &format!("{base}.dedup_header")));
+        let program = r
+            .event_type
+            .as_ref()
+            .map(|p| cx.jq(p, &format!("{base}.event_type")));
         if let (Some(name), Some(path), Some(verify)) = (name, path, verify) {
+            let event_type = match program {
+                Some(Some(p)) => crate::route::EventTypeRule::Jq(p),
+                Some(None) => continue,
+                None => crate::route::EventTypeRule::Scheme(verify.scheme()),
+            };
             out.push(SourceConfig {
                 name,
                 path,
                 verify,
                 dedup_window,
                 dedup_header,
+                event_type,
             });
         }
     }

@@ -4,6 +4,7 @@
 //! an operator's one-off redelivery of a dead letter. Shared by the strict
 //! worker and the unordered scheduler; it never moves the cursor.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted};
 use crate::model::{Seq, SourceName};
+use crate::route::Decision as Route;
 use crate::store::{Attempt, DeadLetter, Message, ReplayEnd, Scan, Store};
 use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
@@ -100,6 +102,17 @@ impl Lane {
         msg: &Message,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
+        // Routing, with the rules in force now (a replay uses today's rules).
+        let shaped = match self.route(seq, msg) {
+            Ok(shaped) => shaped,
+            Err(Route::Skip) => {
+                self.control.record_skipped();
+                return Ok(Finished::Done);
+            }
+            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason).await,
+            Err(Route::Deliver(_)) => return Ok(Finished::Done),
+        };
+        let msg = &*shaped;
         // Attempt numbers continue across restarts and replays (they key the
         // attempt history); the retry budget (attempts, age) counts this run only.
         let first = Instant::now();
@@ -213,6 +226,25 @@ impl Lane {
         let Some(msg) = self.message(seq).await? else {
             tracing::warn!(destination = %name, seq = seq.0, "redelivery skipped: message no longer stored");
             return Ok(());
+        };
+        let msg = match self.route(seq, &msg) {
+            Ok(shaped) => shaped,
+            Err(Route::Fail(last_error)) => {
+                let n = self.attempts_so_far(seq).await? + 1;
+                let dead = DeadLetter {
+                    at_ms: now_ms(),
+                    attempts: n,
+                    last_error,
+                };
+                self.store.dead_letters().add(name, seq, &dead)?;
+                return Ok(());
+            }
+            // Today's rules skip it: nothing is owed to this destination.
+            Err(_) => {
+                self.store.dead_letters().remove(name, seq)?;
+                tracing::info!(destination = %name, seq = seq.0, "dead letter dropped: the routing rules skip it now");
+                return Ok(());
+            }
         };
         let n = self.attempts_so_far(seq).await? + 1;
         let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
@@ -331,6 +363,48 @@ impl Lane {
             }
         }
         Ok(Some(Answer { error, retry_after }))
+    }
+
+    /// The message as this destination receives it (its transform applied),
+    /// or why it receives nothing (`Skip`, `Fail`; never `Deliver`).
+    fn route<'m>(&self, seq: Seq, msg: &'m Message) -> Result<Cow<'m, Message>, Route> {
+        match self.dest.rules.decide(seq, msg) {
+            Route::Deliver(None) => Ok(Cow::Borrowed(msg)),
+            Route::Deliver(Some(body)) => Ok(Cow::Owned(Message {
+                body,
+                content_type: Some("application/json".into()),
+                ..msg.clone()
+            })),
+            other => Err(other),
+        }
+    }
+
+    /// A filter or transform failed: recorded as an attempt that sent
+    /// nothing, then straight to `on_exhausted`, since the same program on
+    /// the same message fails the same way (fix the config, then redeliver).
+    async fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
+        let n = self.attempts_so_far(seq).await? + 1;
+        let at_ms = now_ms();
+        let error = truncate(reason);
+        let record = Attempt {
+            at_ms,
+            status: None,
+            latency_ms: 0,
+            error: Some(error.clone()),
+        };
+        self.store
+            .attempts()
+            .record(&self.dest.name, seq, n, &record)?;
+        self.attempted_upto.fetch_max(seq.0, Ordering::Release);
+        let last = LastAttempt {
+            at_ms,
+            seq: seq.0,
+            status: None,
+            error: Some(error.clone()),
+        };
+        self.control.record(last, AttemptOutcome::Failed);
+        tracing::info!(destination = %self.dest.name, seq = seq.0, attempt = n, reason = %error, "routing failed");
+        self.exhausted(seq, n, "routing failed", error)
     }
 
     fn exhausted(

@@ -40,6 +40,8 @@ pub struct Control {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Messages this destination's routing rules skipped.
+    skipped: AtomicU64,
     /// Duration of every attempt (`hookrelay_delivery_duration_seconds`).
     pub duration: crate::telemetry::Seconds,
     /// Dead letters an operator asked to deliver once more, out of order.
@@ -125,6 +127,15 @@ impl Control {
 
     pub fn record_dead_letter(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_skipped(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages skipped by routing since start.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     pub fn last_attempt(&self) -> Option<LastAttempt> {

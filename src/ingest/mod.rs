@@ -351,7 +351,7 @@ async fn store(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let named_by_connection = connection_named(headers);
-    let headers = headers
+    let headers: Vec<(String, Vec<u8>)> = headers
         .iter()
         .filter(|(name, _)| {
             !NOT_STORED.contains(&name.as_str())
@@ -363,11 +363,28 @@ async fn store(
     let dedup = verified
         .into_idempotency_key()
         .map(|key| (key, source.dedup_window));
+    let input = crate::route::Input {
+        seq: None,
+        id: None,
+        source: source.name.as_str(),
+        event_type: None,
+        received_at_ms: crate::time::now_ms(),
+        headers: &headers,
+        query: query.as_deref(),
+        content_type: content_type.as_deref(),
+        body: &body,
+    };
+    // A failing `event_type` program stores the message without a type:
+    // refusing the webhook would only make the provider retry it.
+    let event_type = source.event_type.event_type(&input).unwrap_or_else(|e| {
+        tracing::warn!(source = %source.name, error = %e, "event_type program failed; stored without an event type");
+        None
+    });
 
     let bytes = body.len();
     let msg = NewMessage {
         source: source.name.clone(),
-        event_type: None,
+        event_type: event_type.clone(),
         content_type,
         query,
         headers,
@@ -378,9 +395,7 @@ async fn store(
         tracing::error!(source = %source.name, error = %e, "append failed");
         IngestError::Unavailable
     })?;
-    // Once the answer is known to be durable. No event type yet: sources do
-    // not extract one until routing does, and a field that is always empty
-    // would only mislead. Never headers or the body.
+    // Once the answer is known to be durable. Never headers or the body.
     // A duplicate names the first message with its key (`duplicate=true`).
     let (seq, id, duplicate) = match &outcome {
         AppendOutcome::Stored { seq, id } => (seq, id, None),
@@ -391,6 +406,7 @@ async fn store(
         source = %source.name,
         seq = seq.0,
         id = %id,
+        event_type,
         bytes,
         duplicate,
         "webhook accepted"

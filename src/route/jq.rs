@@ -78,12 +78,12 @@ impl Program {
             .map_err(|errs| {
                 let first = errs.into_iter().next().map(|(_, e)| e);
                 match first {
-                    Some(load::Error::Lex(es)) => es.first().map_or_else(unknown, |(exp, s)| {
-                        CompileError {
+                    Some(load::Error::Lex(es)) => {
+                        es.first().map_or_else(unknown, |(exp, s)| CompileError {
                             offset: at(s),
                             message: format!("syntax error: expected {}", exp.as_str()),
-                        }
-                    }),
+                        })
+                    }
                     Some(load::Error::Parse(es)) => es.first().map_or_else(unknown, |(exp, s)| {
                         let found = if s.is_empty() {
                             "the end".to_owned()
@@ -105,7 +105,10 @@ impl Program {
             .with_funs(funs())
             .compile(modules)
             .map_err(|errs| {
-                let first = errs.into_iter().next().and_then(|(_, es)| es.into_iter().next());
+                let first = errs
+                    .into_iter()
+                    .next()
+                    .and_then(|(_, es)| es.into_iter().next());
                 match first {
                     Some((name, undefined)) => CompileError {
                         offset: at(name),
@@ -273,7 +276,8 @@ fn funs() -> impl Iterator<Item = jaq_core::native::Filter<Native<Budgeted>>> {
             Box::new(counted_range(from, to, by))
         });
     let refuse: jaq_core::RunPtr<Budgeted> = |_| {
-        let e = jaq_core::Error::str("not available in hookrelay (env, input, halt, debug, stderr)");
+        let e =
+            jaq_core::Error::str("not available in hookrelay (env, input, halt, debug, stderr)");
         jaq_core::box_iter::box_once(Err(Exn::from(e)))
     };
     jaq_core::funs::<Budgeted>()
@@ -331,13 +335,23 @@ mod tests {
     #[test]
     fn runs_jq_with_its_standard_library() {
         let body = r#"{"body":{"type":"invoice.paid","data":{"amount":5}}}"#;
-        assert_eq!(run(".body.type", body).unwrap().unwrap(), r#""invoice.paid""#);
+        assert_eq!(
+            run(".body.type", body).unwrap().unwrap(),
+            r#""invoice.paid""#
+        );
         let t = run(r#"{text: "\(.body.type): \(.body.data.amount)"}"#, body);
         assert_eq!(t.unwrap().unwrap(), r#"{"text":"invoice.paid: 5"}"#);
-        assert_eq!(run(r#".body.type | startswith("invoice.")"#, body).unwrap().unwrap(), "true");
+        assert_eq!(
+            run(r#".body.type | startswith("invoice.")"#, body)
+                .unwrap()
+                .unwrap(),
+            "true"
+        );
         assert_eq!(run("[range(5)] | add", "null").unwrap().unwrap(), "10");
         assert_eq!(run("empty", "null").unwrap(), None);
-        assert!(matches!(run("error(\"no\")", "null"), Err(RunError::Failed(e)) if e.contains("no")));
+        assert!(
+            matches!(run("error(\"no\")", "null"), Err(RunError::Failed(e)) if e.contains("no"))
+        );
     }
 
     #[test]
@@ -356,7 +370,10 @@ mod tests {
         assert_eq!(run("def f: f; f", "null"), Err(RunError::Budget));
         assert_eq!(run("last(range(1e12))", "null"), Err(RunError::Budget));
         assert_eq!(run("[range(1e12)] | length", "null"), Err(RunError::Budget));
-        assert_eq!(run("def f: f, f; [limit(1; f)]", "null"), Err(RunError::Budget));
+        assert_eq!(
+            run("def f: f, f; [limit(1; f)]", "null"),
+            Err(RunError::Budget)
+        );
         assert!(matches!(
             run("def f: 1 + f; f", "null"),
             Err(RunError::Depth | RunError::Budget)
@@ -365,7 +382,9 @@ mod tests {
             run("reduce range(1e9) as $x (0; . + $x)", "null"),
             Err(RunError::Budget)
         ));
-        assert!(matches!(run("env", "null"), Err(RunError::Failed(e)) if e.contains("not available")));
+        assert!(
+            matches!(run("env", "null"), Err(RunError::Failed(e)) if e.contains("not available"))
+        );
         assert!(matches!(run("halt", "null"), Err(RunError::Failed(_))));
         assert!(Program::compile("input").is_err());
         // The next run on this thread starts with a fresh budget.

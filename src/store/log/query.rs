@@ -42,10 +42,12 @@ impl Log {
         }
     }
 
-    /// Messages after `after`, ascending, optionally from one source only. Blocking.
+    /// Messages after `after`, ascending, optionally of one source and one
+    /// event type only. Blocking.
     pub fn list_messages(
         &self,
         source: Option<&SourceName>,
+        event_type: Option<&str>,
         after: Seq,
         limit: usize,
     ) -> Result<Vec<MessageMeta>, StoreError> {
@@ -59,7 +61,9 @@ impl Log {
                 break;
             };
             from = seq.next();
-            if source.is_some_and(|s| *s != head.source) {
+            if source.is_some_and(|s| *s != head.source)
+                || event_type.is_some_and(|t| head.event_type.as_deref() != Some(t))
+            {
                 continue;
             }
             if let Some(m) = self.message(seq)? {
@@ -155,12 +159,19 @@ mod tests {
             put(&store, seq, &message(source, seq, vec![7; 10]));
         }
         let b: SourceName = "b".parse().unwrap();
-        let page = store.log().list_messages(Some(&b), Seq(4), 2).unwrap();
+        let page = store
+            .log()
+            .list_messages(Some(&b), None, Seq(4), 2)
+            .unwrap();
         let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![6, 8]);
         assert_eq!(page[0].body_bytes, 10);
         assert_eq!(
-            store.log().list_messages(None, Seq(0), 100).unwrap().len(),
+            store
+                .log()
+                .list_messages(None, None, Seq(0), 100)
+                .unwrap()
+                .len(),
             10
         );
     }
