@@ -143,7 +143,11 @@ impl Program {
             Ok(Some(Ok(v))) => Ok(Some(v)),
             // Never `unwrap_valr`: it exits the process on `halt`.
             Ok(Some(Err(e))) => Err(RunError::Failed(truncated(match e.get_err() {
-                Ok(e) => e.to_string(),
+                // `error("text")` reads as the text, other values as JSON.
+                Ok(e) => match e.into_val() {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => other.to_string(),
+                },
                 Err(_) => "halt is not available".into(),
             }))),
             Err(payload) => match payload.downcast_ref::<Exceeded>() {

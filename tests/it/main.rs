@@ -13,5 +13,6 @@ mod operations;
 mod ordering;
 mod policies;
 mod process;
+mod routing;
 mod sweep;
 mod verify;

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::StatusCode;
-use sha2::Sha256;
 
 use crate::support::*;
 
@@ -334,19 +332,6 @@ async fn unordered_restart_resends_only_unfinished_messages() {
     assert_eq!(delivered, (1..=11).collect::<Vec<_>>(), "each exactly once");
 }
 
-/// Standard Webhooks verification written from the spec, not with the crate's code.
-fn verify_standard(key: &[u8], r: &Received) -> u64 {
-    let id = r.header("webhook-id").expect("webhook-id");
-    let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
-    let sig = r.header("webhook-signature").expect("webhook-signature");
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(&r.body);
-    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    assert_eq!(sig, format!("v1,{want}"), "signature of {id} at {ts}");
-    ts.parse().expect("unix seconds")
-}
-
 #[tokio::test]
 async fn deliveries_are_signed_afresh_for_every_attempt() {
     let key: [u8; 32] = rand::random();
@@ -383,8 +368,8 @@ async fn deliveries_are_signed_afresh_for_every_attempt() {
     let all = rx.all();
     assert_eq!(all.len(), 2);
     let (first, second) = (&all[0].0, &all[1].0);
-    let t1 = verify_standard(&key, first);
-    let t2 = verify_standard(&key, second);
+    let t1 = first.verify_standard(&key);
+    let t2 = second.verify_standard(&key);
     assert!(
         t2 > t1,
         "a retry carries a fresh timestamp ({t1} then {t2})"

@@ -477,6 +477,32 @@ async fn every_scheme_delivers_valid_requests_and_refuses_the_rest() {
         .iter()
         .find(|r| r.header("x-hookrelay-source") == Some("twilio"));
     assert!(tw.unwrap().header("x-twilio-signature").is_some());
+
+    // Each scheme's default event type, stored with the message.
+    let listed = relay.admin_get("/api/v1/messages").await;
+    let types: Vec<(&str, Option<&str>)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["source"].as_str().unwrap(), m["event_type"].as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("sw", Some("user.created")),
+            ("stripe", None), // the sample has no `type`
+            ("github", Some("push")),
+            ("shopify", Some("orders/create")),
+            ("slack", Some("event_callback")),
+            ("discord", Some("interaction.2")),
+            ("meta", Some("page")),
+            ("twilio", None),
+            ("paypal", None),
+            ("generic", None),
+            ("gitlab", None),
+            ("basic", None),
+        ]
+    );
 }
 
 async fn get_text(url: &str, method: http::Method) -> (StatusCode, http::HeaderMap, String) {
