@@ -60,6 +60,37 @@ use support::*;
 /// Concurrent senders in the main test.
 const CLIENTS: usize = 4;
 
+/// How a cycle's power cut goes.
+#[derive(Debug, Clone, Copy)]
+struct CutMode {
+    /// Keep a random part of the unsynced writes ([`Keep::Some`]) instead
+    /// of none.
+    torn: bool,
+    /// Cut while the relay waits for a sync (held until the cut), rather
+    /// than at whatever point the load reached.
+    in_sync: bool,
+}
+
+/// The cuts in turn; a CI run (3 cycles) has the first three.
+const MODES: [CutMode; 4] = [
+    CutMode {
+        torn: false,
+        in_sync: false,
+    },
+    CutMode {
+        torn: true,
+        in_sync: true,
+    },
+    CutMode {
+        torn: false,
+        in_sync: true,
+    },
+    CutMode {
+        torn: true,
+        in_sync: false,
+    },
+];
+
 // ---------------------------------------------------------------- the disk
 
 /// Says on stderr (past the test harness's capture, so that CI logs show
@@ -215,6 +246,13 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             .unwrap_or_else(|| disk.mount(&mnt).expect("mount the disk again"));
         let mut relay = serve(&config).start().await;
         let recovered = cycle_start.elapsed();
+        // Ready means the store is open: sled's settings must be on disk by
+        // then, or a torn `conf` can keep the relay from ever starting again.
+        let unsynced = disk.unsynced_files();
+        assert!(
+            unsynced.iter().all(|f| f == "data/db"),
+            "cycle {cycle}: files not synced when the relay is ready: {unsynced:?}"
+        );
 
         // What the last cut left: every webhook it could have taken (those
         // acknowledged in that cycle) and a sample of older ones.
@@ -266,14 +304,25 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             || ledger.lock().unwrap().acked.len() >= target,
         )
         .await;
-        let keep = if cycle % 2 == 0 {
-            Keep::Nothing
-        } else {
+        let mode = MODES[cycle % MODES.len()];
+        let keep = if mode.torn {
             Keep::Some {
                 seed: mix(seed ^ cycle as u64),
             }
+        } else {
+            Keep::Nothing
         };
         let lag = destinations(&relay).await[0]["lag"].as_u64().unwrap_or(0);
+        if mode.in_sync {
+            // The worst moment: a batch written, its sync not yet done.
+            disk.hold_syncs();
+            wait_until(
+                &format!("cycle {cycle}: the relay waiting for a sync"),
+                Duration::from_secs(30),
+                || disk.stats().held > 0,
+            )
+            .await;
+        }
         let report = cut_power(&mut relay, &disk, m, keep);
         pending_bytes += report.pending_bytes;
         pages += report.pages;
@@ -292,8 +341,11 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             .collect();
         let new = at_risk.len();
         println!(
-            "cycle {cycle:>3}: start {:>4} ms; cut after {new} acks (lag {lag}) {keep:?}: {} unsynced changes ({} bytes) in {} files, {}/{} pages kept, namespace reverted: {}; {:.2}s",
+            "cycle {cycle:>3}: start {:>4} ms; cut after {new} acks (lag {lag}), {}, {}: {} syncs held, {} unsynced changes ({} bytes) in {} files, {}/{} pages kept, namespace reverted: {}; {:.2}s",
             recovered.as_millis(),
+            if mode.in_sync { "in a sync" } else { "between syncs" },
+            if mode.torn { "torn" } else { "all unsynced lost" },
+            report.held_syncs_failed,
             report.pending_changes,
             report.pending_bytes,
             report.files,
@@ -376,12 +428,12 @@ async fn power_loss_loses_no_acknowledged_webhook() {
 
     println!("power loss summary (seed {seed}):");
     println!(
-        "  cycles: {cycles} power cuts ({} dropping every unsynced write, {} keeping a random part); {pending_bytes} unsynced bytes at the cuts; of the pages they touched in torn cuts, {pages_kept} of {pages} kept some",
-        cycles.div_ceil(2),
-        cycles / 2
+        "  cycles: {cycles} power cuts ({} in a sync, {} torn); {pending_bytes} unsynced bytes at the cuts; of the pages they touched in torn cuts, {pages_kept} of {pages} kept some",
+        (0..cycles).filter(|c| MODES[c % MODES.len()].in_sync).count(),
+        (0..cycles).filter(|c| MODES[c % MODES.len()].torn).count(),
     );
     println!(
-        "  webhooks: {} acknowledged, lost 0 ({checked} checked after the cuts, all {} at the end); {unanswered} sends without an answer (resent; {stored_anyway} of them had been stored), non-200 answers {refused:?}",
+        "  webhooks: {} acknowledged, lost 0 ({checked} checks after the cuts, all {} at the end); {unanswered} sends without an answer (resent; {stored_anyway} of them had been stored), non-200 answers {refused:?}",
         acked.len(),
         acked.len()
     );

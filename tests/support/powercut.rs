@@ -614,6 +614,28 @@ impl Disk {
         }
     }
 
+    /// Files (paths from the mount point) with writes not yet synced.
+    pub fn unsynced_files(&self) -> Vec<String> {
+        let st = self.state();
+        let mut found = Vec::new();
+        let mut todo = vec![(ROOT, String::new())];
+        while let Some((dir, path)) = todo.pop() {
+            for (name, &ino) in &st.inodes[&dir].entries {
+                let Some(i) = st.inodes.get(&ino) else {
+                    continue;
+                };
+                let p = format!("{path}{}", name.to_string_lossy());
+                if i.is_dir() {
+                    todo.push((ino, format!("{p}/")));
+                } else if !i.data.pending.is_empty() {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
     pub fn stats(&self) -> DiskStats {
         let st = self.state();
         DiskStats {
