@@ -237,6 +237,8 @@ async fn power_loss_loses_no_acknowledged_webhook() {
     // Acks of the cycle just cut, checked after the restart.
     let mut at_risk: Vec<(usize, u64)> = Vec::new();
     let mut checked = 0usize;
+    // How long each start took, recovery included (ms).
+    let mut starts: Vec<u128> = Vec::new();
     let (mut pending_bytes, mut pages, mut pages_kept) = (0u64, 0usize, 0usize);
 
     for cycle in 0..cycles {
@@ -246,6 +248,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             .unwrap_or_else(|| disk.mount(&mnt).expect("mount the disk again"));
         let mut relay = serve(&config).start().await;
         let recovered = cycle_start.elapsed();
+        starts.push(recovered.as_millis());
         // Ready means the store is open: sled's settings must be on disk by
         // then, or a torn `conf` can keep the relay from ever starting again.
         let unsynced = disk.unsynced_files();
@@ -442,6 +445,14 @@ async fn power_loss_loses_no_acknowledged_webhook() {
         r.requests,
         r.delivered,
         r.delivered - head as usize
+    );
+    let stats = disk.stats();
+    println!(
+        "  disk: {:.1} MiB written, {} syncs; relay starts {} to {} ms",
+        stats.bytes_written as f64 / (1 << 20) as f64,
+        stats.syncs,
+        starts.iter().min().unwrap_or(&0),
+        starts.iter().max().unwrap_or(&0),
     );
     println!(
         "  time: {:.1}s in all, final drain {:.1}s",
