@@ -161,8 +161,13 @@ struct Lost {
 type Stored = HashMap<u64, Option<(String, Vec<u8>)>>;
 
 /// The acknowledged webhooks in `acked` that `stored` does not hold under
-/// the seq they were acknowledged with, with that `webhook-id` and body.
-fn lost(acked: &HashMap<(usize, u64), (u64, String)>, stored: &Stored) -> Vec<Lost> {
+/// the seq they were acknowledged with, with that `webhook-id` and the body
+/// `body(client, n)` they were sent with.
+fn lost(
+    acked: &HashMap<(usize, u64), (u64, String)>,
+    stored: &Stored,
+    body: impl Fn(usize, u64) -> String,
+) -> Vec<Lost> {
     let mut lost: Vec<Lost> = acked
         .iter()
         .filter_map(|(&(client, n), (seq, id))| {
@@ -171,7 +176,7 @@ fn lost(acked: &HashMap<(usize, u64), (u64, String)>, stored: &Stored) -> Vec<Lo
                 .unwrap_or_else(|| panic!("seq {seq} was not read"));
             let intact = found
                 .as_ref()
-                .is_some_and(|(i, b)| i == id && b == body_of(client, n).as_bytes());
+                .is_some_and(|(i, b)| i == id && b == body(client, n).as_bytes());
             (!intact).then(|| Lost {
                 client,
                 n,
@@ -271,7 +276,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
                 check.insert(key, acked[&key].clone());
             }
             let stored = stored_via_admin(&relay, check.values().map(|(s, _)| *s)).await;
-            let lost = lost(&check, &stored);
+            let lost = lost(&check, &stored, body_of);
             assert!(
                 lost.is_empty(),
                 "cycle {cycle}: {} of {} acknowledged webhooks checked are not stored as acknowledged after the power cut (seed {seed}), e.g. {:#?}\n{}",
@@ -316,9 +321,9 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             Keep::Nothing
         };
         let lag = destinations(&relay).await[0]["lag"].as_u64().unwrap_or(0);
+        // In a sync, the worst moment: a batch written, its sync not yet done.
+        let hold = mode.in_sync.then(|| disk.hold_syncs());
         if mode.in_sync {
-            // The worst moment: a batch written, its sync not yet done.
-            disk.hold_syncs();
             wait_until(
                 &format!("cycle {cycle}: the relay waiting for a sync"),
                 Duration::from_secs(30),
@@ -327,6 +332,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             .await;
         }
         let report = cut_power(&mut relay, &disk, m, keep);
+        drop(hold);
         pending_bytes += report.pending_bytes;
         pages += report.pages;
         pages_kept += report.pages_kept;
@@ -413,7 +419,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
 
     // Every acknowledged webhook, read from the store on the disk.
     let stored = stored_on_disk(&data, acked.values().map(|(s, _)| *s));
-    let lost = lost(&acked, &stored);
+    let lost = lost(&acked, &stored, body_of);
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged webhooks are not stored as acknowledged (seed {seed}), e.g. {:#?}",
@@ -471,6 +477,9 @@ struct HeldCut {
     during: HashMap<(usize, u64), (u64, String)>,
     /// Sent while every sync was held.
     sent_during: usize,
+    /// Of `during`, how many the relay had written to its file (unsynced)
+    /// at the cut.
+    written_unsynced: usize,
     /// What the checker reports lost after the cut, of `before` and `during`.
     lost: Vec<Lost>,
     report: CutReport,
@@ -478,6 +487,18 @@ struct HeldCut {
 
 const BEFORE: u64 = 10;
 const DURING: u64 = 20;
+
+/// Message `n` of [`cut_with_syncs_held`]: 64 KiB, so that the relay's
+/// store usually writes some of them to its file while no sync completes
+/// (its write buffers fill), and a kill -9 alone would keep those.
+fn held_body(n: u64) -> String {
+    format!("{}\"pad\":\"{}\"}}", held_marker(n), "x".repeat(64 * 1024))
+}
+
+/// The start of [`held_body`], which stays in one piece on disk.
+fn held_marker(n: u64) -> String {
+    format!("{{\"client\":0,\"n\":{n},")
+}
 
 /// Stores [`BEFORE`] webhooks and stops the relay cleanly (so they are on
 /// disk whatever the durability), starts it again, holds every sync of the
@@ -502,7 +523,7 @@ async fn cut_with_syncs_held(test: &str, durability: &str, answer: Duration) -> 
             ("content-type", "application/json"),
             ("x-delivery-id", key.as_str()),
         ];
-        post(&client(), &url, &headers, body_of(0, n)).await
+        post(&client(), &url, &headers, held_body(n)).await
     };
 
     let mut relay = serve(&config).start().await;
@@ -515,7 +536,7 @@ async fn cut_with_syncs_held(test: &str, durability: &str, answer: Duration) -> 
     assert_eq!(relay.terminate(), 0, "clean stop:\n{}", relay.tail(40));
     let mut relay = serve(&config).start().await;
 
-    disk.hold_syncs();
+    let hold = disk.hold_syncs();
     let mut during = HashMap::new();
     let mut sent_during = 0;
     for n in BEFORE..BEFORE + DURING {
@@ -530,7 +551,23 @@ async fn cut_with_syncs_held(test: &str, durability: &str, answer: Duration) -> 
             Err(_) => break,
         }
     }
+    // Acknowledged webhooks the store has written to its file (in a
+    // computer's page cache, a kill -9 alone would keep them), and that no
+    // sync has made durable. With buffered durability the store's write
+    // buffers usually fill and go to the file within moments, but sled may
+    // also keep them in memory behind the held syncs: give it a moment, and
+    // report how many made it, without depending on it.
+    let written = || {
+        (during.keys())
+            .filter(|(_, n)| disk.unsynced_contains("data/db", held_marker(*n).as_bytes()))
+            .count()
+    };
+    if !during.is_empty() {
+        poll_until(Duration::from_secs(2), || written() > 0).await;
+    }
+    let written_unsynced = written();
     let report = cut_power(&mut relay, &disk, mount, Keep::Nothing);
+    drop(hold);
 
     let mount = disk.mount(&mnt).expect("mount the disk again");
     let relay = serve(&config).start().await;
@@ -540,13 +577,14 @@ async fn cut_with_syncs_held(test: &str, durability: &str, answer: Duration) -> 
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     let stored = stored_via_admin(&relay, all.values().map(|(s, _)| *s)).await;
-    let lost = lost(&all, &stored);
+    let lost = lost(&all, &stored, |_, n| held_body(n));
     drop(relay);
     drop(mount);
     Some(HeldCut {
         before,
         during,
         sent_during,
+        written_unsynced,
         lost,
         report,
     })
@@ -569,10 +607,12 @@ async fn buffered_durability_loses_acknowledged_webhooks() {
         DURING,
         "buffered durability answers every webhook while the disk holds its syncs"
     );
-    assert!(
-        cut.report.pending_bytes > 0,
-        "the cut dropped unsynced writes: {:?}",
-        cut.report
+    println!(
+        "buffered: {} webhooks acknowledged while the disk held its syncs, {} of them written to the file (unsynced) at the cut; lost: {} ({} acknowledged before them kept)",
+        cut.during.len(),
+        cut.written_unsynced,
+        cut.lost.len(),
+        cut.before.len()
     );
     // ...and the power cut takes every one of them, which the checker sees,
     // while what a clean stop had put on disk is still there.
@@ -686,13 +726,13 @@ fn the_disk_drops_exactly_what_was_not_synced() {
         .unwrap();
     f.write_all_at(b"J", 0).unwrap();
     // A held sync waits until it is released.
-    disk.hold_syncs();
+    let hold = disk.hold_syncs();
     let syncing = std::thread::spawn(move || f.sync_all().map(|()| f));
     wait_until_blocking("the sync to be held", Duration::from_secs(10), || {
         disk.stats().held == 1
     });
     assert!(!syncing.is_finished(), "a held sync waits");
-    disk.release_syncs();
+    hold.release();
     let f = syncing.join().unwrap().expect("the released sync succeeds");
     f.write_all_at(b"Y", 0).unwrap();
     drop(f);

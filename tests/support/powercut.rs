@@ -43,11 +43,12 @@
 //! page cache may have written it back between any two of them and a disk
 //! with a volatile write cache may have kept any of those write-backs; pages
 //! are independent of each other, and the size is that after a random prefix
-//! of all the changes); reverts the namespace; answers syncs held by [`Disk::hold_syncs`] with `EIO`; and
-//! answers every later request with `EIO` until the next mount.
+//! of all the changes); reverts the namespace; answers syncs held by
+//! [`Disk::hold_syncs`] with `EIO`; and answers every later request with
+//! `EIO` until the next mount.
 //!
 //! [`Disk::hold_syncs`] makes syncs wait (a disk whose cache flush takes
-//! forever) until [`Disk::release_syncs`]; a cut while they wait loses what
+//! forever) until the hold is released; a cut while they wait loses what
 //! they would have made durable. The test uses it to make a power cut land
 //! deterministically before any sync.
 //!
@@ -224,7 +225,7 @@ impl Inode {
     }
 }
 
-/// A sync waiting for [`Disk::release_syncs`].
+/// A sync waiting for its [`SyncHold`] to go.
 struct Held {
     /// The file to make durable; `None` for a directory (namespace only).
     file: Option<u64>,
@@ -597,14 +598,18 @@ impl Disk {
         self.state().cut(keep)
     }
 
-    /// From now on syncs wait (their writes stay pending) until
-    /// [`Disk::release_syncs`] or a cut.
-    pub fn hold_syncs(&self) {
+    /// From now on syncs wait (their writes stay pending) until the hold
+    /// is released or dropped, or a cut fails them. Dropping it matters: a
+    /// process killed while it waits for a held sync cannot die (the kernel
+    /// waits for the answer), so a test that panics mid-hold must not leave
+    /// it held.
+    pub fn hold_syncs(&self) -> SyncHold {
         self.state().holding = true;
+        SyncHold(self.clone())
     }
 
     /// Completes the held syncs, in order, and lets later ones through.
-    pub fn release_syncs(&self) {
+    fn release_syncs(&self) {
         let mut st = self.state();
         st.holding = false;
         let held: Vec<Held> = st.held.drain(..).collect();
@@ -636,6 +641,24 @@ impl Disk {
         found
     }
 
+    /// Whether `needle` is in the file at `path` (from the mount point) as
+    /// the program reads it, but not in its durable image: written, not
+    /// yet synced. What a `kill -9` alone would keep and a cut may lose.
+    pub fn unsynced_contains(&self, path: &str, needle: &[u8]) -> bool {
+        let st = self.state();
+        let mut ino = ROOT;
+        for name in path.split('/') {
+            match st.child(ino, OsStr::new(name)) {
+                Ok(i) => ino = i,
+                Err(_) => return false,
+            }
+        }
+        let has = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        st.inodes
+            .get(&ino)
+            .is_some_and(|i| has(&i.data.live) && !has(&i.data.durable))
+    }
+
     pub fn stats(&self) -> DiskStats {
         let st = self.state();
         DiskStats {
@@ -648,6 +671,22 @@ impl Disk {
 fn on_path(bin: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).exists()))
+}
+
+/// Syncs held by [`Disk::hold_syncs`]; released (completed) when dropped,
+/// unless a cut failed them first.
+#[must_use = "dropping the hold releases the syncs at once"]
+pub struct SyncHold(Disk);
+
+impl SyncHold {
+    /// Completes the held syncs, in order, and lets later ones through.
+    pub fn release(self) {}
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        self.0.release_syncs();
+    }
 }
 
 /// A mounted [`Disk`]; unmounted when dropped.
