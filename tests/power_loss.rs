@@ -105,9 +105,13 @@ fn skip(test: &str, why: &str) {
 /// A fresh disk mounted at `dir/mnt`, or `None` (after saying why) where
 /// FUSE is not usable.
 fn fuse_disk(test: &str, dir: &Path) -> Option<(Disk, Mount, PathBuf)> {
+    mount_disk(test, dir, Disk::new())
+}
+
+/// [`fuse_disk`] for a given disk.
+fn mount_disk(test: &str, dir: &Path, disk: Disk) -> Option<(Disk, Mount, PathBuf)> {
     let at = dir.join("mnt");
     std::fs::create_dir_all(&at).expect("create the mount point");
-    let disk = Disk::new();
     match disk.mount(&at) {
         Ok(m) => Some((disk, m, at)),
         Err(why) => {
@@ -224,12 +228,31 @@ fn stored_on_disk(data: &Path, seqs: impl IntoIterator<Item = u64>) -> Stored {
 async fn power_loss_loses_no_acknowledged_webhook() {
     const TEST: &str = "power_loss_loses_no_acknowledged_webhook";
     let tmp = tempfile::tempdir().unwrap();
-    let Some((disk, first_mount, mnt)) = fuse_disk(TEST, tmp.path()) else {
+    // A directory entry durable only once its directory is fsynced.
+    let strict_dirs = env_u64("POWER_LOSS_STRICT_DIRS").unwrap_or(0) == 1;
+    let disk = if strict_dirs {
+        Disk::with_strict_dirs()
+    } else {
+        Disk::new()
+    };
+    let Some((disk, first_mount, mnt)) = mount_disk(TEST, tmp.path(), disk) else {
         return;
     };
+    if strict_dirs {
+        // As an operator would make it: `mkdir`, then `sync`.
+        std::fs::create_dir(mnt.join("data")).expect("create the data dir");
+        disk.sync_everything();
+    }
     let cycles = env_u64("POWER_LOSS_CYCLES").unwrap_or(3) as usize;
     let seed = env_u64("POWER_LOSS_SEED").unwrap_or_else(rand::random);
-    println!("power loss: cycles={cycles} seed={seed} (rerun with POWER_LOSS_SEED={seed})");
+    println!(
+        "power loss: cycles={cycles} seed={seed} (rerun with POWER_LOSS_SEED={seed}){}",
+        if strict_dirs {
+            ", strict directories"
+        } else {
+            ""
+        }
+    );
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
 

@@ -28,7 +28,8 @@
 //!   `fsync` of the directory makes an entry durable); it is what journaling
 //!   file systems do, and under the strict reading no program that creates a
 //!   file without fsyncing every parent directory up to the mount point could
-//!   ever reopen its data. File *data*, on the other hand, is modelled more
+//!   ever reopen its data. [`Disk::with_strict_dirs`] models the strict
+//!   reading instead. File *data*, on the other hand, is modelled more
 //!   strictly than ext4's `data=ordered` mode: a commit forces out no other
 //!   file's data.
 //! - Writes go straight to this process (no FUSE writeback cache), so the
@@ -227,9 +228,15 @@ impl Inode {
 
 /// A sync waiting for its [`SyncHold`] to go.
 struct Held {
-    /// The file to make durable; `None` for a directory (namespace only).
-    file: Option<u64>,
+    what: Synced,
     reply: ReplyEmpty,
+}
+
+/// What an `fsync`/`fdatasync` (a file) or `fsyncdir` (a directory) names.
+#[derive(Debug, Clone, Copy)]
+enum Synced {
+    File(u64),
+    Dir(u64),
 }
 
 struct State {
@@ -237,6 +244,8 @@ struct State {
     next_ino: u64,
     /// Namespace changes since the last commit.
     namespace_dirty: bool,
+    /// See [`Disk::with_strict_dirs`].
+    strict_dirs: bool,
     /// Between a cut and the next mount: every request fails.
     off: bool,
     holding: bool,
@@ -258,6 +267,7 @@ impl State {
             inodes: HashMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
             namespace_dirty: false,
+            strict_dirs: false,
             off: false,
             holding: false,
             held: Vec::new(),
@@ -329,16 +339,27 @@ impl State {
     }
 
     /// A sync: `file`'s pending changes, then the namespace journal.
-    fn sync(&mut self, file: Option<u64>) {
-        if let Some(i) = file.and_then(|f| self.inodes.get_mut(&f)) {
-            i.data.sync();
-        }
-        if self.namespace_dirty {
-            for i in self.inodes.values_mut().filter(|i| i.is_dir()) {
-                i.durable_entries.clone_from(&i.entries);
+    fn sync(&mut self, what: Synced) {
+        if let Synced::File(f) = what {
+            if let Some(i) = self.inodes.get_mut(&f) {
+                i.data.sync();
             }
-            self.namespace_dirty = false;
-            self.forget_unreachable();
+        }
+        match (self.strict_dirs, what) {
+            (false, _) if self.namespace_dirty => {
+                for i in self.inodes.values_mut().filter(|i| i.is_dir()) {
+                    i.durable_entries.clone_from(&i.entries);
+                }
+                self.namespace_dirty = false;
+                self.forget_unreachable();
+            }
+            (true, Synced::Dir(d)) => {
+                if let Some(i) = self.inodes.get_mut(&d) {
+                    i.durable_entries.clone_from(&i.entries);
+                }
+                self.forget_unreachable();
+            }
+            _ => {}
         }
         self.stats.syncs += 1;
     }
@@ -364,7 +385,10 @@ impl State {
 
     fn cut(&mut self, keep: Keep) -> CutReport {
         let mut report = CutReport {
-            namespace_reverted: self.namespace_dirty,
+            namespace_reverted: self
+                .inodes
+                .values()
+                .any(|i| i.is_dir() && i.entries != i.durable_entries),
             ..CutReport::default()
         };
         let mut draw = 0u64;
@@ -547,6 +571,26 @@ impl Disk {
         Disk(Arc::new(Mutex::new(State::new())))
     }
 
+    /// An empty disk whose namespace follows the strictest reading of POSIX
+    /// instead of a journal: a directory's entries become durable only with
+    /// an `fsyncdir` of that very directory.
+    pub fn with_strict_dirs() -> Disk {
+        let disk = Disk::new();
+        disk.state().strict_dirs = true;
+        disk
+    }
+
+    /// Makes everything durable, as `sync(1)` does.
+    pub fn sync_everything(&self) {
+        let mut st = self.state();
+        for i in st.inodes.values_mut() {
+            i.data.sync();
+            i.durable_entries.clone_from(&i.entries);
+        }
+        st.namespace_dirty = false;
+        st.forget_unreachable();
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic in a handler is a test bug; the state is still usable.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -614,7 +658,7 @@ impl Disk {
         st.holding = false;
         let held: Vec<Held> = st.held.drain(..).collect();
         for h in held {
-            st.sync(h.file);
+            st.sync(h.what);
             h.reply.ok();
         }
     }
@@ -1011,12 +1055,12 @@ impl fuser::Filesystem for PowerCutFs {
         let mut st = powered!(self, reply);
         if st.holding {
             st.held.push(Held {
-                file: Some(ino.0),
+                what: Synced::File(ino.0),
                 reply,
             });
             return;
         }
-        st.sync(Some(ino.0));
+        st.sync(Synced::File(ino.0));
         reply.ok();
     }
 
@@ -1056,17 +1100,20 @@ impl fuser::Filesystem for PowerCutFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let mut st = powered!(self, reply);
         if st.holding {
-            st.held.push(Held { file: None, reply });
+            st.held.push(Held {
+                what: Synced::Dir(ino.0),
+                reply,
+            });
             return;
         }
-        st.sync(None);
+        st.sync(Synced::Dir(ino.0));
         reply.ok();
     }
 
