@@ -3,11 +3,13 @@
 //! this process (`support/powercut.rs`: per file, a durable image and the
 //! writes made since the last `fsync`/`fdatasync`, which a cut throws away;
 //! its docs give the whole model), under load from concurrent senders. Each
-//! cycle "cuts the power" at a random moment: `kill -9` of the relay, then
-//! every unsynced write is dropped (every other cycle, a random part of them
-//! survives instead, as a disk cache may write back some), then the file
-//! system is mounted again (an empty page cache, as after a reboot) and the
-//! relay restarted.
+//! cycle "cuts the power": `kill -9` of the relay, then every unsynced write
+//! is dropped (or, in torn cuts, a random part of them survives, as a disk
+//! cache may have written back some), then the file system is mounted again
+//! (an empty page cache, as after a reboot) and the relay restarted. The
+//! cuts come in turn after a random number of acknowledgements, while the
+//! relay waits for a sync (the disk holds it: a batch written, not yet
+//! durable), and at a random moment of a start (recovery included).
 //!
 //! - `power_loss_loses_no_acknowledged_webhook`: with `durability = "fsync"`,
 //!   after every cut every webhook answered `200` so far is stored under the
@@ -15,6 +17,8 @@
 //!   the end each one reached the strict destination, in order, and every
 //!   check of the crash loop holds. `POWER_LOSS_CYCLES` (default 3) and
 //!   `POWER_LOSS_SEED` (default random, printed) as for the crash loop;
+//!   `POWER_LOSS_STRICT_DIRS=1` makes a directory entry durable only with
+//!   an fsync of its directory (the strictest reading of POSIX);
 //!   the long run: `POWER_LOSS_CYCLES=100 cargo test --release --test power_loss -- --nocapture`.
 //! - `buffered_durability_loses_acknowledged_webhooks`: proof that the check
 //!   can fail. With `durability = "buffered"` the relay answers before the
@@ -60,34 +64,53 @@ use support::*;
 /// Concurrent senders in the main test.
 const CLIENTS: usize = 4;
 
+/// When a cycle's power cut comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Under load, after a random number of acknowledgements.
+    BetweenSyncs,
+    /// Under load, while the relay waits for a sync (held until the cut):
+    /// the worst moment, a batch written and not yet durable.
+    InSync,
+    /// At a random moment of the relay's start (recovery included), before
+    /// any load.
+    AtStart,
+}
+
 /// How a cycle's power cut goes.
 #[derive(Debug, Clone, Copy)]
 struct CutMode {
+    when: When,
     /// Keep a random part of the unsynced writes ([`Keep::Some`]) instead
     /// of none.
     torn: bool,
-    /// Cut while the relay waits for a sync (held until the cut), rather
-    /// than at whatever point the load reached.
-    in_sync: bool,
 }
 
 /// The cuts in turn; a CI run (3 cycles) has the first three.
-const MODES: [CutMode; 4] = [
+const MODES: [CutMode; 6] = [
     CutMode {
+        when: When::BetweenSyncs,
         torn: false,
-        in_sync: false,
     },
     CutMode {
+        when: When::InSync,
         torn: true,
-        in_sync: true,
     },
     CutMode {
+        when: When::InSync,
         torn: false,
-        in_sync: true,
     },
     CutMode {
+        when: When::BetweenSyncs,
         torn: true,
-        in_sync: false,
+    },
+    CutMode {
+        when: When::AtStart,
+        torn: true,
+    },
+    CutMode {
+        when: When::AtStart,
+        torn: false,
     },
 ];
 
@@ -271,9 +294,40 @@ async fn power_loss_loses_no_acknowledged_webhook() {
 
     for cycle in 0..cycles {
         let cycle_start = Instant::now();
+        let mode = MODES[cycle % MODES.len()];
+        let keep = if mode.torn {
+            Keep::Some {
+                seed: mix(seed ^ cycle as u64),
+            }
+        } else {
+            Keep::Nothing
+        };
         let m = mount
             .take()
             .unwrap_or_else(|| disk.mount(&mnt).expect("mount the disk again"));
+        if mode.when == When::AtStart {
+            let mut relay = serve(&config).spawn();
+            let last = starts.last().copied().unwrap_or(50) as u64;
+            let delay = rng.random_range(0..=last);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let ready = relay.is_ready();
+            let report = cut_power(&mut relay, &disk, m, keep);
+            pending_bytes += report.pending_bytes;
+            pages += report.pages;
+            pages_kept += report.pages_kept;
+            println!(
+                "cycle {cycle:>3}: cut {delay} ms into a {last} ms start ({}), {}: {} unsynced changes ({} bytes) in {} files, {}/{} pages kept, namespace reverted: {}",
+                if ready { "already ready" } else { "while starting" },
+                if mode.torn { "torn" } else { "all unsynced lost" },
+                report.pending_changes,
+                report.pending_bytes,
+                report.files,
+                report.pages_kept,
+                report.pages,
+                report.namespace_reverted,
+            );
+            continue;
+        }
         let mut relay = serve(&config).start().await;
         let recovered = cycle_start.elapsed();
         starts.push(recovered.as_millis());
@@ -335,18 +389,11 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             || ledger.lock().unwrap().acked.len() >= target,
         )
         .await;
-        let mode = MODES[cycle % MODES.len()];
-        let keep = if mode.torn {
-            Keep::Some {
-                seed: mix(seed ^ cycle as u64),
-            }
-        } else {
-            Keep::Nothing
-        };
+        let in_sync = mode.when == When::InSync;
         let lag = destinations(&relay).await[0]["lag"].as_u64().unwrap_or(0);
         // In a sync, the worst moment: a batch written, its sync not yet done.
-        let hold = mode.in_sync.then(|| disk.hold_syncs());
-        if mode.in_sync {
+        let hold = in_sync.then(|| disk.hold_syncs());
+        if in_sync {
             wait_until(
                 &format!("cycle {cycle}: the relay waiting for a sync"),
                 Duration::from_secs(30),
@@ -375,7 +422,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
         println!(
             "cycle {cycle:>3}: start {:>4} ms; cut after {new} acks (lag {lag}), {}, {}: {} syncs held, {} unsynced changes ({} bytes) in {} files, {}/{} pages kept, namespace reverted: {}; {:.2}s",
             recovered.as_millis(),
-            if mode.in_sync { "in a sync" } else { "between syncs" },
+            if in_sync { "in a sync" } else { "between syncs" },
             if mode.torn { "torn" } else { "all unsynced lost" },
             report.held_syncs_failed,
             report.pending_changes,
@@ -460,8 +507,13 @@ async fn power_loss_loses_no_acknowledged_webhook() {
 
     println!("power loss summary (seed {seed}):");
     println!(
-        "  cycles: {cycles} power cuts ({} in a sync, {} torn); {pending_bytes} unsynced bytes at the cuts; of the pages they touched in torn cuts, {pages_kept} of {pages} kept some",
-        (0..cycles).filter(|c| MODES[c % MODES.len()].in_sync).count(),
+        "  cycles: {cycles} power cuts ({} in a sync, {} during a start, {} torn); {pending_bytes} unsynced bytes at the cuts; of the pages they touched in torn cuts, {pages_kept} of {pages} kept some",
+        (0..cycles)
+            .filter(|c| MODES[c % MODES.len()].when == When::InSync)
+            .count(),
+        (0..cycles)
+            .filter(|c| MODES[c % MODES.len()].when == When::AtStart)
+            .count(),
         (0..cycles).filter(|c| MODES[c % MODES.len()].torn).count(),
     );
     println!(
