@@ -35,15 +35,14 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::process::Launch;
+use support::load::{
+    arrivals, check_destination, destinations, env_u64, load_client, missing, mix, relay, Arrival,
+    Ledger, Sender, ANSWER_DEADLINE,
+};
 use support::*;
 
 /// Concurrent load clients, each in a closed loop.
@@ -51,8 +50,6 @@ const CLIENTS: usize = 8;
 /// Attempts from this one on always succeed, so nothing is ever dead-lettered
 /// (the default `max_attempts` is 20).
 const FLAKY_ATTEMPTS: u32 = 10;
-/// How long one inbound request may go unanswered by a live relay.
-const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- receivers
 
@@ -68,16 +65,6 @@ enum Behaviour {
     Slow,
 }
 
-/// One request as a receiver saw it, in arrival order.
-#[derive(Debug, Clone)]
-struct Arrival {
-    seq: u64,
-    id: String,
-    body: Bytes,
-    /// Answered 2xx.
-    ok: bool,
-}
-
 /// A destination: its config and the receiver behind it, on a port it keeps
 /// for the whole test, so the destination URLs stay valid across restarts.
 struct Target {
@@ -90,28 +77,8 @@ struct Target {
 impl Target {
     /// Everything the receiver answered so far.
     fn arrivals(&self) -> Vec<Arrival> {
-        self.rx
-            .all()
-            .into_iter()
-            .map(|(r, status)| Arrival {
-                seq: r
-                    .header("x-hookrelay-seq")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                id: r.header("webhook-id").unwrap_or("").to_string(),
-                body: r.body,
-                ok: status.is_success(),
-            })
-            .collect()
+        arrivals(&self.rx)
     }
-}
-
-/// splitmix64: a fixed pseudo-random function of its input.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn refuses(seed: u64, dest: usize, seq: u64, attempt: u32) -> bool {
@@ -150,14 +117,6 @@ async fn receiver(
 
 // ------------------------------------------------------------- the relay
 
-/// `hookrelay serve` on `config`, quiet about single deliveries, without an
-/// admin token from the environment.
-fn relay(config: &Path) -> Launch {
-    RelayProcess::command(config)
-        .env("RUST_LOG", "info,hookrelay::delivery=warn")
-        .env_remove("HOOKRELAY_ADMIN_TOKEN")
-}
-
 /// `kill -9` after a SIGTERM; `how` the cycle ended, or that the relay had
 /// already exited.
 fn kill_unless_exited(relay: &mut RelayProcess, how: &'static str) -> &'static str {
@@ -167,117 +126,6 @@ fn kill_unless_exited(relay: &mut RelayProcess, how: &'static str) -> &'static s
         "SIGTERM (exited before the kill -9)"
     } else {
         how
-    }
-}
-
-/// The relay's view of every destination.
-async fn destinations(relay: &RelayProcess) -> Vec<serde_json::Value> {
-    let a = get(&relay.admin_url("/api/v1/destinations")).await;
-    assert_eq!(a.status, StatusCode::OK);
-    a.json.as_array().expect("a list of destinations").clone()
-}
-
-// ---------------------------------------------------------------- load
-
-/// What the senders know: the answers to the messages acked.
-#[derive(Default)]
-struct Ledger {
-    /// (client, n) → (seq, id) from the relay's `200`.
-    acked: HashMap<(usize, u64), (u64, String)>,
-    /// Sends that got no `200` (the relay died, or answered something else).
-    unanswered: usize,
-    /// Resends answered `"duplicate": true`: the unanswered send had been stored.
-    stored_anyway: usize,
-    /// Non-200 answers by status.
-    refused: BTreeMap<u16, usize>,
-}
-
-/// One sender's place: the next new message, and the one to send again
-/// first because its last send got no answer.
-#[derive(Default)]
-struct Sender {
-    next: u64,
-    pending: Option<u64>,
-}
-
-fn body_of(client: usize, n: u64) -> String {
-    format!("{{\"client\":{client},\"n\":{n}}}")
-}
-
-fn parse_body(body: &[u8]) -> Option<(usize, u64)> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some((v["client"].as_u64()? as usize, v["n"].as_u64()?))
-}
-
-/// One sender, as a provider behaves: message n+1 only once n was answered
-/// `200`; a message without an answer is sent again (same body, same
-/// delivery id) before anything new. Stops at `stop` or at the first send
-/// without an answer (the relay is gone); with `once`, after one send.
-async fn load_client(
-    k: usize,
-    url: String,
-    sender: Arc<Mutex<Sender>>,
-    stop: Arc<AtomicBool>,
-    ledger: Arc<Mutex<Ledger>>,
-    once: bool,
-) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .retry_canceled_requests(false)
-        .build_http();
-    while !stop.load(SeqCst) {
-        let (n, resend) = {
-            let mut s = sender.lock().unwrap();
-            match s.pending.take() {
-                Some(n) => (n, true),
-                None => {
-                    s.next += 1;
-                    (s.next - 1, false)
-                }
-            }
-        };
-        let req = Request::post(&url)
-            .header("content-type", "application/json")
-            .header("x-delivery-id", format!("c{k}-{n}"))
-            .body(Full::new(Bytes::from(body_of(k, n))))
-            .unwrap();
-        let answer = tokio::time::timeout(ANSWER_DEADLINE, async {
-            let resp = client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((status, body.to_bytes()))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!("client {k}: no answer to message {n} within {ANSWER_DEADLINE:?}")
-        });
-        let mut ledger = ledger.lock().unwrap();
-        match answer {
-            Ok((StatusCode::OK, body)) => {
-                let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
-                let seq = v["seq"].as_u64().expect("seq in the answer");
-                let id = v["id"].as_str().expect("id in the answer").to_string();
-                if v["duplicate"] == true {
-                    assert!(resend, "c{k}-{n}: a first send answered as a duplicate");
-                    ledger.stored_anyway += 1;
-                }
-                ledger.acked.insert((k, n), (seq, id));
-            }
-            other => {
-                sender.lock().unwrap().pending = Some(n);
-                ledger.unanswered += 1;
-                if let Ok((status, _)) = other {
-                    *ledger.refused.entry(status.as_u16()).or_default() += 1;
-                }
-                return;
-            }
-        }
-        if once {
-            return;
-        }
     }
 }
 
@@ -321,15 +169,6 @@ const ROTATION: [Mode; 12] = [
     Mode::KillAtStart,
     Mode::KillDuringRecovery,
 ];
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be an unsigned integer, not {v:?}")),
-    )
-}
 
 fn write_config(dir: &Path, dests: &[Target]) -> std::path::PathBuf {
     let mut config = RelayConfig::new()
@@ -552,7 +391,11 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         let caught_up = list
             .iter()
             .all(|d| d["lag"] == 0 && d["in_flight"] == 0 && d["head"] == head);
-        if caught_up && dests.iter().all(|d| missing(d, &acked).is_empty()) {
+        if caught_up
+            && dests
+                .iter()
+                .all(|d| missing(&d.arrivals(), &acked).is_empty())
+        {
             for d in &list {
                 assert_eq!(d["dead_letters"], 0, "nothing dead-lettered: {d}");
             }
@@ -560,7 +403,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         }
         if drain_started.elapsed() > deadline {
             for d in &dests {
-                let m = missing(d, &acked);
+                let m = missing(&d.arrivals(), &acked);
                 eprintln!(
                     "{}: {} acked webhooks missing, e.g. {:?}",
                     d.name,
@@ -612,7 +455,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
 
     let mut report = Vec::new();
     for d in &dests {
-        let r = check_destination(d, &acked, &sent, head, seed);
+        let r = check_destination(d.name, d.strict, &d.arrivals(), &acked, &sent, head, seed);
         report.push(format!(
             "{:>6} ({}, {:?}): {} requests, {} refused by the receiver, {} delivered, {} distinct, {} duplicates",
             d.name,
@@ -640,131 +483,4 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         started.elapsed().as_secs_f64(),
         drain.as_secs_f64()
     );
-}
-
-/// Acked webhooks that have not (yet) been answered 2xx by `d`'s receiver.
-fn missing(d: &Target, acked: &HashMap<(usize, u64), (u64, String)>) -> Vec<(usize, u64)> {
-    let log = d.arrivals();
-    let got: std::collections::HashSet<&[u8]> = log
-        .iter()
-        .filter(|a| a.ok)
-        .map(|a| a.body.as_ref())
-        .collect();
-    acked
-        .keys()
-        .filter(|(k, n)| !got.contains(body_of(*k, *n).as_bytes()))
-        .copied()
-        .collect()
-}
-
-struct DestReport {
-    requests: usize,
-    refused: usize,
-    delivered: usize,
-}
-
-/// Checks everything `d`'s receiver saw against what was sent and acked and
-/// against the final log head.
-fn check_destination(
-    d: &Target,
-    acked: &HashMap<(usize, u64), (u64, String)>,
-    sent: &[u64],
-    head: u64,
-    seed: u64,
-) -> DestReport {
-    let log = d.arrivals();
-    let name = d.name;
-    // seq → (body, id) as first seen, and body → seq: one message per seq, ever.
-    let mut by_seq: HashMap<u64, (Bytes, String)> = HashMap::new();
-    let mut seq_of: HashMap<Bytes, u64> = HashMap::new();
-    // Strict: the seqs delivered so far are exactly 1..=prefix.
-    let mut prefix = 0u64;
-    let mut first: HashMap<u64, usize> = HashMap::new();
-    // Per sender, the n of its last first delivery.
-    let mut last_n: HashMap<usize, u64> = HashMap::new();
-    let mut delivered = 0;
-    for (i, a) in log.iter().enumerate() {
-        let ctx = || format!("{name}, arrival #{i} (seq {}, seed {seed})", a.seq);
-        // (b) nothing arrives that was never sent.
-        let (k, n) = parse_body(&a.body)
-            .unwrap_or_else(|| panic!("{}: a body nobody sent: {:?}", ctx(), a.body));
-        assert!(
-            k < CLIENTS && n < sent[k],
-            "{}: c{k}-{n} was never sent",
-            ctx()
-        );
-        assert!(
-            a.seq >= 1 && a.seq <= head,
-            "{}: seq outside 1..={head}",
-            ctx()
-        );
-        let (body, id) = by_seq
-            .entry(a.seq)
-            .or_insert_with(|| (a.body.clone(), a.id.clone()));
-        assert_eq!(body, &a.body, "{}: one seq, two bodies", ctx());
-        assert_eq!(id, &a.id, "{}: one seq, two webhook-ids", ctx());
-        let s = *seq_of.entry(a.body.clone()).or_insert(a.seq);
-        assert_eq!(s, a.seq, "{}: one message under two seqs", ctx());
-        if let Some((seq, id)) = acked.get(&(k, n)) {
-            assert_eq!(
-                (a.seq, &a.id),
-                (*seq, id),
-                "{}: not the acked seq and id",
-                ctx()
-            );
-        }
-        if d.strict {
-            // Strict: nothing is sent past the first message not yet delivered.
-            assert!(
-                a.seq <= prefix + 1,
-                "{}: sent while seq {} was not yet delivered",
-                ctx(),
-                prefix + 1
-            );
-        }
-        if !a.ok {
-            continue;
-        }
-        delivered += 1;
-        if first.contains_key(&a.seq) {
-            continue;
-        }
-        first.insert(a.seq, i);
-        if d.strict {
-            // (c) first deliveries in log order, without gaps...
-            assert_eq!(
-                a.seq,
-                prefix + 1,
-                "{}: first deliveries out of order",
-                ctx()
-            );
-            prefix = a.seq;
-            // ...so each sender's messages first arrive in the order it sent them.
-            if let Some(prev) = last_n.insert(k, n) {
-                assert!(
-                    prev < n,
-                    "{}: c{k}-{n} first delivered after c{k}-{prev}",
-                    ctx()
-                );
-            }
-        }
-    }
-    // (a) every stored message, acked ones included, was delivered.
-    for seq in 1..=head {
-        assert!(
-            first.contains_key(&seq),
-            "{name}: seq {seq} never delivered (seed {seed})"
-        );
-    }
-    for ((k, n), (seq, _)) in acked {
-        assert!(
-            first.contains_key(seq),
-            "{name}: acked c{k}-{n} (seq {seq}) never delivered (seed {seed})"
-        );
-    }
-    DestReport {
-        requests: log.len(),
-        refused: log.iter().filter(|a| !a.ok).count(),
-        delivered,
-    }
 }

@@ -54,9 +54,33 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                     return Err(e.into());
                 }
             }
-            other => return Ok(other?),
+            Ok(db) => {
+                sync_settings(dir)?;
+                return Ok(db);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Makes sled's `conf` file durable, and the directory naming it.
+///
+/// sled 0.34 writes `conf` (its settings and their checksum, in two writes)
+/// when it creates a database and again whenever it finds the file empty,
+/// but never fsyncs it. A power cut can then leave it torn: zeros of its
+/// length (on file systems that persist a size before the data), or the
+/// settings without their checksum. sled then refuses every later open with
+/// "Read corrupted data", and the relay cannot start, although every
+/// acknowledged webhook is still in `db`. Found by the power-loss test
+/// (`tests/power_loss.rs`). Synced after every open, it can only be torn by
+/// a cut during the very first open, before anything is stored.
+fn sync_settings(dir: &Path) -> Result<(), StoreError> {
+    for path in [dir.join("conf"), dir.to_path_buf()] {
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| StoreError::Io { path, source })?;
+    }
+    Ok(())
 }
 
 /// The pid holding sled's lock on `db_file`. sled 0.34 locks its `db` file

@@ -3,17 +3,20 @@
 //! that record what arrives, wait-until helpers, and a typed config builder.
 //!
 //! - [`config`]: `RelayConfig`, `Source`, `Dest`, `Verify`, `Retry` rendering relay.toml, and `write_file`;
+//! - [`load`]: closed-loop senders as providers behave, and the checks of what a receiver saw (the crash loop and the power-loss test);
 //! - [`relay`]: `TestRelay`, the relay in this process (`hookrelay::run`);
 //! - [`process`]: `RelayProcess`, `hookrelay serve` as a child, found by its `--ready-file`;
 //! - [`receiver`]: `Receiver`, a scriptable HTTP destination (status, headers, delay);
 //! - [`requests`]: a client, `post`, `get`, `json_request`;
 //! - [`store`]: `StoreView`, the one place tests read a stopped relay's store;
-//! - [`wait`]: `wait_until` / `wait_for` with a deadline, and a blocking `wait_until_blocking`.
+//! - [`wait`]: `wait_until` / `wait_for` with a deadline, and a blocking `wait_until_blocking`;
+//! - `powercut.rs`: a FUSE file system that drops unsynced writes on command; not a module here, the power-loss test includes it alone (`#[path]`) so that no other test crate builds FUSE code.
 //!
 //! Each test crate uses part of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod config;
+pub mod load;
 pub mod process;
 pub mod receiver;
 pub mod relay;

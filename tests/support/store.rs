@@ -32,6 +32,15 @@ impl StoreView {
         self.0.log().message(Seq(seq)).unwrap().is_some()
     }
 
+    /// The `webhook-id` and body stored under `seq`.
+    pub fn message(&self, seq: u64) -> Option<(String, Vec<u8>)> {
+        self.0
+            .log()
+            .message(Seq(seq))
+            .expect("read a message")
+            .map(|m| (m.id.to_string(), m.body))
+    }
+
     pub fn attempt_count(&self, destination: &str, seq: u64) -> usize {
         self.0
             .attempts()
