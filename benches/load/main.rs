@@ -7,7 +7,10 @@
 //! cargo bench --bench load -- [--requests N] [--connections C] [--body-bytes B]
 //!     [--durability fsync|buffered] [--destinations D] [--rate R]
 //!     [--baseline | --no-baseline] [--backlog [--data-dir DIR]] [--perf FILE]
+//!     [--filter JQ]
 //!
+//! `--filter JQ` puts that jq `filter` on every destination (routing's
+//! cost; the bodies are not JSON, so `.body` is a string).
 //! `--destinations 0` measures ingest alone. `--rate R` switches to an open
 //! loop at R requests/s (for latency). `--backlog` pauses the destinations
 //! while it ingests N, reports the relay's RSS with that backlog, times a
@@ -65,6 +68,8 @@ pub struct Args {
     data_dir: Option<PathBuf>,
     /// `perf record` the relay's windows into this file (`.ingest`/`.drain` with `--backlog`).
     perf: Option<PathBuf>,
+    /// A jq `filter` on every destination (routing's cost).
+    filter: Option<String>,
 }
 
 impl Args {
@@ -85,6 +90,7 @@ fn args() -> Args {
         backlog: false,
         data_dir: None,
         perf: None,
+        filter: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -101,6 +107,7 @@ fn args() -> Args {
             "--rate" => a.rate = Some(value("R").parse().expect("--rate R")),
             "--data-dir" => a.data_dir = Some(value("DIR").into()),
             "--perf" => a.perf = Some(value("FILE").into()),
+            "--filter" => a.filter = Some(value("JQ")),
             "--backlog" => a.backlog = true,
             "--baseline" => a.baseline = Some(true),
             "--no-baseline" => a.baseline = Some(false),
@@ -130,6 +137,9 @@ fn config_text(a: &Args, sink: SocketAddr) -> String {
         t.push_str(&format!(
             "\n[[destination]]\nname = \"d{d}\"\nurl = \"http://{sink}/d{d}\"\nsources = [\"bench\"]\n"
         ));
+        if let Some(f) = &a.filter {
+            t.push_str(&format!("filter = '{f}'\n"));
+        }
     }
     t
 }
@@ -437,6 +447,7 @@ const SUITE: &[&str] = &[
     "--requests 60000 --destinations 0",
     "--requests 30000 --durability buffered",
     "--requests 20000 --destinations 10",
+    "--requests 20000 --destinations 10 --filter .source==\"bench\"",
     "--requests 5000 --body-bytes 65536",
     "--requests 5000 --body-bytes 65536 --destinations 0",
     "--requests 10000 --rate 1000",
