@@ -32,6 +32,7 @@ mod admin;
 mod cli;
 pub mod config;
 mod delivery;
+mod events;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -167,11 +168,17 @@ pub async fn run_notify<G>(
         shutdown.clone(),
     )?;
     notify::spawn(&tracker, shutdown.clone());
+    let subscribed = config
+        .destinations
+        .iter()
+        .any(|d| d.sources.iter().any(|s| s.as_str() == events::SOURCE));
+    let events = events::Events::spawn(subscribed, appender.clone(), &tracker, shutdown.clone());
     let controls = delivery::spawn_workers(
         &config.destinations,
         &clients,
         &store,
         &head_rx,
+        &events,
         &tracker,
         &shutdown,
     );
@@ -182,6 +189,18 @@ pub async fn run_notify<G>(
         config.storage.max_disk_bytes,
         &tracker,
         shutdown.clone(),
+    );
+    events::spawn_watcher(
+        events.clone(),
+        controls.clone(),
+        over_budget.clone(),
+        &tracker,
+        shutdown.clone(),
+    );
+    events.emit(
+        events::Kind::RelayStarted,
+        None,
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_seq": last.0 }),
     );
     let ingest = Arc::new(ingest::Ingest::new(&config, appender).with_disk_budget(over_budget));
     let admin_state = Arc::new(admin::Admin::new(

@@ -8,9 +8,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Admin, AdminBody, MAX_ADMIN_BODY};
+use super::{health, Admin, AdminBody, MAX_ADMIN_BODY};
 use crate::config::DestinationConfig;
-use crate::delivery::status::Activity;
 use crate::delivery::Control;
 use crate::listen;
 use crate::model::{Seq, SourceName};
@@ -126,10 +125,18 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
             .map(|doc| (StatusCode::OK, doc))
             .map_err(|e| ApiError::BadRequest(format!("openapi document: {e}")))),
         ["sources"] => get(Ok((StatusCode::OK, sources(admin)))),
-        ["destinations"] => get(destinations(admin)),
-        ["destinations", name] => get(destination(admin, name).and_then(|d| describe(admin, d))),
-        ["destinations", name, "pause"] => post(&method, || set_paused(admin, name, true)),
-        ["destinations", name, "resume"] => post(&method, || set_paused(admin, name, false)),
+        ["destinations"] => get(destinations(admin).await),
+        ["destinations", name] => get(match destination(admin, name) {
+            Ok(d) => describe(admin, d).await,
+            Err(e) => Err(e),
+        }),
+        ["destinations", name, "pause" | "resume"] => {
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            let paused = segments[2] == "pause";
+            set_paused(admin, name, paused).await
+        }
         ["destinations", name, "replay"] => {
             if method != Method::POST {
                 return Err(ApiError::MethodNotAllowed("POST"));
@@ -154,14 +161,6 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
         ["messages"] => get(messages(admin, &query).await),
         ["messages", seq] => get(message(admin, seq).await),
         _ => Err(ApiError::NotFound("route")),
-    }
-}
-
-fn post(method: &Method, f: impl FnOnce() -> ApiResult) -> ApiResult {
-    if method == Method::POST {
-        f()
-    } else {
-        Err(ApiError::MethodNotAllowed("POST"))
     }
 }
 
@@ -257,12 +256,11 @@ fn destination<'a>(
         .ok_or(ApiError::NotFound("destination"))
 }
 
-fn destinations(admin: &Admin) -> ApiResult {
-    let list = admin
-        .destinations
-        .iter()
-        .map(|d| describe(admin, d).map(|(_, v)| v))
-        .collect::<Result<Vec<_>, _>>()?;
+async fn destinations(admin: &Admin) -> ApiResult {
+    let mut list = Vec::with_capacity(admin.destinations.len());
+    for d in &admin.destinations {
+        list.push(describe(admin, d).await?.1);
+    }
     Ok((StatusCode::OK, json!(list)))
 }
 
@@ -277,23 +275,18 @@ fn display_url(u: &http::Uri) -> String {
     )
 }
 
-/// A destination's state word: paused and blocked come from the store, retrying from the worker.
-fn state_word(st: &crate::store::DestinationState, c: &Control) -> &'static str {
-    if st.paused {
-        "paused"
-    } else if st.blocked_on.is_some() {
-        "blocked"
-    } else if c.activity() == Activity::Retrying {
-        "retrying"
-    } else {
-        "active"
-    }
-}
-
-fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)) -> ApiResult {
+async fn describe(
+    admin: &Admin,
+    (d, c): &(DestinationConfig, std::sync::Arc<Control>),
+) -> ApiResult {
     let cursor = admin.store.cursors().get(&d.name)?;
     let head = *admin.head.borrow();
     let st = admin.store.destinations().get(&d.name)?;
+    let pending = health::pending(&admin.store, d, cursor, head).await?;
+    let now = crate::time::now_ms();
+    let age = pending
+        .oldest_received_ms
+        .map(|at| now.saturating_sub(at) / 1000);
     let last = c.last_attempt().map(|a| {
         json!({
             "at": crate::time::rfc3339(a.at_ms),
@@ -309,19 +302,23 @@ fn describe(admin: &Admin, (d, c): &(DestinationConfig, std::sync::Arc<Control>)
             "url": display_url(&d.url),
             "sources": d.sources,
             "ordering": d.ordering.as_str(),
-            "state": state_word(&st, c),
+            "state": health::state_word(&st, c),
+            "failing_since": c.failing_since_ms().map(crate::time::rfc3339),
+            "last_success_at": c.last_success_ms().map(crate::time::rfc3339),
             "blocked_on": st.blocked_on.map(|s| s.0),
             "cursor": cursor.0,
             "head": head.0,
-            "lag": head.0.saturating_sub(cursor.0),
+            "lag": pending.lag,
+            "oldest_pending_age_seconds": age,
             "in_flight": c.in_flight(),
+            "retrying": c.activity() == crate::delivery::status::Activity::Retrying,
             "dead_letters": admin.store.dead_letters().count(&d.name),
             "last_attempt": last,
         }),
     ))
 }
 
-fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
+async fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = entry;
     admin.store.destinations().update(&d.name, |st| {
@@ -334,7 +331,7 @@ fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     })?;
     c.wake();
     tracing::info!(destination = %d.name, paused, "destination state changed by operator");
-    describe(admin, entry)
+    describe(admin, entry).await
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,17 @@ pub struct Metrics;
 /// Histograms by one label value.
 type Series = Vec<(String, Histogram)>;
 
+/// One destination's gauges.
+#[derive(Debug)]
+struct DestRow {
+    name: String,
+    lag: u64,
+    in_flight: u64,
+    dead_letters: u64,
+    oldest_pending_seconds: u64,
+    state: &'static str,
+}
+
 /// One scrape's values.
 #[derive(Debug, Default)]
 struct Snapshot {
@@ -33,8 +44,7 @@ struct Snapshot {
     received: Vec<(String, &'static str, u64)>,
     /// (destination, outcome, count)
     deliveries: Vec<(String, &'static str, u64)>,
-    /// (destination, lag, in_flight, dead letters)
-    destinations: Vec<(String, u64, u64, u64)>,
+    destinations: Vec<DestRow>,
     log_entries: u64,
     storage_bytes: u64,
     /// (destination, attempt durations)
@@ -54,7 +64,7 @@ impl Metrics {
     pub async fn render(&self, admin: &Admin) -> Response<Full<Bytes>> {
         // sled reads file metadata for this: off the async threads.
         let size = admin.store.blocking(|s| s.size_on_disk()).await;
-        let snapshot = snapshot(admin, size.unwrap_or(0));
+        let snapshot = snapshot(admin, size.unwrap_or(0)).await;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
         let mut text = String::new();
@@ -71,7 +81,7 @@ impl Metrics {
     }
 }
 
-fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
+async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
     let mut s = Snapshot::default();
     for (src, st) in &admin.sources {
         let name = src.name.to_string();
@@ -98,12 +108,21 @@ fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         s.deliveries.push((name.clone(), "dead_lettered", dead));
         s.deliveries.push((name.clone(), "skipped", c.skipped()));
         let cursor = admin.store.cursors().get(&d.name).unwrap_or_default();
-        s.destinations.push((
-            name.clone(),
-            head.0.saturating_sub(cursor.0),
-            c.in_flight() as u64,
-            admin.store.dead_letters().count(&d.name) as u64,
-        ));
+        let pending = super::health::pending(&admin.store, d, cursor, head).await;
+        let (lag, oldest) = match pending {
+            Ok(p) => (p.lag, p.oldest_received_ms),
+            Err(_) => (head.0.saturating_sub(cursor.0), None),
+        };
+        let now = crate::time::now_ms();
+        let state = admin.store.destinations().get(&d.name).unwrap_or_default();
+        s.destinations.push(DestRow {
+            name: name.clone(),
+            lag,
+            in_flight: c.in_flight() as u64,
+            dead_letters: admin.store.dead_letters().count(&d.name) as u64,
+            oldest_pending_seconds: oldest.map_or(0, |at| now.saturating_sub(at) / 1000),
+            state: super::health::state_word(&state, c),
+        });
     }
     let first = admin.store.log().first_seq().ok().flatten();
     s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
@@ -137,29 +156,46 @@ impl Collector for Snapshot {
                 ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
             }
         }
-        type Pick = fn(&(String, u64, u64, u64)) -> u64;
-        let gauges: [(&str, &str, Pick); 3] = [
+        type Pick = fn(&DestRow) -> u64;
+        let gauges: [(&str, &str, Pick); 4] = [
             (
                 "hookrelay_destination_lag",
-                "Seqs between the destination's cursor and the log head.",
-                |d| d.1,
+                "Messages of the destination's sources after its cursor.",
+                |d| d.lag,
             ),
             (
                 "hookrelay_destination_in_flight",
                 "Attempts in flight.",
-                |d| d.2,
+                |d| d.in_flight,
             ),
             (
                 "hookrelay_destination_dead_letters",
                 "Dead letters recorded.",
-                |d| d.3,
+                |d| d.dead_letters,
+            ),
+            (
+                "hookrelay_destination_oldest_pending_seconds",
+                "Age of the oldest message waiting for the destination (0 when none).",
+                |d| d.oldest_pending_seconds,
             ),
         ];
         for (name, help, pick) in gauges {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for d in &self.destinations {
-                let labels = [("destination", d.0.as_str())];
+                let labels = [("destination", d.name.as_str())];
                 ConstGauge::new(pick(d) as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "hookrelay_destination_state",
+            "1 for the destination's current state (active, failing, paused, blocked), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for d in &self.destinations {
+            for state in super::health::STATES {
+                let labels = [("destination", d.name.as_str()), ("state", state)];
+                ConstGauge::new(i64::from(d.state == state)).encode(m.encode_family(&labels)?)?;
             }
         }
         let m = enc.encode_descriptor(

@@ -4,6 +4,7 @@
 //! never writes the log.
 
 mod api;
+mod health;
 mod metrics;
 mod stream;
 

@@ -297,13 +297,13 @@ mod tests {
     fn status_table_has_one_aligned_row_per_destination() {
         let v = serde_json::json!([
             {"name": "billing", "state": "active", "cursor": 10, "head": 12, "lag": 2, "dead_letters": 0, "last_attempt": null},
-            {"name": "crm", "state": "retrying", "cursor": 3, "head": 12, "lag": 9, "dead_letters": 1,
+            {"name": "crm", "state": "failing", "cursor": 3, "head": 12, "lag": 9, "dead_letters": 1,
              "last_attempt": {"error": "HTTP 503"}}
         ]);
         let t = status_table(&v);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("DESTINATION  STATE"));
-        assert!(lines[2].contains("retrying") && lines[2].ends_with("HTTP 503"));
+        assert!(lines[2].contains("failing") && lines[2].ends_with("HTTP 503"));
     }
 }

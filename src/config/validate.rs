@@ -39,6 +39,7 @@ pub(super) fn validate(
         .source
         .iter()
         .filter_map(|s| s.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .chain([crate::events::SOURCE])
         .collect();
     let destinations = destinations(&mut cx, &raw.destination, &known);
     // Port 0 picks a free port for each; a wildcard address takes the port
@@ -252,6 +253,12 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
         let name = match &r.name {
             None => {
                 cx.missing(s.span(), &format!("{base}.name"));
+                None
+            }
+            Some(n) if n.get_ref() == crate::events::SOURCE => {
+                let msg = "\"hookrelay\" is reserved for the relay's own operator events \
+                           (list it in a destination's sources to receive them)";
+                cx.at(n, &format!("{base}.name"), msg);
                 None
             }
             Some(n) => {

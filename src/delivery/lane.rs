@@ -368,6 +368,11 @@ impl Lane {
     /// The message as this destination receives it (its transform applied),
     /// or why it receives nothing (`Skip`, `Fail`; never `Deliver`).
     fn route<'m>(&self, seq: Seq, msg: &'m Message) -> Result<Cow<'m, Message>, Route> {
+        // An operator event about this destination (e.g. that it is failing)
+        // would only join the queue it is about.
+        if crate::events::is_about(&msg.source, &msg.headers, &self.dest.name) {
+            return Err(Route::Skip);
+        }
         match self.dest.rules.decide(seq, msg) {
             Route::Deliver(None) => Ok(Cow::Borrowed(msg)),
             Route::Deliver(Some(body)) => Ok(Cow::Owned(Message {
@@ -424,7 +429,8 @@ impl Lane {
                     last_error,
                 };
                 self.store.dead_letters().add(name, seq, &dead)?;
-                self.control.record_dead_letter();
+                self.control
+                    .record_dead_letter(seq, attempts, &dead.last_error);
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
@@ -432,6 +438,7 @@ impl Lane {
                 self.store.destinations().update(name, |st| {
                     st.blocked_on.get_or_insert(seq);
                 })?;
+                self.control.record_blocked(seq, &last_error);
                 Ok(Finished::Blocked)
             }
         }

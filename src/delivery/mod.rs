@@ -58,13 +58,14 @@ pub fn spawn_workers(
     clients: &Clients,
     store: &crate::store::Store,
     head: &watch::Receiver<Seq>,
+    events: &crate::events::Events,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Vec<(DestinationName, Arc<Control>)> {
     destinations
         .iter()
         .map(|dest| {
-            let control = Arc::new(Control::default());
+            let control = Arc::new(Control::new(dest.name.clone(), events.clone()));
             let lane = Arc::new(Lane::new(
                 dest.clone(),
                 store.clone(),

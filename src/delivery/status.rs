@@ -30,8 +30,11 @@ pub struct LastAttempt {
 }
 
 /// Shared between one worker and the admin side.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Control {
+    /// Where dead letters and blocks are reported (operator events).
+    events: crate::events::Events,
+    name: Option<crate::model::DestinationName>,
     /// Notified (with a stored permit) when an operator changes the destination.
     pub changed: Notify,
     activity: Mutex<Activity>,
@@ -42,6 +45,11 @@ pub struct Control {
     dead_lettered: AtomicU64,
     /// Messages this destination's routing rules skipped.
     skipped: AtomicU64,
+    /// Wall-clock ms of the last delivered attempt (0: none since start).
+    last_success_ms: AtomicU64,
+    /// Wall-clock ms of the first failed attempt since the last success
+    /// (0: the last attempt succeeded, or none failed since start).
+    failing_since_ms: AtomicU64,
     /// Duration of every attempt (`hookrelay_delivery_duration_seconds`).
     pub duration: crate::telemetry::Seconds,
     /// Dead letters an operator asked to deliver once more, out of order.
@@ -55,7 +63,24 @@ pub enum AttemptOutcome {
     Failed,
 }
 
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Control {
+    /// The control of destination `name`, reporting to `events`.
+    pub fn new(name: crate::model::DestinationName, events: crate::events::Events) -> Control {
+        Control {
+            events,
+            name: Some(name),
+            ..Control::default()
+        }
+    }
+
     /// Queues one more delivery of a dead-lettered `seq` and wakes the worker.
     pub fn request_redelivery(&self, seq: crate::model::Seq) {
         self.request_redeliveries([seq]);
@@ -117,16 +142,52 @@ impl Control {
     /// Records an attempt's result for the admin API and counters.
     pub fn record(&self, attempt: LastAttempt, outcome: AttemptOutcome) {
         match outcome {
-            AttemptOutcome::Delivered => self.delivered.fetch_add(1, Ordering::Relaxed),
-            AttemptOutcome::Failed => self.failed_attempts.fetch_add(1, Ordering::Relaxed),
+            AttemptOutcome::Delivered => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.last_success_ms
+                    .fetch_max(attempt.at_ms, Ordering::Relaxed);
+                self.failing_since_ms.store(0, Ordering::Relaxed);
+            }
+            AttemptOutcome::Failed => {
+                self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                // Only the first failure after a success starts the clock.
+                let _ = self.failing_since_ms.compare_exchange(
+                    0,
+                    attempt.at_ms.max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
         };
         if let Ok(mut g) = self.last_attempt.lock() {
             *g = Some(attempt);
         }
     }
 
-    pub fn record_dead_letter(&self) {
+    /// A message was dead-lettered after `attempts`, failing with `last_error`.
+    pub fn record_dead_letter(&self, seq: crate::model::Seq, attempts: u32, last_error: &str) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let details = crate::events::dead_letter(seq, attempts, last_error);
+        let kind = crate::events::Kind::MessageDeadLettered;
+        self.events.emit(kind, self.name.as_ref(), details);
+    }
+
+    /// The destination is now blocked on `seq` (`on_exhausted = "block"`).
+    pub fn record_blocked(&self, seq: crate::model::Seq, last_error: &str) {
+        let details = serde_json::json!({ "seq": seq.0, "last_error": last_error });
+        let kind = crate::events::Kind::DestinationBlocked;
+        self.events.emit(kind, self.name.as_ref(), details);
+    }
+
+    /// Since when deliveries have been failing (the first failed attempt
+    /// after the last success), if the last attempt failed.
+    pub fn failing_since_ms(&self) -> Option<u64> {
+        Some(self.failing_since_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// When the last delivery succeeded, if one did since start.
+    pub fn last_success_ms(&self) -> Option<u64> {
+        Some(self.last_success_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     pub fn record_skipped(&self) {

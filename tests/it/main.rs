@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod dist;
+mod health;
 mod inbound;
 mod logs;
 mod openapi;
