@@ -125,6 +125,11 @@ pub(super) fn routing_only(
         };
         out.sources.push((name, rule));
     }
+    // Operator events carry their type in `.body.type`, as Standard Webhooks do.
+    if let Ok(events) = crate::events::SOURCE.parse() {
+        out.sources
+            .push((events, EventTypeRule::Scheme(super::Scheme::Standard)));
+    }
     for (i, d) in raw.destination.iter().enumerate() {
         let r = d.get_ref();
         let Some(name) = r.name.as_ref().and_then(|n| n.get_ref().parse().ok()) else {
