@@ -41,7 +41,7 @@ pub const FAILING_AFTER: Duration = Duration::from_secs(60);
 /// How often the watcher looks at destinations and the disk budget.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
-/// The event types (`config.reloaded` and `config.reload_failed` come with reload).
+/// The event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     DestinationFailing,
@@ -50,6 +50,8 @@ pub enum Kind {
     MessageDeadLettered,
     StorageOverBudget,
     StorageRecovered,
+    ConfigReloaded,
+    ConfigReloadFailed,
     RelayStarted,
 }
 
@@ -62,6 +64,8 @@ impl Kind {
             Kind::MessageDeadLettered => "message.dead_lettered",
             Kind::StorageOverBudget => "storage.over_budget",
             Kind::StorageRecovered => "storage.recovered",
+            Kind::ConfigReloaded => "config.reloaded",
+            Kind::ConfigReloadFailed => "config.reload_failed",
             Kind::RelayStarted => "relay.started",
         }
     }

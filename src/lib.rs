@@ -41,6 +41,7 @@ mod keys;
 mod listen;
 pub mod model;
 mod notify;
+mod reload;
 pub mod route;
 pub mod store;
 mod telemetry;
@@ -59,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use config::Config;
+use model::Seq;
 use store::{Store, StoreError};
 
 /// Failures that stop the relay; [`Error::exit_code`] is the one mapping to exit codes.
@@ -117,6 +119,122 @@ pub struct Ready {
     pub admin: SocketAddr,
 }
 
+/// Re-reads the config file into the running relay; see [`reload`](mod@reload).
+async fn reload(
+    config: &mut Config,
+    generation: &mut reload::Generation,
+    store: &Store,
+    head: &watch::Receiver<Seq>,
+    ingest: &Arc<ingest::Ingest>,
+    admin: &Arc<admin::Admin>,
+    shutdown: &CancellationToken,
+) -> reload::Outcome {
+    let problems = |e: &dyn std::fmt::Display| -> Vec<String> {
+        e.to_string().lines().map(str::to_owned).collect()
+    };
+    let loaded = match Config::load(&config.file) {
+        Ok(new) => new,
+        Err(e) => {
+            let problems = problems(&e);
+            tracing::warn!(
+                problems = problems.len(),
+                "reload refused: the config is invalid; the running one stays"
+            );
+            for p in &problems {
+                tracing::warn!("{p}");
+            }
+            generation.events.emit(
+                events::Kind::ConfigReloadFailed,
+                None,
+                serde_json::json!({ "problems": problems }),
+            );
+            return Err(problems);
+        }
+    };
+    let changes = reload::diff(config, &loaded);
+    // What needs a restart keeps its running value.
+    let mut new = loaded;
+    new.server = config.server.clone();
+    new.admin = config.admin.clone();
+    new.storage.data_dir = config.storage.data_dir.clone();
+    new.storage.durability = config.storage.durability;
+    let head_now = *head.borrow();
+    for d in &new.destinations {
+        if !config.destinations.iter().any(|o| o.name == d.name) {
+            // A new destination receives what arrives from now on; one
+            // added back resumes at the cursor it kept.
+            if let Err(e) = store.cursors().init_at(&d.name, head_now) {
+                tracing::warn!(destination = %d.name, error = %e, "cannot start the new destination at the head");
+            }
+        }
+    }
+    let clients = match delivery::Clients::build(&new.destinations) {
+        Ok(c) => c,
+        Err(e) => {
+            let problems = problems(&e);
+            generation.events.emit(
+                events::Kind::ConfigReloadFailed,
+                None,
+                serde_json::json!({ "problems": problems }),
+            );
+            return Err(problems);
+        }
+    };
+    // The old workers stop before the new ones start: a strict destination
+    // must never have two deliveries in flight.
+    let placeholder = reload::Generation::idle(shutdown);
+    std::mem::replace(generation, placeholder).stop().await;
+    *generation =
+        reload::Generation::start(&new, &clients, store, head, &ingest.appender(), shutdown);
+    ingest.reconfigure(&new);
+    ingest.set_disk_budget(generation.over_budget.clone());
+    admin.reconfigure(&new, ingest.stats(), generation.controls.clone());
+    *config = new;
+    tracing::info!(
+        added = ?changes.added,
+        removed = ?changes.removed,
+        changed = ?changes.changed,
+        restart_needed = ?changes.restart_needed,
+        "config reloaded"
+    );
+    generation.events.emit(
+        events::Kind::ConfigReloaded,
+        None,
+        serde_json::to_value(&changes).unwrap_or_default(),
+    );
+    Ok(changes)
+}
+
+/// `SIGHUP` asks for a reload, answered in the log.
+async fn on_hangup(
+    reloads: tokio::sync::mpsc::Sender<reload::Request>,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the admin API instead");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    if reloads.send(reload::Request { reply: None }).await.is_err() {
+                        return;
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloads, shutdown);
+    }
+}
+
 /// How much longer than `TimeoutStopSec` systemd is asked to wait for the
 /// checkpoint at a clean stop (as long as the unit's `TimeoutStartSec`).
 const CHECKPOINT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -147,6 +265,7 @@ pub async fn run_notify<G>(
         tracing::warn!("{warning}");
     }
     // Everything that can fail comes first, so a failure leaves no task to stop.
+    // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
     let local = |l: &TcpListener, addr: SocketAddr| {
         l.local_addr()
@@ -168,53 +287,32 @@ pub async fn run_notify<G>(
         shutdown.clone(),
     )?;
     notify::spawn(&tracker, shutdown.clone());
-    let subscribed = config
-        .destinations
-        .iter()
-        .any(|d| d.sources.iter().any(|s| s.as_str() == events::SOURCE));
-    let events = events::Events::spawn(subscribed, appender.clone(), &tracker, shutdown.clone());
-    let controls = delivery::spawn_workers(
-        &config.destinations,
-        &clients,
-        &store,
-        &head_rx,
-        &events,
-        &tracker,
-        &shutdown,
-    );
-    let over_budget = store::spawn_retention(
-        store.clone(),
-        config.destinations.iter().map(|d| d.name.clone()).collect(),
-        config.storage.retention,
-        config.storage.max_disk_bytes,
-        &tracker,
-        shutdown.clone(),
-    );
-    events::spawn_watcher(
-        events.clone(),
-        controls.clone(),
-        over_budget.clone(),
-        &tracker,
-        shutdown.clone(),
-    );
-    events.emit(
-        events::Kind::RelayStarted,
-        None,
-        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_seq": last.0 }),
-    );
-    let ingest = Arc::new(ingest::Ingest::new(&config, appender).with_disk_budget(over_budget));
+    let mut generation =
+        reload::Generation::start(&config, &clients, &store, &head_rx, &appender, &shutdown);
+    drop(clients);
+    let ingest = Arc::new(ingest::Ingest::new(&config, appender.clone()));
+    ingest.set_disk_budget(generation.over_budget.clone());
+    let (reload_tx, mut reloads) = tokio::sync::mpsc::channel(4);
     let admin_state = Arc::new(admin::Admin::new(
         &config,
         store.clone(),
         head_rx.clone(),
-        ingest.stats(),
-        controls,
+        Some(reload_tx.clone()),
     ));
+    admin_state.reconfigure(&config, ingest.stats(), generation.controls.clone());
+    generation.events.emit(
+        events::Kind::RelayStarted,
+        None,
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_seq": last.0 }),
+    );
+    // Only the events task may keep the appender past the ingest's end.
+    drop(appender);
     tracker.spawn(admin::serve(
         listeners.admin,
         admin_state.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(on_hangup(reload_tx, shutdown.clone()));
     tracing::info!(
         ingest = %ingest_addr,
         admin = %admin_addr,
@@ -229,9 +327,30 @@ pub async fn run_notify<G>(
         ingest: ingest_addr,
         admin: admin_addr,
     });
-    ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
+    let serving = tokio::spawn(ingest::serve(
+        listeners.ingest,
+        ingest.clone(),
+        shutdown.clone(),
+    ));
+    let mut config = config;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(request) = reloads.recv() => {
+                let outcome = reload(&mut config, &mut generation, &store, &head_rx, &ingest, &admin_state, &shutdown).await;
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+    if let Err(e) = serving.await {
+        tracing::error!(error = %e, "inbound listener task failed");
+    }
     admin_state.ready.store(false, Ordering::Relaxed);
     drop(ready);
+    generation.stop().await;
+    drop(ingest);
 
     tracker.close();
     tracker.wait().await;

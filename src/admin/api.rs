@@ -34,6 +34,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("internal error")]
     Store(#[from] StoreError),
+    #[error("the relay is stopping")]
+    Unavailable,
 }
 
 impl ApiError {
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "admin request failed in storage");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -83,7 +86,7 @@ fn stream(admin: &Admin, req: &Request<Incoming>) -> Result<Response<AdminBody>,
     let source = match &query.source {
         Some(name) => Some(
             admin
-                .sources
+                .sources()
                 .iter()
                 .map(|(s, _)| &s.name)
                 .find(|n| n.as_str() == name)
@@ -127,7 +130,7 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
         ["sources"] => get(Ok((StatusCode::OK, sources(admin)))),
         ["destinations"] => get(destinations(admin).await),
         ["destinations", name] => get(match destination(admin, name) {
-            Ok(d) => describe(admin, d).await,
+            Ok(d) => describe(admin, &d).await,
             Err(e) => Err(e),
         }),
         ["destinations", name, "pause" | "resume"] => {
@@ -158,6 +161,12 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> ApiResult {
             redeliver(admin, name, seq).await
         }
         ["destinations", name, "route", seq] => get(route(admin, name, seq).await),
+        ["reload"] => {
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            reload(admin).await
+        }
         ["messages"] => get(messages(admin, &query).await),
         ["messages", seq] => get(message(admin, seq).await),
         _ => Err(ApiError::NotFound("route")),
@@ -222,7 +231,7 @@ impl Query {
 fn sources(admin: &Admin) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let list: Vec<Value> = admin
-        .sources
+        .sources()
         .iter()
         .map(|(s, st)| {
             let by_reason: serde_json::Map<String, Value> = st
@@ -245,20 +254,19 @@ fn sources(admin: &Admin) -> Value {
     json!(list)
 }
 
-fn destination<'a>(
-    admin: &'a Admin,
-    name: &str,
-) -> Result<&'a (DestinationConfig, std::sync::Arc<Control>), ApiError> {
+fn destination(admin: &Admin, name: &str) -> Result<super::DestEntry, ApiError> {
     admin
-        .destinations
+        .destinations()
         .iter()
-        .find(|(d, _)| d.name.as_str() == name)
+        .find(|e| e.0.name.as_str() == name)
+        .cloned()
         .ok_or(ApiError::NotFound("destination"))
 }
 
 async fn destinations(admin: &Admin) -> ApiResult {
-    let mut list = Vec::with_capacity(admin.destinations.len());
-    for d in &admin.destinations {
+    let all = admin.destinations();
+    let mut list = Vec::with_capacity(all.len());
+    for d in all.iter() {
         list.push(describe(admin, d).await?.1);
     }
     Ok((StatusCode::OK, json!(list)))
@@ -320,7 +328,7 @@ async fn describe(
 
 async fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     let entry = destination(admin, name)?;
-    let (d, c) = entry;
+    let (d, c) = &*entry;
     admin.store.destinations().update(&d.name, |st| {
         st.paused = paused;
         if !paused {
@@ -331,7 +339,7 @@ async fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     })?;
     c.wake();
     tracing::info!(destination = %d.name, paused, "destination state changed by operator");
-    describe(admin, entry).await
+    describe(admin, &entry).await
 }
 
 #[derive(Deserialize)]
@@ -351,7 +359,7 @@ const COUNT_CAP: usize = 2_000_000;
 
 async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     let entry = destination(admin, name)?;
-    let (d, c) = entry;
+    let (d, c) = &*entry;
     let req: ReplayBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "body must be {{\"from_seq\": N}} or {{\"from_time\": \"RFC3339\"}}, \
@@ -445,7 +453,8 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
 }
 
 async fn dead_letters(admin: &Admin, name: &str, q: &Query) -> ApiResult {
-    let (d, _) = destination(admin, name)?;
+    let entry = destination(admin, name)?;
+    let (d, _) = &*entry;
     let (dest, after, limit) = (d.name.clone(), q.after_seq.unwrap_or_default(), q.limit);
     let list = admin
         .store
@@ -472,7 +481,8 @@ fn parse_seq(s: &str) -> Result<Seq, ApiError> {
 }
 
 async fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
-    let (d, c) = destination(admin, name)?;
+    let entry = destination(admin, name)?;
+    let (d, c) = &*entry;
     let seq = parse_seq(seq)?;
     if admin.store.dead_letters().get(&d.name, seq)?.is_none() {
         return Err(ApiError::NotFound("dead letter"));
@@ -492,7 +502,8 @@ async fn redeliver(admin: &Admin, name: &str, seq: &str) -> ApiResult {
 /// Every dead letter of the destination again, oldest first (each one
 /// attempt, as a single redelivery is); answers how many were queued.
 async fn redeliver_all(admin: &Admin, name: &str) -> ApiResult {
-    let (d, c) = destination(admin, name)?;
+    let entry = destination(admin, name)?;
+    let (d, c) = &*entry;
     let dest = d.name.clone();
     let seqs = admin
         .store
@@ -552,7 +563,8 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
         .await?
         .ok_or(ApiError::NotFound("message"))?;
     let mut per_dest = serde_json::Map::new();
-    for (d, _) in &admin.destinations {
+    for entry in admin.destinations().iter() {
+        let (d, _) = &**entry;
         if !d.sources.contains(&m.source) {
             continue;
         }
@@ -592,10 +604,35 @@ async fn message(admin: &Admin, seq: &str) -> ApiResult {
     Ok((StatusCode::OK, Value::Object(out)))
 }
 
+/// `POST /api/v1/reload`: 200 with what changed, 400 with every problem
+/// of the new config (the running one stays).
+async fn reload(admin: &Admin) -> ApiResult {
+    let Some(reloads) = &admin.reloads else {
+        return Err(ApiError::NotFound("route"));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    reloads
+        .send(crate::reload::Request { reply: Some(reply) })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    match answer.await.map_err(|_| ApiError::Unavailable)? {
+        Ok(changes) => Ok((
+            StatusCode::OK,
+            json!({ "reloaded": true, "added": changes.added, "removed": changes.removed,
+                    "changed": changes.changed, "restart_needed": changes.restart_needed }),
+        )),
+        Err(problems) => Ok((
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "invalid config: nothing changed", "problems": problems }),
+        )),
+    }
+}
+
 /// `GET /api/v1/destinations/{name}/route/{seq}`: what the destination's
 /// routing does with a stored message now.
 async fn route(admin: &Admin, name: &str, seq: &str) -> ApiResult {
-    let (d, _) = destination(admin, name)?;
+    let entry = destination(admin, name)?;
+    let (d, _) = &*entry;
     let seq = parse_seq(seq)?;
     let m = admin
         .store

@@ -83,7 +83,7 @@ impl Metrics {
 
 async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
     let mut s = Snapshot::default();
-    for (src, st) in &admin.sources {
+    for (src, st) in admin.sources().iter() {
         let name = src.name.to_string();
         s.received
             .push((name.clone(), "stored", st.received.load(Relaxed)));
@@ -98,7 +98,8 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         s.ingest_duration.push((name, st.ingest_duration.0.clone()));
     }
     let head = *admin.head.borrow();
-    for (d, c) in &admin.destinations {
+    for entry in admin.destinations().iter() {
+        let (d, c) = &**entry;
         let name = d.name.to_string();
         s.delivery_duration
             .push((name.clone(), c.duration.0.clone()));

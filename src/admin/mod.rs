@@ -10,7 +10,7 @@ mod stream;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -32,16 +32,24 @@ use crate::listen::{self, error, json};
 use crate::model::Seq;
 use crate::store::Store;
 
+/// One destination as the admin side sees it: its config and its worker's control.
+pub type DestEntry = Arc<(DestinationConfig, Arc<Control>)>;
+/// The sources with their counters.
+type SourceList = Arc<Vec<(SourceConfig, Arc<SourceStats>)>>;
+
 /// Everything the admin listener reports on or steers.
 pub struct Admin {
     /// True while the relay accepts webhooks.
     pub ready: AtomicBool,
     store: Store,
     head: watch::Receiver<Seq>,
-    sources: Vec<(SourceConfig, Arc<SourceStats>)>,
-    destinations: Vec<(DestinationConfig, Arc<Control>)>,
+    /// Swapped whole by a reload; a request works on the lists it started with.
+    sources: RwLock<SourceList>,
+    destinations: RwLock<Arc<Vec<DestEntry>>>,
     token: Option<crate::config::Secret>,
     metrics: metrics::Metrics,
+    /// Where `POST /api/v1/reload` asks the relay to reload.
+    reloads: Option<mpsc::Sender<crate::reload::Request>>,
 }
 
 impl Admin {
@@ -50,10 +58,29 @@ impl Admin {
         config: &Config,
         store: Store,
         head: watch::Receiver<Seq>,
+        reloads: Option<mpsc::Sender<crate::reload::Request>>,
+    ) -> Admin {
+        Admin {
+            ready: AtomicBool::new(false),
+            store,
+            head,
+            sources: RwLock::default(),
+            destinations: RwLock::default(),
+            token: config.admin.token.clone(),
+            metrics: metrics::Metrics::new(),
+            reloads,
+        }
+    }
+
+    /// Takes the sources and destinations of `config` with their counters
+    /// and controls (at start and after each reload).
+    pub fn reconfigure(
+        &self,
+        config: &Config,
         stats: Vec<(String, Arc<SourceStats>)>,
         controls: Vec<(crate::model::DestinationName, Arc<Control>)>,
-    ) -> Admin {
-        let sources = config
+    ) {
+        let sources: Vec<_> = config
             .sources
             .iter()
             .filter_map(|s| {
@@ -61,23 +88,31 @@ impl Admin {
                 Some((s.clone(), st.1.clone()))
             })
             .collect();
-        let destinations = config
+        let destinations: Vec<DestEntry> = config
             .destinations
             .iter()
             .filter_map(|d| {
                 let c = controls.iter().find(|(n, _)| *n == d.name)?;
-                Some((d.clone(), c.1.clone()))
+                Some(Arc::new((d.clone(), c.1.clone())))
             })
             .collect();
-        Admin {
-            ready: AtomicBool::new(false),
-            store,
-            head,
-            sources,
-            destinations,
-            token: config.admin.token.clone(),
-            metrics: metrics::Metrics::new(),
+        if let Ok(mut s) = self.sources.write() {
+            *s = Arc::new(sources);
         }
+        if let Ok(mut d) = self.destinations.write() {
+            *d = Arc::new(destinations);
+        }
+    }
+
+    fn sources(&self) -> SourceList {
+        self.sources.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn destinations(&self) -> Arc<Vec<DestEntry>> {
+        self.destinations
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {

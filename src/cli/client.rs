@@ -68,6 +68,21 @@ impl AdminClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
+        let (status, json) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            let message = json["error"].as_str().unwrap_or("").to_owned();
+            return Err(ClientError::Refused { status, message });
+        }
+        Ok(json)
+    }
+
+    /// Calls `method path`; the status and JSON answer, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = Request::builder()
             .method(method)
@@ -97,11 +112,7 @@ impl AdminClient {
             .to_bytes();
         let json: Value = serde_json::from_slice(&bytes)
             .map_err(|_| ClientError::BadAnswer(String::from_utf8_lossy(&bytes).into_owned()))?;
-        if !status.is_success() {
-            let message = json["error"].as_str().unwrap_or("").to_owned();
-            return Err(ClientError::Refused { status, message });
-        }
-        Ok(json)
+        Ok((status, json))
     }
 }
 
@@ -186,6 +197,39 @@ fn parse_event(block: &str) -> Result<Option<StreamEvent>, ClientError> {
     serde_json::from_str(&data)
         .map(|v| Some(StreamEvent::Message(v)))
         .map_err(|e| ClientError::BadAnswer(format!("stream event: {e}")))
+}
+
+/// `hookrelay reload`: what changed.
+pub fn reload_text(v: &Value) -> String {
+    let list = |k: &str| -> String {
+        let names: Vec<&str> = v[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut text = format!(
+        "reloaded: added {}; removed {}; changed {}",
+        list("added"),
+        list("removed"),
+        list("changed")
+    );
+    if v["restart_needed"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        text.push_str(&format!(
+            "\nneeds a restart to take effect (the running value stays): {}",
+            list("restart_needed")
+        ));
+    }
+    text
 }
 
 /// `hookrelay route`: `deliver` and the body, `skip`, or `error: reason`.

@@ -72,6 +72,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask the running relay to re-read its config (same as SIGHUP): exit 0
+    /// when applied, 2 with every problem when the new config is invalid
+    /// (the running one stays).
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print webhooks as they are stored, one line each (seq, time, source,
     /// event type, bytes), until interrupted.
     Tail {
@@ -187,6 +194,31 @@ fn main(cli: Cli) -> i32 {
             let v = c.call(Method::GET, "/api/v1/destinations", None).await?;
             Ok((v.clone(), client::status_table(&v)))
         }),
+        Command::Reload { client } => {
+            let invalid = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = invalid.clone();
+            let exit = remote(&config, client, |c| async move {
+                let (status, v) = c.send(Method::POST, "/api/v1/reload", None).await?;
+                if status == http::StatusCode::BAD_REQUEST && v["problems"].is_array() {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("hookrelay: the new config is invalid; the running one stays:");
+                    for p in v["problems"].as_array().into_iter().flatten() {
+                        eprintln!("hookrelay: {}", p.as_str().unwrap_or(""));
+                    }
+                    return Ok((serde_json::Value::Null, String::new()));
+                }
+                if !status.is_success() {
+                    let message = v["error"].as_str().unwrap_or("").to_owned();
+                    return Err(client::ClientError::Refused { status, message });
+                }
+                Ok((v.clone(), client::reload_text(&v)))
+            });
+            if exit == 0 && invalid.load(std::sync::atomic::Ordering::Relaxed) {
+                2
+            } else {
+                exit
+            }
+        }
         Command::Tail { source, client } => {
             let json = client.json;
             remote(&config, client, |c| async move {

@@ -10,7 +10,7 @@ mod stats;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,54 +67,89 @@ struct Route {
     stats: Arc<SourceStats>,
 }
 
+type Routes = HashMap<String, Arc<Route>>;
+
 /// Everything a request handler needs; shared by all connections.
 pub struct Ingest {
-    routes: HashMap<String, Route>,
+    /// Swapped whole by a reload; a request keeps the route it started with.
+    routes: RwLock<Arc<Routes>>,
     appender: Appender,
     max_body_bytes: u64,
     request_timeout: Duration,
-    /// Set by the disk-budget check while storage is over `max_disk_bytes`.
-    over_budget: Arc<AtomicBool>,
+    /// Set by the disk-budget check while storage is over `max_disk_bytes`
+    /// (a new flag with each reload's retention).
+    over_budget: RwLock<Arc<AtomicBool>>,
 }
 
 impl Ingest {
     /// Builds the routing table and every source's verifier from the config.
     pub fn new(config: &Config, appender: Appender) -> Ingest {
-        let routes = config
-            .sources
-            .iter()
-            .map(|s| {
-                let route = Route {
-                    source: s.clone(),
-                    verifier: Verifier::new(s),
-                    stats: Arc::default(),
-                };
-                (s.path.clone(), route)
-            })
-            .collect();
         Ingest {
-            routes,
+            routes: RwLock::new(Arc::new(routes(config, &HashMap::new()))),
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
-            over_budget: Arc::default(),
+            over_budget: RwLock::default(),
+        }
+    }
+
+    /// Takes the sources of `config` (a reload): new routes for new
+    /// requests; a source keeps its counters when its name stays.
+    pub fn reconfigure(&self, config: &Config) {
+        let stats: HashMap<String, Arc<SourceStats>> = self.stats().into_iter().collect();
+        let new = Arc::new(routes(config, &stats));
+        if let Ok(mut r) = self.routes.write() {
+            *r = new;
         }
     }
 
     /// Refuses to store (503) while `over_budget` is set; see
     /// [`crate::store::retention::over_budget`].
-    pub fn with_disk_budget(mut self, over_budget: Arc<AtomicBool>) -> Ingest {
-        self.over_budget = over_budget;
-        self
+    pub fn set_disk_budget(&self, over_budget: Arc<AtomicBool>) {
+        if let Ok(mut o) = self.over_budget.write() {
+            *o = over_budget;
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.over_budget
+            .read()
+            .map(|o| o.load(Ordering::Relaxed))
+            .unwrap_or(false)
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.routes.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// A handle on the appender (for what a reload restarts).
+    pub fn appender(&self) -> Appender {
+        self.appender.clone()
     }
 
     /// Counters of every source, by name.
     pub fn stats(&self) -> Vec<(String, Arc<SourceStats>)> {
-        self.routes
+        self.routes()
             .values()
             .map(|r| (r.source.name.to_string(), r.stats.clone()))
             .collect()
     }
+}
+
+/// Each source's route, reusing the counters in `stats` by source name.
+fn routes(config: &Config, stats: &HashMap<String, Arc<SourceStats>>) -> Routes {
+    config
+        .sources
+        .iter()
+        .map(|s| {
+            let route = Route {
+                source: s.clone(),
+                verifier: Verifier::new(s),
+                stats: stats.get(s.name.as_str()).cloned().unwrap_or_default(),
+            };
+            (s.path.clone(), Arc::new(route))
+        })
+        .collect()
 }
 
 /// Serves webhooks on `listener` until `shutdown`, then lets open requests finish
@@ -190,9 +225,11 @@ async fn accept(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, IngestError> {
     let route = ingest
-        .routes
+        .routes()
         .get(req.uri().path())
+        .cloned()
         .ok_or(IngestError::NotFound)?;
+    let route = &*route;
     let stats = &route.stats;
     let started = std::time::Instant::now();
     let result = receive(ingest, route, req).await;
@@ -289,7 +326,7 @@ async fn receive(
     }
     // Checked here, not earlier: handshakes (which store nothing) are still
     // answered and forged requests still get 401.
-    if ingest.over_budget.load(Ordering::Relaxed) {
+    if ingest.over_budget() {
         return Err(IngestError::OverBudget);
     }
     store(ingest, route, &parts, body, verified)

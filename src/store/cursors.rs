@@ -32,6 +32,17 @@ impl Cursors {
         }
     }
 
+    /// Sets the cursor of a destination that has none yet; one it kept
+    /// (a destination added back) stays.
+    pub fn init_at(&self, dest: &DestinationName, seq: Seq) -> Result<(), StoreError> {
+        let _ = self.cursors.compare_and_swap(
+            dest.as_str(),
+            None as Option<&[u8]>,
+            Some(&seq.to_be_bytes()[..]),
+        )?;
+        Ok(())
+    }
+
     /// Moves the destination's cursor (durable at the next flush).
     pub fn set(&self, dest: &DestinationName, seq: Seq) -> Result<(), StoreError> {
         self.cursors.insert(dest.as_str(), &seq.to_be_bytes())?;

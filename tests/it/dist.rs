@@ -11,6 +11,7 @@ fn the_systemd_unit_is_bounded_and_verifies_clean() {
         "MemoryMax=",
         "TasksMax=",
         "SystemCallFilter=~@privileged @resources",
+        "ExecReload=/usr/local/bin/hookrelay reload --config /etc/hookrelay/relay.toml",
     ] {
         assert!(UNIT.contains(directive), "the unit sets {directive}");
     }

@@ -14,6 +14,7 @@ mod operations;
 mod ordering;
 mod policies;
 mod process;
+mod reload;
 mod routing;
 mod sweep;
 mod verify;

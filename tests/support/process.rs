@@ -161,8 +161,17 @@ impl RelayProcess {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    fn signal(&self, which: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
+            .args([which, &self.pid.to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success());

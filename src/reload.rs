@@ -1,0 +1,192 @@
+//! Reload: re-reading `relay.toml` (and with it every secret) into the
+//! running relay, on `SIGHUP`, `hookrelay reload` or `POST /api/v1/reload`.
+//!
+//! What a reload restarts is a [`Generation`]: the delivery workers (each
+//! resumes at its cursor), retention and the disk budget, and operator
+//! events. The listeners, open connections, the store and the appender
+//! stay, so no connection or accepted webhook is dropped; the ingest routes
+//! and the admin's lists are swapped whole. An invalid config changes
+//! nothing. What only a restart can change is reported, not applied.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::delivery::{self, Control};
+use crate::events::{self, Events};
+use crate::model::{DestinationName, Seq};
+use crate::store::{self, Appender, Store};
+
+/// A request to reload; the answer goes back on `reply` when there is one
+/// (the admin API), else only to the log (`SIGHUP`).
+pub struct Request {
+    pub reply: Option<oneshot::Sender<Outcome>>,
+}
+
+/// What a reload did, or every problem of the new config (nothing changed).
+pub type Outcome = Result<Changes, Vec<String>>;
+
+/// What a reload changed, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    /// `source NAME` / `destination NAME` entries.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Keys whose new value needs a restart; the old one stays in force.
+    pub restart_needed: Vec<String>,
+}
+
+/// How `new` differs from `old`.
+pub fn diff(old: &Config, new: &Config) -> Changes {
+    let mut c = Changes::default();
+    // Compared through their debug form: these types hold decoded keys and
+    // compiled programs, which have no equality of their own; nothing of
+    // it is shown.
+    let sources = |cfg: &Config| -> Vec<(String, String)> {
+        cfg.sources
+            .iter()
+            .map(|s| (format!("source {}", s.name), format!("{s:?}")))
+            .collect()
+    };
+    let destinations = |cfg: &Config| -> Vec<(String, String)> {
+        cfg.destinations
+            .iter()
+            .map(|d| (format!("destination {}", d.name), format!("{d:?}")))
+            .collect()
+    };
+    for (before, after) in [
+        (sources(old), sources(new)),
+        (destinations(old), destinations(new)),
+    ] {
+        for (name, v) in &after {
+            match before.iter().find(|(n, _)| n == name) {
+                None => c.added.push(name.clone()),
+                Some((_, w)) if w != v => c.changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        for (name, _) in &before {
+            if !after.iter().any(|(n, _)| n == name) {
+                c.removed.push(name.clone());
+            }
+        }
+    }
+    let restart = [
+        ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.max_body_bytes",
+            old.server.max_body_bytes != new.server.max_body_bytes,
+        ),
+        (
+            "server.request_timeout",
+            old.server.request_timeout != new.server.request_timeout,
+        ),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "admin.token",
+            old.admin.token.as_ref().map(|t| t.expose().to_vec())
+                != new.admin.token.as_ref().map(|t| t.expose().to_vec()),
+        ),
+        (
+            "storage.data_dir",
+            old.storage.data_dir != new.storage.data_dir,
+        ),
+        (
+            "storage.durability",
+            old.storage.durability != new.storage.durability,
+        ),
+    ];
+    c.restart_needed = restart
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    c
+}
+
+/// The parts of a running relay that a reload stops and starts again.
+pub struct Generation {
+    token: CancellationToken,
+    tracker: TaskTracker,
+    pub controls: Vec<(DestinationName, Arc<Control>)>,
+    pub over_budget: Arc<AtomicBool>,
+    pub events: Events,
+}
+
+impl Generation {
+    /// Starts delivery, retention and operator events for `config`, with
+    /// `clients` built for its destinations beforehand (the one step that
+    /// can fail, done while the previous generation still runs).
+    pub fn start(
+        config: &Config,
+        clients: &delivery::Clients,
+        store: &Store,
+        head: &watch::Receiver<Seq>,
+        appender: &Appender,
+        shutdown: &CancellationToken,
+    ) -> Generation {
+        let token = shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let subscribed = config
+            .destinations
+            .iter()
+            .any(|d| d.sources.iter().any(|s| s.as_str() == events::SOURCE));
+        let events = Events::spawn(subscribed, appender.clone(), &tracker, token.clone());
+        let controls = delivery::spawn_workers(
+            &config.destinations,
+            clients,
+            store,
+            head,
+            &events,
+            &tracker,
+            &token,
+        );
+        let over_budget = store::spawn_retention(
+            store.clone(),
+            config.destinations.iter().map(|d| d.name.clone()).collect(),
+            config.storage.retention,
+            config.storage.max_disk_bytes,
+            &tracker,
+            token.clone(),
+        );
+        events::spawn_watcher(
+            events.clone(),
+            controls.clone(),
+            over_budget.clone(),
+            &tracker,
+            token.clone(),
+        );
+        Generation {
+            token,
+            tracker,
+            controls,
+            over_budget,
+            events,
+        }
+    }
+
+    /// A generation with nothing running, held while one is being replaced.
+    pub fn idle(shutdown: &CancellationToken) -> Generation {
+        Generation {
+            token: shutdown.child_token(),
+            tracker: TaskTracker::new(),
+            controls: Vec::new(),
+            over_budget: Arc::default(),
+            events: Events::none(),
+        }
+    }
+
+    /// Stops every task of this generation and waits for them: in-flight
+    /// attempts get their shutdown grace, cursors are where they are.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
