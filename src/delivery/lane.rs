@@ -24,7 +24,7 @@ use super::limit::Limiter;
 use super::retry::{self, Decision};
 use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
-use crate::config::{DestinationConfig, OnExhausted};
+use crate::config::{DestinationConfig, OnExhausted, RetryPolicy};
 use crate::model::{Seq, SourceName};
 use crate::route::Decision as Route;
 use crate::store::{Attempt, DeadLetter, Latest, Message, ReplayEnd, RetryRun, Scan, Store};
@@ -122,6 +122,16 @@ impl Run {
     fn age(&self) -> Duration {
         self.age_then.saturating_add(self.since.elapsed())
     }
+
+    /// What a run taken up from the store does first: wait for its stored
+    /// retry time, or end now (see [`retry::resume`]).
+    fn resume(&self, policy: &RetryPolicy) -> Decision {
+        let retry_in = self
+            .stored
+            .retry_at_ms
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+        retry::resume(policy, self.made, self.age(), retry_in)
+    }
 }
 
 /// A duration in whole milliseconds, saturating.
@@ -179,45 +189,39 @@ impl Lane {
                 self.control.record_skipped();
                 return Ok(Finished::Done);
             }
-            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason).await,
+            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason),
             Err(Route::Deliver(_)) => return Ok(Finished::Done),
         };
         let msg = &*shaped;
         // Attempt numbers continue across restarts, runs and replays (they
         // key the attempt history); the retry budget counts the current run.
-        let latest = self.latest(seq).await?;
+        let latest = self.latest(seq)?;
         let mut n = latest.as_ref().map_or(0, |l| l.n);
         let add_failing = |delta| self.add_failing(delta);
         let mut failing: Option<Counted<'_>> = None;
-        let mut run = latest.and_then(|l| {
-            let stored = l.run.filter(|r| r.epoch == epoch)?;
-            Some((
-                Run::resumed(stored, l.n),
-                l.attempt.error.unwrap_or_default(),
-            ))
-        });
-        if let Some((run, last_error)) = &mut run {
+        let mut run: Option<Run> = None;
+        // A run stored in this epoch goes on: after its retry time, if its
+        // budget still allows another attempt.
+        let stored = latest.and_then(|l| Some((l.run.filter(|r| r.epoch == epoch)?, l.attempt)));
+        if let Some((stored, last)) = stored {
             failing = Some(Counted::new(&add_failing));
-            let retry_in = run
-                .stored
-                .retry_at_ms
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
-            match retry::resume(&self.dest.retry, run.made, run.age(), retry_in) {
+            let resumed = Run::resumed(stored, n);
+            match resumed.resume(&self.dest.retry) {
                 Decision::Retry(wait) => {
-                    tracing::debug!(destination = %self.dest.name, seq = seq.0, attempt = n + 1, wait_ms = wait.as_millis() as u64, "retries resumed; next attempt at the stored time");
+                    tracing::debug!(destination = %self.dest.name, seq = seq.0, attempt = n.saturating_add(1), wait_ms = millis(wait), "retries taken up at their stored time");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = interrupt.cancelled() => return Ok(Finished::Interrupted),
                     }
                 }
                 Decision::Exhausted(why) => {
-                    return self.exhausted(seq, n, why, std::mem::take(last_error));
+                    return self.exhausted(seq, n, why, last.error.unwrap_or_default());
                 }
             }
+            run = Some(resumed);
         }
-        let mut run = run.map(|(run, _)| run);
         loop {
-            n += 1;
+            n = n.saturating_add(1);
             let Some(sent) = self.send(seq, msg, n, interrupt).await? else {
                 return Ok(Finished::Interrupted);
             };
@@ -333,7 +337,7 @@ impl Lane {
         let msg = match self.route(seq, &msg) {
             Ok(shaped) => shaped,
             Err(Route::Fail(last_error)) => {
-                let n = self.attempts_so_far(seq).await? + 1;
+                let n = self.attempts_so_far(seq)?.saturating_add(1);
                 let dead = DeadLetter {
                     at_ms: now_ms(),
                     attempts: n,
@@ -349,7 +353,7 @@ impl Lane {
                 return Ok(());
             }
         };
-        let n = self.attempts_so_far(seq).await? + 1;
+        let n = self.attempts_so_far(seq)?.saturating_add(1);
         let Some(sent) = self.send(seq, &msg, n, interrupt).await? else {
             return Ok(());
         };
@@ -374,7 +378,7 @@ impl Lane {
     /// The latest recorded attempt of `seq`; a store read only for a seq
     /// that may have been attempted before (a retry after a restart, a
     /// replay): one seek, on this thread.
-    async fn latest(&self, seq: Seq) -> Result<Option<Latest>, DeliveryError> {
+    fn latest(&self, seq: Seq) -> Result<Option<Latest>, DeliveryError> {
         if seq.0 > self.attempted_upto.load(Ordering::Acquire) {
             return Ok(None);
         }
@@ -382,8 +386,8 @@ impl Lane {
     }
 
     /// How many attempts of `seq` are recorded (the latest one's number).
-    async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
-        Ok(self.latest(seq).await?.map_or(0, |l| l.n))
+    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+        Ok(self.latest(seq)?.map_or(0, |l| l.n))
     }
 
     /// Takes a rate permit and sends attempt `n`; records nothing (see
@@ -513,8 +517,8 @@ impl Lane {
     /// A filter or transform failed: recorded as an attempt that sent
     /// nothing, then straight to `on_exhausted`, since the same program on
     /// the same message fails the same way (fix the config, then redeliver).
-    async fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
-        let n = self.attempts_so_far(seq).await? + 1;
+    fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
+        let n = self.attempts_so_far(seq)?.saturating_add(1);
         let error = truncate(reason);
         let record = Attempt {
             at_ms: now_ms(),
