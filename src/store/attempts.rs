@@ -37,9 +37,7 @@ impl Attempts {
         n: u32,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
-        self.tree
-            .insert(key(dest, seq, n), codec::encode_attempt(attempt)?)?;
-        Ok(())
+        self.record_in(dest, seq, n, attempt, None)
     }
 
     /// Records attempt `n` with the retry run it leaves behind (`None`: it
