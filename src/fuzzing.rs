@@ -22,7 +22,9 @@ pub fn record_decoder(data: &[u8]) {
     };
     match selector % 8 {
         0 => message(value),
-        1 => round_trip(value, codec::decode_attempt, codec::encode_attempt),
+        1 => round_trip(value, codec::decode_attempt_in, |(a, run)| {
+            codec::encode_attempt_in(a, run.as_ref())
+        }),
         2 => round_trip(value, codec::decode_dead_letter, codec::encode_dead_letter),
         3 => round_trip(value, codec::decode_state, codec::encode_state),
         4 => round_trip(value, codec::decode_dedup, codec::encode_dedup),

@@ -330,12 +330,14 @@ async fn set_paused(admin: &Admin, name: &str, paused: bool) -> ApiResult {
     let entry = destination(admin, name)?;
     let (d, c) = &*entry;
     admin.store.destinations().update(&d.name, |st| {
-        st.paused = paused;
-        if !paused {
+        if !paused && (st.paused || st.blocked_on.is_some()) {
             // Resuming is also how an operator releases a blocked destination:
-            // the blocking message gets a fresh run of attempts.
+            // the blocking message, and every message whose retries the
+            // pause stopped, gets a fresh run of attempts.
+            st.retry_epoch = st.retry_epoch.wrapping_add(1);
             st.blocked_on = None;
         }
+        st.paused = paused;
     })?;
     c.wake();
     tracing::info!(destination = %d.name, paused, "destination state changed by operator");
@@ -441,6 +443,8 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
             s.cursors().rewind(s.destinations(), &name, cursor, |st| {
                 st.blocked_on = None;
                 st.replay_end = end;
+                // Every message of the range gets a fresh run of attempts.
+                st.retry_epoch = st.retry_epoch.wrapping_add(1);
             })
         })
         .await?;

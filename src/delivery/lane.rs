@@ -3,6 +3,14 @@
 //! retries per policy, and what exhaustion means (dead letter or block). Also
 //! an operator's one-off redelivery of a dead letter. Shared by the strict
 //! worker and the unordered scheduler; it never moves the cursor.
+//!
+//! A message's retry budget counts its current run of attempts, which every
+//! failed attempt stores with its record (epoch, first attempt, start, next
+//! retry time): the next delivery of the message, after a restart or an
+//! interruption, takes the run up from its latest record while the
+//! destination's `retry_epoch` (raised by an operator's resume or replay)
+//! is still the run's. A success ends the run; the success path writes
+//! nothing more than its attempt record.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +24,10 @@ use super::limit::Limiter;
 use super::retry::{self, Decision};
 use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
-use crate::config::{DestinationConfig, OnExhausted};
+use crate::config::{DestinationConfig, OnExhausted, RetryPolicy};
 use crate::model::{Seq, SourceName};
 use crate::route::Decision as Route;
-use crate::store::{Attempt, DeadLetter, Message, ReplayEnd, Scan, Store};
+use crate::store::{Attempt, DeadLetter, Latest, Message, ReplayEnd, RetryRun, Scan, Store};
 use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
 
@@ -59,10 +67,76 @@ pub struct Lane {
     attempted_upto: AtomicU64,
 }
 
-/// What one completed attempt said.
-struct Answer {
-    error: Option<String>,
+/// One completed attempt, not yet recorded.
+struct Sent {
+    /// What the attempt history keeps of it (`error` is `None` on success).
+    record: Attempt,
+    /// The destination's `Retry-After` (429, 503).
     retry_after: Option<Duration>,
+    /// When it was sent (after its rate permit), as `record.at_ms` says.
+    started: Instant,
+}
+
+/// The current run of attempts of one message at this destination, once an
+/// attempt of it has failed: what `max_attempts` and `max_age` count. Kept
+/// with each failed attempt's record, so a restart takes it up again.
+struct Run {
+    /// As stored; `retry_at_ms` set after each attempt.
+    stored: RetryRun,
+    /// Attempts made in this run.
+    made: u32,
+    /// The run's age at `since`: zero for a run begun here, the wall-clock
+    /// time since its first attempt for one taken up from the store.
+    age_then: Duration,
+    since: Instant,
+}
+
+impl Run {
+    /// A run whose first attempt, number `n`, just failed.
+    fn begin(epoch: u64, n: u32, first: &Sent) -> Run {
+        Run {
+            stored: RetryRun {
+                epoch,
+                first: n,
+                started_ms: first.record.at_ms,
+                retry_at_ms: None,
+            },
+            made: 0,
+            age_then: Duration::ZERO,
+            since: first.started,
+        }
+    }
+
+    /// A run taken up from its latest attempt, number `n`.
+    fn resumed(stored: RetryRun, n: u32) -> Run {
+        Run {
+            stored,
+            made: n.saturating_sub(stored.first).saturating_add(1),
+            age_then: Duration::from_millis(now_ms().saturating_sub(stored.started_ms)),
+            since: Instant::now(),
+        }
+    }
+
+    /// Time since the run's first attempt: monotonic within this process,
+    /// wall clock across restarts.
+    fn age(&self) -> Duration {
+        self.age_then.saturating_add(self.since.elapsed())
+    }
+
+    /// What a run taken up from the store does first: wait for its stored
+    /// retry time, or end now (see [`retry::resume`]).
+    fn resume(&self, policy: &RetryPolicy) -> Decision {
+        let retry_in = self
+            .stored
+            .retry_at_ms
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+        retry::resume(policy, self.made, self.age(), retry_in)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Lane {
@@ -96,10 +170,16 @@ impl Lane {
     /// (it must fire on shutdown too). Backoff and rate-limit waits end at once
     /// on `interrupt`; an attempt already sent runs to its answer, or to
     /// [`SHUTDOWN_GRACE`] after shutdown.
+    ///
+    /// `epoch` is the destination's `retry_epoch` as the caller read it: a
+    /// retry run stored with it (before a restart, or by a delivery of `seq`
+    /// that was interrupted) is taken up where it stopped, after waiting for
+    /// its stored retry time, or ends at once if its budget ran out.
     pub async fn deliver(
         &self,
         seq: Seq,
         msg: &Message,
+        epoch: u64,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
         // Routing, with the rules in force now (a replay uses today's rules).
@@ -109,36 +189,63 @@ impl Lane {
                 self.control.record_skipped();
                 return Ok(Finished::Done);
             }
-            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason).await,
+            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason),
             Err(Route::Deliver(_)) => return Ok(Finished::Done),
         };
         let msg = &*shaped;
-        // Attempt numbers continue across restarts and replays (they key the
-        // attempt history); the retry budget (attempts, age) counts this run only.
-        let first = Instant::now();
-        let mut n = self.attempts_so_far(seq).await?;
-        let mut made = 0u32;
+        // Attempt numbers continue across restarts, runs and replays (they
+        // key the attempt history); the retry budget counts the current run.
+        let latest = self.latest(seq)?;
+        let mut n = latest.as_ref().map_or(0, |l| l.n);
         let add_failing = |delta| self.add_failing(delta);
         let mut failing: Option<Counted<'_>> = None;
+        let mut run: Option<Run> = None;
+        // A run stored in this epoch goes on: after its retry time, if its
+        // budget still allows another attempt.
+        let stored = latest.and_then(|l| Some((l.run.filter(|r| r.epoch == epoch)?, l.attempt)));
+        if let Some((stored, last)) = stored {
+            failing = Some(Counted::new(&add_failing));
+            let resumed = Run::resumed(stored, n);
+            match resumed.resume(&self.dest.retry) {
+                Decision::Retry(wait) => {
+                    tracing::debug!(destination = %self.dest.name, seq = seq.0, attempt = n.saturating_add(1), wait_ms = millis(wait), "retries taken up at their stored time");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = interrupt.cancelled() => return Ok(Finished::Interrupted),
+                    }
+                }
+                Decision::Exhausted(why) => {
+                    return self.exhausted(seq, n, why, last.error.unwrap_or_default());
+                }
+            }
+            run = Some(resumed);
+        }
         loop {
-            n += 1;
-            made += 1;
-            let Some(answer) = self.attempt(seq, msg, n, interrupt).await? else {
+            n = n.saturating_add(1);
+            let Some(sent) = self.send(seq, msg, n, interrupt).await? else {
                 return Ok(Finished::Interrupted);
             };
-            let Some(error) = answer.error else {
+            let Some(error) = sent.record.error.clone() else {
+                self.record(seq, n, &sent, None)?;
                 return Ok(Finished::Done);
             };
             if failing.is_none() {
                 failing = Some(Counted::new(&add_failing));
             }
+            let run = run.get_or_insert_with(|| Run::begin(epoch, n, &sent));
+            run.made = run.made.saturating_add(1);
             let decision = retry::next_delay(
                 &self.dest.retry,
-                made,
-                first.elapsed(),
-                answer.retry_after,
+                run.made,
+                run.age(),
+                sent.retry_after,
                 rand::random::<f64>(),
             );
+            run.stored.retry_at_ms = match decision {
+                Decision::Retry(wait) => Some(now_ms().saturating_add(millis(wait))),
+                Decision::Exhausted(_) => None,
+            };
+            self.record(seq, n, &sent, Some(&run.stored))?;
             match decision {
                 Decision::Retry(wait) => {
                     tokio::select! {
@@ -230,7 +337,7 @@ impl Lane {
         let msg = match self.route(seq, &msg) {
             Ok(shaped) => shaped,
             Err(Route::Fail(last_error)) => {
-                let n = self.attempts_so_far(seq).await? + 1;
+                let n = self.attempts_so_far(seq)?.saturating_add(1);
                 let dead = DeadLetter {
                     at_ms: now_ms(),
                     attempts: n,
@@ -246,11 +353,12 @@ impl Lane {
                 return Ok(());
             }
         };
-        let n = self.attempts_so_far(seq).await? + 1;
-        let Some(answer) = self.attempt(seq, &msg, n, interrupt).await? else {
+        let n = self.attempts_so_far(seq)?.saturating_add(1);
+        let Some(sent) = self.send(seq, &msg, n, interrupt).await? else {
             return Ok(());
         };
-        match answer.error {
+        self.record(seq, n, &sent, None)?;
+        match sent.record.error {
             None => {
                 self.store.dead_letters().remove(name, seq)?;
                 tracing::info!(destination = %name, seq = seq.0, attempt = n, "dead letter redelivered");
@@ -267,30 +375,36 @@ impl Lane {
         Ok(())
     }
 
-    /// How many attempts of `seq` are recorded; a store read only for a seq
-    /// that may have been attempted before (a retry after restart, a replay).
-    async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+    /// The latest recorded attempt of `seq`; a store read only for a seq
+    /// that may have been attempted before (a retry after a restart, a
+    /// replay): one seek, on this thread.
+    fn latest(&self, seq: Seq) -> Result<Option<Latest>, DeliveryError> {
         if seq.0 > self.attempted_upto.load(Ordering::Acquire) {
-            return Ok(0);
+            return Ok(None);
         }
-        let name = self.dest.name.clone();
-        let attempts = self.store.blocking(move |s| s.attempts().list(&name, seq));
-        Ok(attempts.await?.len() as u32)
+        Ok(self.store.attempts().latest(&self.dest.name, seq)?)
     }
 
-    /// Takes a rate permit, sends attempt `n`, records it. `None` when
-    /// interrupted before sending or abandoned after the shutdown grace.
-    async fn attempt(
+    /// How many attempts of `seq` are recorded (the latest one's number).
+    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+        Ok(self.latest(seq)?.map_or(0, |l| l.n))
+    }
+
+    /// Takes a rate permit and sends attempt `n`; records nothing (see
+    /// [`Lane::record`]). `None` when interrupted before sending or
+    /// abandoned after the shutdown grace.
+    async fn send(
         &self,
         seq: Seq,
         msg: &Message,
         n: u32,
         interrupt: &CancellationToken,
-    ) -> Result<Option<Answer>, DeliveryError> {
+    ) -> Result<Option<Sent>, DeliveryError> {
         if !self.limiter.acquire(interrupt).await {
             return Ok(None);
         }
         let at_ms = now_ms();
+        let started = Instant::now();
         let outcome = {
             let add_in_flight = |delta| self.control.add_in_flight(delta);
             let _in_flight = Counted::new(&add_in_flight);
@@ -317,26 +431,43 @@ impl Lane {
                 error,
             } => (status, Some(truncate(error)), retry_after),
         };
-        let latency_ms = latency.as_millis() as u64;
         let record = Attempt {
             at_ms,
             status,
-            latency_ms,
-            error: error.clone(),
+            latency_ms: latency.as_millis() as u64,
+            error,
         };
+        Ok(Some(Sent {
+            record,
+            retry_after,
+            started,
+        }))
+    }
+
+    /// Records attempt `n` (with the retry run it leaves, if it failed in
+    /// one), then reports it.
+    fn record(
+        &self,
+        seq: Seq,
+        n: u32,
+        sent: &Sent,
+        run: Option<&RetryRun>,
+    ) -> Result<(), DeliveryError> {
+        let record = &sent.record;
         self.store
             .attempts()
-            .record(&self.dest.name, seq, n, &record)?;
+            .record_in(&self.dest.name, seq, n, record, run)?;
         self.attempted_upto.fetch_max(seq.0, Ordering::Release);
+        let (at_ms, status, latency_ms) = (record.at_ms, record.status, record.latency_ms);
         let last = LastAttempt {
             at_ms,
             seq: seq.0,
             status,
-            error: error.clone(),
+            error: record.error.clone(),
         };
         // Numbers as numbers; an `Option` records nothing when `None`, so a
         // connection error has no `status` field at all.
-        match &error {
+        match &record.error {
             None => {
                 self.control.record(last, AttemptOutcome::Delivered);
                 tracing::info!(
@@ -351,18 +482,22 @@ impl Lane {
             }
             Some(reason) => {
                 self.control.record(last, AttemptOutcome::Failed);
+                let retry_in_ms = run
+                    .and_then(|r| r.retry_at_ms)
+                    .map(|at| at.saturating_sub(now_ms()));
                 tracing::info!(
                     destination = %self.dest.name,
                     seq = seq.0,
                     status,
                     latency_ms,
                     attempt = n,
+                    retry_in_ms,
                     %reason,
                     "delivery attempt failed"
                 );
             }
         }
-        Ok(Some(Answer { error, retry_after }))
+        Ok(())
     }
 
     /// The message as this destination receives it (its transform applied),
@@ -387,12 +522,11 @@ impl Lane {
     /// A filter or transform failed: recorded as an attempt that sent
     /// nothing, then straight to `on_exhausted`, since the same program on
     /// the same message fails the same way (fix the config, then redeliver).
-    async fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
-        let n = self.attempts_so_far(seq).await? + 1;
-        let at_ms = now_ms();
+    fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
+        let n = self.attempts_so_far(seq)?.saturating_add(1);
         let error = truncate(reason);
         let record = Attempt {
-            at_ms,
+            at_ms: now_ms(),
             status: None,
             latency_ms: 0,
             error: Some(error.clone()),
@@ -402,7 +536,7 @@ impl Lane {
             .record(&self.dest.name, seq, n, &record)?;
         self.attempted_upto.fetch_max(seq.0, Ordering::Release);
         let last = LastAttempt {
-            at_ms,
+            at_ms: record.at_ms,
             seq: seq.0,
             status: None,
             error: Some(error.clone()),

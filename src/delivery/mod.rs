@@ -172,7 +172,7 @@ impl Strict {
         let Some((seq, msg)) = self.ahead.pop_front() else {
             return Ok(());
         };
-        let finished = self.deliver(cursor, seq, &msg).await;
+        let finished = self.deliver(cursor, seq, &msg, state.retry_epoch).await;
         if matches!(finished, Ok(Finished::Done)) {
             // What was read ahead continues from `seq` once the cursor is
             // there. Refused only if an operator moved the cursor meanwhile:
@@ -210,17 +210,19 @@ impl Strict {
         Ok(())
     }
 
-    /// Delivers `seq` while listening to the operator: a pause, a block or a
-    /// moved cursor stops its retries (the message stays unfinished).
+    /// Delivers `seq` while listening to the operator: a pause, a block, a
+    /// moved cursor or a new retry epoch (a replay, even of this very
+    /// message) stops its retries (the message stays unfinished).
     async fn deliver(
         &self,
         cursor: Seq,
         seq: Seq,
         msg: &Message,
+        epoch: u64,
     ) -> Result<Finished, DeliveryError> {
         let lane = &self.lane;
         let interrupt = self.shutdown.child_token();
-        let delivery = lane.deliver(seq, msg, &interrupt);
+        let delivery = lane.deliver(seq, msg, epoch, &interrupt);
         tokio::pin!(delivery);
         loop {
             tokio::select! {
@@ -228,7 +230,7 @@ impl Strict {
                 _ = lane.control.changed.notified(), if !interrupt.is_cancelled() => {
                     let st = lane.store.destinations().get(&lane.dest.name)?;
                     let moved = lane.store.cursors().get(&lane.dest.name)? != cursor;
-                    if st.paused || st.blocked_on.is_some() || moved {
+                    if st.paused || st.blocked_on.is_some() || moved || st.retry_epoch != epoch {
                         tracing::info!(destination = %lane.dest.name, seq = seq.0, "delivery interrupted by an operator");
                         interrupt.cancel();
                     }

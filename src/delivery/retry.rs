@@ -1,5 +1,7 @@
-//! Retry timing: one pure function from (policy, history, answer) to a
-//! decision, and the `Retry-After` parser. No clock, no randomness of its own.
+//! Retry timing: pure functions from (policy, history, answer) to a
+//! decision, after an attempt ([`next_delay`]) or when a stored run is taken
+//! up again ([`resume`]), and the `Retry-After` parser. No clock, no
+//! randomness of its own.
 
 use std::time::Duration;
 
@@ -62,6 +64,38 @@ pub fn next_delay(
         return Decision::Exhausted("max_age reached");
     }
     Decision::Retry(delay)
+}
+
+/// Where a retry run stored earlier (before a restart, or by a delivery
+/// that was interrupted) stands now, before any further attempt.
+///
+/// - `made`: attempts the run has made (>= 1);
+/// - `age`: time since its first attempt (wall clock, across restarts);
+/// - `retry_in`: time left until its stored retry time (zero once passed),
+///   or `None` when it was stored exhausted.
+///
+/// `Retry(wait)`: the next attempt is due after `wait`. `Exhausted`: no
+/// further attempt: the run was exhausted already, or is now, because the
+/// relay was down past `max_age` or the policy was changed to allow less.
+/// A stored wait longer than any policy makes (the wall clock stepped back)
+/// is cut to the longest one ([`RETRY_AFTER_CAP`] or `max_interval`).
+pub fn resume(
+    policy: &RetryPolicy,
+    made: u32,
+    age: Duration,
+    retry_in: Option<Duration>,
+) -> Decision {
+    let Some(wait) = retry_in else {
+        return Decision::Exhausted("retries exhausted before");
+    };
+    if made >= policy.max_attempts {
+        return Decision::Exhausted("max_attempts reached");
+    }
+    let wait = wait.min(policy.max_interval.max(RETRY_AFTER_CAP));
+    if age.saturating_add(wait) > policy.max_age {
+        return Decision::Exhausted("max_age reached");
+    }
+    Decision::Retry(wait)
 }
 
 /// Parses `Retry-After`: delta seconds or an HTTP date (relative to `now`).
@@ -200,6 +234,46 @@ mod tests {
                 assert!(d >= Duration::from_millis(500), "{n} {j} {d:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_resumed_run_waits_out_its_stored_time_within_its_budget() {
+        let p = policy();
+        let s = Duration::from_secs;
+        assert_eq!(resume(&p, 2, s(10), Some(s(3))), Decision::Retry(s(3)));
+        assert_eq!(
+            resume(&p, 2, s(10), Some(Duration::ZERO)),
+            Decision::Retry(Duration::ZERO),
+            "due already: at once"
+        );
+        assert_eq!(
+            resume(&p, 5, s(10), Some(s(3))),
+            Decision::Exhausted("max_attempts reached"),
+            "the policy allows fewer attempts than it did"
+        );
+        assert_eq!(
+            resume(&p, 2, s(3601), Some(Duration::ZERO)),
+            Decision::Exhausted("max_age reached"),
+            "down past max_age"
+        );
+        assert_eq!(
+            resume(&p, 2, s(3590), Some(s(30))),
+            Decision::Exhausted("max_age reached"),
+            "the stored retry would come after max_age"
+        );
+        assert!(matches!(
+            resume(&p, 1, Duration::ZERO, None),
+            Decision::Exhausted(_)
+        ));
+        let long = RetryPolicy {
+            max_age: s(86_400 * 30),
+            ..p
+        };
+        assert_eq!(
+            resume(&long, 1, Duration::ZERO, Some(s(86_400 * 7))),
+            Decision::Retry(RETRY_AFTER_CAP),
+            "a wait no policy makes is cut"
+        );
     }
 
     #[test]

@@ -201,7 +201,7 @@ impl Scheduler {
         let more = if stopped {
             false
         } else {
-            self.fill(end.map(|e| e.to)).await?
+            self.fill(end.map(|e| e.to), state.retry_epoch).await?
         };
         if let Some(end) = end.filter(|_| !stopped) {
             if self.replay_done(end)? {
@@ -294,8 +294,10 @@ impl Scheduler {
 
     /// Starts messages until the window is full or the log is exhausted (up
     /// to `limit`, a bounded replay's end, if set); true if the scan budget
-    /// ran out with more of the log to look at.
-    async fn fill(&mut self, limit: Option<Seq>) -> Result<bool, DeliveryError> {
+    /// ran out with more of the log to look at. `epoch`: the destination's
+    /// retry epoch, as just read (an operator's change of it wakes us, and
+    /// the window restarts).
+    async fn fill(&mut self, limit: Option<Seq>, epoch: u64) -> Result<bool, DeliveryError> {
         if self.reset || self.generation.is_cancelled() {
             return Ok(false);
         }
@@ -309,7 +311,10 @@ impl Scheduler {
                 break;
             };
             match lane.message(seq).await? {
-                Some(msg) => spawn_message(&mut self.messages, lane, &self.generation, seq, msg),
+                Some(msg) => {
+                    let task = (seq, epoch, &self.generation);
+                    spawn_message(&mut self.messages, lane, task, msg)
+                }
                 // Gone from the log (retention): nothing left to deliver.
                 None => window.finish(seq),
             }
@@ -324,7 +329,8 @@ impl Scheduler {
                 match scan {
                     Scan::Found(seq, msg) => {
                         window.start(seq);
-                        spawn_message(&mut self.messages, lane, &self.generation, seq, *msg);
+                        let task = (seq, epoch, &self.generation);
+                        spawn_message(&mut self.messages, lane, task, *msg);
                     }
                     Scan::Nothing(upto) => {
                         window.skipped(upto);
@@ -422,17 +428,17 @@ impl Scheduler {
     }
 }
 
+/// Delivers `seq` in a task: `(seq, retry epoch, interrupt)`.
 fn spawn_message(
     tasks: &mut JoinSet<MessageTask>,
     lane: &Arc<Lane>,
-    generation: &CancellationToken,
-    seq: Seq,
+    (seq, epoch, interrupt): (Seq, u64, &CancellationToken),
     msg: Message,
 ) {
     let lane = lane.clone();
-    let interrupt = generation.clone();
+    let interrupt = interrupt.clone();
     tasks.spawn(async move {
-        let r = lane.deliver(seq, &msg, &interrupt).await;
+        let r = lane.deliver(seq, &msg, epoch, &interrupt).await;
         (seq, r)
     });
 }

@@ -1,9 +1,12 @@
 //! Tree `attempts`: one record per delivery attempt, key
 //! `dest ‖ 0x00 ‖ seq (u64 BE) ‖ attempt number (u32 BE)`, value a versioned
-//! [`Attempt`]. Delivery appends, the admin API reads, retention deletes the
-//! rows of deleted messages. Must not touch any other tree.
+//! [`Attempt`], which for a failed attempt of a retry run also says where
+//! that run stands ([`RetryRun`]: its epoch, first attempt, start and next
+//! retry time), so a message's latest record is all a restart needs to go
+//! on with its retries. Delivery appends, the admin API reads, retention
+//! deletes the rows of deleted messages. Must not touch any other tree.
 
-use super::codec::{self, Attempt, CodecError};
+use super::codec::{self, Attempt, CodecError, RetryRun};
 use super::per_dest::{self, PerDestination, Removed};
 use super::StoreError;
 use crate::model::{DestinationName, Seq};
@@ -34,9 +37,39 @@ impl Attempts {
         n: u32,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
+        self.record_in(dest, seq, n, attempt, None)
+    }
+
+    /// Records attempt `n` with the retry run it leaves behind (`None`: it
+    /// belongs to none, e.g. a success or an operator's redelivery).
+    pub fn record_in(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+        n: u32,
+        attempt: &Attempt,
+        run: Option<&RetryRun>,
+    ) -> Result<(), StoreError> {
         self.tree
-            .insert(key(dest, seq, n), codec::encode_attempt(attempt)?)?;
+            .insert(key(dest, seq, n), codec::encode_attempt_in(attempt, run)?)?;
         Ok(())
+    }
+
+    /// The latest recorded attempt of `seq` at `dest`, with its number and
+    /// retry run: one seek to the end of the seq's range.
+    pub fn latest(&self, dest: &DestinationName, seq: Seq) -> Result<Option<Latest>, StoreError> {
+        let prefix = per_dest::seq_key(dest, seq);
+        let Some(kv) = self.tree.scan_prefix(&prefix).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = kv?;
+        let n = k
+            .strip_prefix(prefix.as_slice())
+            .and_then(|tail| <[u8; 4]>::try_from(tail).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| CodecError::Corrupt(format!("attempts key of {} bytes", k.len())))?;
+        let (attempt, run) = codec::decode_attempt_in(&v)?;
+        Ok(Some(Latest { n, attempt, run }))
     }
 
     /// Every recorded attempt of `seq` at `dest`, oldest first. A scan.
@@ -61,6 +94,16 @@ impl Attempts {
             None => Ok(Seq(0)),
         }
     }
+}
+
+/// A message's latest attempt at one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    /// Its attempt number (1-based; numbers go on across runs and restarts).
+    pub n: u32,
+    pub attempt: Attempt,
+    /// Where its retry run stood after it, if it belonged to one.
+    pub run: Option<RetryRun>,
 }
 
 impl PerDestination for Attempts {
@@ -102,6 +145,34 @@ mod tests {
         assert_eq!(attempts.last_attempted(&a).unwrap(), Seq(7));
         assert_eq!(attempts.last_attempted(&ab).unwrap(), Seq(9));
         assert_eq!(attempts.last_attempted(&c).unwrap(), none);
+    }
+
+    #[test]
+    fn the_latest_attempt_of_a_seq_comes_with_its_number_and_run() {
+        let (_dir, store) = open();
+        let attempts = store.attempts();
+        let (d, other): (DestinationName, DestinationName) =
+            ("d".parse().unwrap(), "d2".parse().unwrap());
+        assert_eq!(attempts.latest(&d, Seq(5)).unwrap(), None);
+        let run = RetryRun {
+            epoch: 1,
+            first: 1,
+            started_ms: 10,
+            retry_at_ms: Some(20),
+        };
+        attempts.record(&d, Seq(5), 1, &attempt()).unwrap();
+        attempts
+            .record_in(&d, Seq(5), 2, &attempt(), Some(&run))
+            .unwrap();
+        attempts.record(&d, Seq(6), 1, &attempt()).unwrap();
+        attempts.record(&other, Seq(5), 9, &attempt()).unwrap();
+        let latest = attempts.latest(&d, Seq(5)).unwrap().unwrap();
+        assert_eq!((latest.n, latest.run), (2, Some(run)));
+        assert_eq!(latest.attempt, attempt());
+        assert_eq!(attempts.list(&d, Seq(5)).unwrap().len(), 2);
+        let plain = attempts.latest(&d, Seq(6)).unwrap().unwrap();
+        assert_eq!((plain.n, plain.run), (1, None));
+        assert_eq!(attempts.latest(&d, Seq(4)).unwrap(), None);
     }
 
     #[test]

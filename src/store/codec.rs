@@ -26,8 +26,12 @@ pub enum CodecError {
 
 const V1: u8 = 1;
 /// [`Message`] with `event_type` and `query`; [`DestinationState`] with
-/// `replay_end`. Other records are still written as V1.
+/// `replay_end`; an [`Attempt`] followed by its [`RetryRun`] (a failed
+/// attempt of a retry run; other attempts are still written as V1). Other
+/// records are still written as V1.
 const V2: u8 = 2;
+/// [`DestinationState`] with `retry_epoch`.
+const V3: u8 = 3;
 
 fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![version];
@@ -192,6 +196,67 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// Where a message's retry run at one destination stands after a failed
+/// attempt; stored with that attempt (as version 2), so that `max_attempts`,
+/// `max_age` and the next retry time hold across restarts. The run is the
+/// one the destination's latest record belongs to while its `epoch` is the
+/// destination's [`DestinationState::retry_epoch`]; a success ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRun {
+    /// The destination's `retry_epoch` when the run began; an operator's
+    /// resume or replay raises that, which ends every run begun before.
+    pub epoch: u64,
+    /// The attempt number that began the run (attempt numbers go on across
+    /// runs), so the run has made `n - first + 1` attempts after attempt `n`.
+    pub first: u32,
+    /// Wall-clock ms of the run's first attempt: `max_age` counts from it.
+    pub started_ms: u64,
+    /// Wall-clock ms before which the next attempt is not made; `None` when
+    /// the run is exhausted (dead-lettered, or blocking its destination).
+    pub retry_at_ms: Option<u64>,
+}
+
+/// An [`Attempt`] as version 2 writes it: its fields, then its run.
+#[derive(Serialize)]
+struct AttemptInRunOut<'a> {
+    attempt: &'a Attempt,
+    run: &'a RetryRun,
+}
+
+#[derive(Deserialize)]
+struct AttemptInRun {
+    attempt: Attempt,
+    run: RetryRun,
+}
+
+/// Encodes an attempt: version 1 alone, version 2 with the retry run of a
+/// failed attempt.
+pub fn encode_attempt_in(attempt: &Attempt, run: Option<&RetryRun>) -> Result<Vec<u8>, CodecError> {
+    match run {
+        None => encode(attempt),
+        Some(run) => encode_as(V2, &AttemptInRunOut { attempt, run }),
+    }
+}
+
+/// Decodes an attempt of either version, with its retry run if it has one.
+pub fn decode_attempt_in(bytes: &[u8]) -> Result<(Attempt, Option<RetryRun>), CodecError> {
+    match version(bytes)? {
+        (V1, rest) => decode_body(rest).map(|a| (a, None)),
+        (V2, rest) => decode_body::<AttemptInRun>(rest).map(|a| (a.attempt, Some(a.run))),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// Encodes an [`Attempt`] that belongs to no retry run (version 1).
+pub fn encode_attempt(v: &Attempt) -> Result<Vec<u8>, CodecError> {
+    encode_attempt_in(v, None)
+}
+
+/// Decodes an [`Attempt`] of either version, without its retry run.
+pub fn decode_attempt(b: &[u8]) -> Result<Attempt, CodecError> {
+    decode_attempt_in(b).map(|(a, _)| a)
+}
+
 /// A message given up on for one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -201,7 +266,7 @@ pub struct DeadLetter {
 }
 
 /// Operator-controlled state of a destination; survives restarts (written
-/// as version 2).
+/// as version 3).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationState {
     pub paused: bool,
@@ -209,6 +274,10 @@ pub struct DestinationState {
     pub blocked_on: Option<Seq>,
     /// A bounded replay in progress (`replay --to-seq`).
     pub replay_end: Option<ReplayEnd>,
+    /// Raised by each operator action that gives unfinished messages a fresh
+    /// run of attempts (a resume that releases a pause or a block, a
+    /// replay): a [`RetryRun`] of an older epoch is over.
+    pub retry_epoch: u64,
 }
 
 /// Where a bounded replay stops: once the cursor reaches `to`, it jumps to
@@ -227,20 +296,34 @@ struct DestinationStateV1 {
     blocked_on: Option<Seq>,
 }
 
-/// Encodes a [`DestinationState`].
-pub fn encode_state(v: &DestinationState) -> Result<Vec<u8>, CodecError> {
-    encode_as(V2, v)
+/// A destination's state as version 2 wrote it (no retry epoch).
+#[derive(Deserialize)]
+struct DestinationStateV2 {
+    paused: bool,
+    blocked_on: Option<Seq>,
+    replay_end: Option<ReplayEnd>,
 }
 
-/// Decodes a [`DestinationState`] of either version.
+/// Encodes a [`DestinationState`].
+pub fn encode_state(v: &DestinationState) -> Result<Vec<u8>, CodecError> {
+    encode_as(V3, v)
+}
+
+/// Decodes a [`DestinationState`] of any version (older ones at epoch 0).
 pub fn decode_state(bytes: &[u8]) -> Result<DestinationState, CodecError> {
     match version(bytes)? {
         (V1, rest) => decode_body::<DestinationStateV1>(rest).map(|s| DestinationState {
             paused: s.paused,
             blocked_on: s.blocked_on,
-            replay_end: None,
+            ..DestinationState::default()
         }),
-        (V2, rest) => decode_body(rest),
+        (V2, rest) => decode_body::<DestinationStateV2>(rest).map(|s| DestinationState {
+            paused: s.paused,
+            blocked_on: s.blocked_on,
+            replay_end: s.replay_end,
+            retry_epoch: 0,
+        }),
+        (V3, rest) => decode_body(rest),
         (v, _) => Err(CodecError::UnknownVersion(v)),
     }
 }
@@ -278,7 +361,6 @@ macro_rules! record_codec {
     };
 }
 
-record_codec!(Attempt, encode_attempt, decode_attempt);
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
 record_codec!(UnorderedWindow, encode_window, decode_window);
@@ -386,6 +468,62 @@ mod tests {
             ..st
         };
         assert_eq!(decode_state(&encode_state(&st).unwrap()).unwrap(), st);
+    }
+
+    #[test]
+    fn destination_state_of_version_2_decodes_at_retry_epoch_0() {
+        let end = ReplayEnd {
+            to: Seq(9),
+            resume: Seq(40),
+        };
+        let v2 = encode_as(V2, &(false, Some(Seq(3)), Some(end))).unwrap();
+        let st = decode_state(&v2).unwrap();
+        let want = DestinationState {
+            blocked_on: Some(Seq(3)),
+            replay_end: Some(end),
+            ..DestinationState::default()
+        };
+        assert_eq!(st, want);
+        let st = DestinationState {
+            retry_epoch: 7,
+            ..st
+        };
+        let bytes = encode_state(&st).unwrap();
+        assert_eq!(bytes[0], V3);
+        assert_eq!(decode_state(&bytes).unwrap(), st);
+    }
+
+    #[test]
+    fn attempts_carry_their_retry_run_only_when_they_have_one() {
+        let a = Attempt {
+            at_ms: 1_700_000_000_000,
+            status: Some(503),
+            latency_ms: 12,
+            error: Some("HTTP 503".into()),
+        };
+        // Without a run: version 1, as before runs were stored.
+        let plain = encode_attempt(&a).unwrap();
+        assert_eq!(plain[0], V1);
+        assert_eq!(plain, encode_attempt_in(&a, None).unwrap());
+        assert_eq!(decode_attempt_in(&plain).unwrap(), (a.clone(), None));
+        let run = RetryRun {
+            epoch: 2,
+            first: 3,
+            started_ms: 1_699_999_999_000,
+            retry_at_ms: Some(1_700_000_002_000),
+        };
+        let in_run = encode_attempt_in(&a, Some(&run)).unwrap();
+        assert_eq!(in_run[0], V2);
+        assert_eq!(decode_attempt_in(&in_run).unwrap(), (a.clone(), Some(run)));
+        // Readers of the history alone see the same attempt.
+        assert_eq!(decode_attempt(&in_run).unwrap(), a);
+        let exhausted = RetryRun {
+            retry_at_ms: None,
+            ..run
+        };
+        let bytes = encode_attempt_in(&a, Some(&exhausted)).unwrap();
+        assert_eq!(decode_attempt_in(&bytes).unwrap().1, Some(exhausted));
+        assert!(decode_attempt_in(&in_run[..in_run.len() - 1]).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `dedup`        | [`Dedup`]        | `dedup`; a batch's entries and the message-and-entries transaction |
 //! | `cursors`      | [`Cursors`]      | `cursors`, `unordered`                               |
 //! | `destinations` | [`Destinations`] | `dest`                                               |
-//! | `attempts`     | [`Attempts`]     | `attempts`                                           |
+//! | `attempts`     | [`Attempts`]     | `attempts`, with each failed attempt's retry run     |
 //! | `dead`         | [`DeadLetters`]  | `dead`, and the dead-letter counts in memory         |
 //! | `per_dest`     |                  | the key layout `attempts` and `dead` share           |
 //! | [`codec`]      |                  | every value's encoding (no keys, no sled)            |
@@ -27,7 +27,7 @@
 //! | `log`      | seq u64 BE ‖ chunk u32 BE             | chunk of an encoded `Message`  |
 //! | `cursors`  | destination name                      | last finished seq, u64 BE      |
 //! | `dest`     | destination name                      | `DestinationState`             |
-//! | `attempts` | dest ‖ 0x00 ‖ seq BE ‖ attempt u32 BE | `Attempt`                      |
+//! | `attempts` | dest ‖ 0x00 ‖ seq BE ‖ attempt u32 BE | `Attempt` (+ its `RetryRun`)   |
 //! | `dead`     | dest ‖ 0x00 ‖ seq BE                  | `DeadLetter`                   |
 //! | `dedup`    | source ‖ 0x00 ‖ idempotency key       | `DedupEntry`                   |
 //! | `unordered`| destination name                      | `UnorderedWindow` (clean stop) |
@@ -120,9 +120,9 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
 pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage};
-pub use attempts::Attempts;
+pub use attempts::{Attempts, Latest};
 pub use codec::{
-    Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead, ReplayEnd,
+    Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead, ReplayEnd, RetryRun,
 };
 pub use cursors::Cursors;
 pub use dead::DeadLetters;
@@ -400,8 +400,7 @@ mod tests {
         store.cursors().set(&d, Seq(41)).unwrap();
         let st = DestinationState {
             paused: true,
-            blocked_on: None,
-            replay_end: None,
+            ..DestinationState::default()
         };
         store.destinations().set(&d, &st).unwrap();
         store.sync().unwrap();

@@ -49,6 +49,13 @@ impl StoreView {
             .len()
     }
 
+    /// The stored next retry time (wall-clock ms) of `seq` at `destination`:
+    /// its latest attempt's retry run, if that is still waiting.
+    pub fn retry_at_ms(&self, destination: &str, seq: u64) -> Option<u64> {
+        let latest = self.0.attempts().latest(&dest(destination), Seq(seq));
+        latest.unwrap()?.run?.retry_at_ms
+    }
+
     pub fn cursor(&self, destination: &str) -> u64 {
         self.0.cursors().get(&dest(destination)).unwrap().0
     }
