@@ -16,6 +16,7 @@
 //! Beside them: `keys` (key material and its encodings, shared by config,
 //! verify and delivery signing), `model` (the typed names and ids), and small
 //! helpers (`listen`: the accept step and JSON answers both listeners share;
+//! `tls`: both listeners' inbound TLS, its certificate swappable for reload;
 //! `notify` for systemd; `telemetry`; `time`).
 //!
 //! [`run`] wires them together and owns shutdown: one [`CancellationToken`]
@@ -44,6 +45,7 @@ pub mod route;
 pub mod store;
 mod telemetry;
 mod time;
+mod tls;
 mod verify;
 
 pub use cli::Cli;
@@ -74,6 +76,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] delivery::TlsSetupError),
+    #[error(transparent)]
+    InboundTls(#[from] tls::TlsError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -82,7 +86,7 @@ impl Error {
     /// 2 for bad configuration, 1 for anything that went wrong at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Tls(_) => 2,
+            Error::Config(_) | Error::Tls(_) | Error::InboundTls(_) => 2,
             _ => 1,
         }
     }
@@ -147,6 +151,15 @@ pub async fn run_notify<G>(
     }
     // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
+    // Kept by the listeners; a reload swaps their certificates through
+    // `tls::TlsAcceptor::reload` / `replace` on clones of these.
+    let acceptor = |t: &Option<config::TlsConfig>| {
+        t.as_ref()
+            .map(|t| tls::TlsAcceptor::new(&t.identity))
+            .transpose()
+    };
+    let ingest_tls = acceptor(&config.server.tls)?;
+    let admin_tls = acceptor(&config.admin.tls)?;
     let local = |l: &TcpListener, addr: SocketAddr| {
         l.local_addr()
             .map_err(|source| Error::Bind { addr, source })
@@ -194,11 +207,14 @@ pub async fn run_notify<G>(
     tracker.spawn(admin::serve(
         listeners.admin,
         admin_state.clone(),
+        admin_tls.clone(),
         shutdown.clone(),
     ));
     tracing::info!(
         ingest = %ingest_addr,
         admin = %admin_addr,
+        ingest_tls = ingest_tls.is_some(),
+        admin_tls = admin_tls.is_some(),
         data_dir = %config.storage.data_dir.display(),
         last_seq = last.0,
         "hookrelay listening"
@@ -210,7 +226,7 @@ pub async fn run_notify<G>(
         ingest: ingest_addr,
         admin: admin_addr,
     });
-    ingest::serve(listeners.ingest, ingest, shutdown.clone()).await;
+    ingest::serve(listeners.ingest, ingest, ingest_tls, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::Relaxed);
     drop(ready);
 

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::config::AdminConfig;
+use crate::config::AdminAccess;
 
 /// Why a client command failed; [`ClientError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// From the config: a wildcard listen address is reached on loopback.
-    pub fn from_config(admin: &AdminConfig) -> AdminClient {
+    pub fn from_config(admin: &AdminAccess) -> AdminClient {
         let mut addr = admin.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {

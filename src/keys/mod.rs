@@ -1,13 +1,14 @@
 //! Key material, decoded once when the config loads and used as it is by
 //! verification and delivery: Standard Webhooks `whsec_` keys (which sign
 //! outbound deliveries too), Ed25519 public keys (Discord) and the RSA key of
-//! a PEM certificate (PayPal); plus the one base64 and the one hex codec the
-//! crate uses.
+//! a PEM certificate (PayPal), the inbound listeners' TLS certificate and
+//! key; plus the one base64 and the one hex codec the crate uses.
 //!
 //! Owns decoding and the Standard Webhooks MAC. Must not read files, talk to
 //! the network, or show key bytes: every key type's `Debug` is redacted and no
 //! error carries input.
 
+mod tls;
 mod x509;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use sha2::Sha256;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub use x509::rsa_public_key;
+pub use tls::{cert_chain_of_pem, private_key_of_pem, TlsIdentity, TlsKeyError};
 pub use x509::rsa_public_key_of_pem;
 
 /// Standard alphabet; decoding takes padded and unpadded input alike, since
