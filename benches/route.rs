@@ -79,7 +79,8 @@ fn routing(c: &mut Criterion) {
 }
 
 fn hookrelay_time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 criterion_group!(benches, routing);

@@ -49,7 +49,10 @@ impl CurrentCert {
     fn get(&self) -> Arc<CertifiedKey> {
         // The lock is only held to clone or to store an `Arc`, neither of
         // which can panic, so a poisoned lock still holds a whole value.
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn set(&self, key: Arc<CertifiedKey>) {
@@ -289,12 +292,24 @@ mod tests {
 
         let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let err = acceptor.reload(&cert_file, &key_file).unwrap_err();
-        assert!(matches!(err, TlsError::Read { what: "certificate", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                TlsError::Read {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // A key that is not the certificate's: blamed on the key file.
         std::fs::write(&cert_file, &other_cert).unwrap();
         std::fs::write(&key_file, &key).unwrap();
         let err = acceptor.reload(&cert_file, &key_file).unwrap_err();
-        assert!(matches!(err, TlsError::Decode { ref path, source: TlsKeyError::Mismatch } if *path == key_file), "{err}");
+        assert!(
+            matches!(err, TlsError::Decode { ref path, source: TlsKeyError::Mismatch } if *path == key_file),
+            "{err}"
+        );
         assert!(err.to_string().starts_with("TLS key file "), "{err}");
 
         let c = connect(&pki, addr).await;

@@ -19,9 +19,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub use tls::{cert_chain_of_pem, private_key_of_pem, TlsIdentity, TlsKeyError};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use x509::rsa_public_key;
-pub use tls::{cert_chain_of_pem, private_key_of_pem, TlsIdentity, TlsKeyError};
 pub use x509::rsa_public_key_of_pem;
 
 /// Standard alphabet; decoding takes padded and unpadded input alike, since

@@ -42,7 +42,10 @@ impl TlsKeyError {
     pub fn is_about_key(&self) -> bool {
         matches!(
             self,
-            TlsKeyError::KeyPem | TlsKeyError::NoKey | TlsKeyError::BadKey(_) | TlsKeyError::Mismatch
+            TlsKeyError::KeyPem
+                | TlsKeyError::NoKey
+                | TlsKeyError::BadKey(_)
+                | TlsKeyError::Mismatch
         )
     }
 }
@@ -157,17 +160,32 @@ mod tests {
         let err = |c: &str, k: &str| TlsIdentity::from_pem(c.as_bytes(), k.as_bytes()).unwrap_err();
 
         let e = err(&cert, &other_key);
-        assert!(matches!(e, TlsKeyError::Mismatch) && e.is_about_key(), "{e}");
+        assert!(
+            matches!(e, TlsKeyError::Mismatch) && e.is_about_key(),
+            "{e}"
+        );
         let e = err(&cert, &cert);
         assert!(matches!(e, TlsKeyError::NoKey) && e.is_about_key(), "{e}");
         let e = err(&key, &key);
-        assert!(matches!(e, TlsKeyError::NoCertificate) && !e.is_about_key(), "{e}");
+        assert!(
+            matches!(e, TlsKeyError::NoCertificate) && !e.is_about_key(),
+            "{e}"
+        );
         let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         let e = err(garbage, &key);
         assert!(matches!(e, TlsKeyError::BadCertificate(_)), "{e}");
-        let e = err(&cert, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
-        assert!(matches!(e, TlsKeyError::BadKey(_)) && e.is_about_key(), "{e}");
-        let e = err(&cert, "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n");
+        let e = err(
+            &cert,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        );
+        assert!(
+            matches!(e, TlsKeyError::BadKey(_)) && e.is_about_key(),
+            "{e}"
+        );
+        let e = err(
+            &cert,
+            "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+        );
         assert!(matches!(e, TlsKeyError::KeyPem), "{e}");
         assert!(!e.to_string().contains("!!!!"), "{e}");
     }

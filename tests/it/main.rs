@@ -15,4 +15,5 @@ mod policies;
 mod process;
 mod routing;
 mod sweep;
+mod tls;
 mod verify;

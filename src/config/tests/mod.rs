@@ -605,14 +605,42 @@ fn tls_files_are_read_resolved_and_checked_at_load() {
     // Neither the key nor its PEM shows in the config's Debug output.
     let shown = format!("{c:?}");
     let body = key.lines().nth(1).unwrap();
-    assert!(!shown.contains(body) && shown.contains("[redacted]"), "{shown}");
+    assert!(
+        !shown.contains(body) && shown.contains("[redacted]"),
+        "{shown}"
+    );
 
     let cases = [
-        ("tls/cert.pem", "tls/other.pem", "server.tls_key_file", "does not match the certificate"),
-        ("tls/cert.pem", "tls/missing.pem", "server.tls_key_file", "cannot read key file"),
-        ("tls/missing.pem", "tls/key.pem", "server.tls_cert_file", "cannot read certificate file"),
-        ("tls/junk.pem", "tls/key.pem", "server.tls_cert_file", "holds no PEM certificate"),
-        ("tls/cert.pem", "tls/cert.pem", "server.tls_key_file", "holds no PEM private key"),
+        (
+            "tls/cert.pem",
+            "tls/other.pem",
+            "server.tls_key_file",
+            "does not match the certificate",
+        ),
+        (
+            "tls/cert.pem",
+            "tls/missing.pem",
+            "server.tls_key_file",
+            "cannot read key file",
+        ),
+        (
+            "tls/missing.pem",
+            "tls/key.pem",
+            "server.tls_cert_file",
+            "cannot read certificate file",
+        ),
+        (
+            "tls/junk.pem",
+            "tls/key.pem",
+            "server.tls_cert_file",
+            "holds no PEM certificate",
+        ),
+        (
+            "tls/cert.pem",
+            "tls/cert.pem",
+            "server.tls_key_file",
+            "holds no PEM private key",
+        ),
     ];
     for (cert_file, key_file, key, msg) in cases {
         let text = format!(
@@ -620,13 +648,21 @@ fn tls_files_are_read_resolved_and_checked_at_load() {
         );
         let ps = load_at(&text).unwrap_err();
         assert_eq!(ps.len(), 1, "{ps:#?}");
-        let needle = if key.ends_with("key_file") { "tls_key_file" } else { "tls_cert_file" };
+        let needle = if key.ends_with("key_file") {
+            "tls_key_file"
+        } else {
+            "tls_cert_file"
+        };
         assert_problem(&ps[0], &text, needle, key, msg);
         assert!(!ps[0].message.contains(body), "{:?}", ps[0]);
     }
     // Both files unreadable: both reported at once.
     let text = "[admin]\ntls_cert_file = \"nope.pem\"\ntls_key_file = \"nope.key\"\n";
-    let keys: Vec<String> = load_at(text).unwrap_err().into_iter().map(|p| p.key).collect();
+    let keys: Vec<String> = load_at(text)
+        .unwrap_err()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
     assert_eq!(keys, ["admin.tls_cert_file", "admin.tls_key_file"]);
 }
 
