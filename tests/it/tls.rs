@@ -249,3 +249,62 @@ tls_key_file = \"missing.key\"
         assert!(!stderr.contains(body));
     }
 }
+
+/// Client commands reach an HTTPS admin API, trusting exactly the
+/// certificate in `tls_cert_file` (the listen address need not be in it),
+/// and never read the key.
+#[tokio::test]
+async fn client_commands_talk_https_pinning_the_configured_certificate() {
+    let pki = TestPki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::ok().await;
+    let (config, _) = tls_config(&pki, tmp.path(), &rx.url("/in"));
+    let relay = TestRelay::start(&config).await;
+    pki.leaf("another").write(tmp.path(), "another");
+
+    // As an operator's client config: the real admin address, no key file.
+    let client_file = |cert: &str| {
+        let text = format!(
+            "[admin]\nlisten = \"{}\"\ntoken = \"{TOKEN}\"\ntls_cert_file = \"{cert}\"\ntls_key_file = \"no-such.key\"\n",
+            relay.admin
+        );
+        write_file(tmp.path(), "client.toml", text)
+    };
+    let cli = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || run_cli(args))
+            .await
+            .unwrap()
+    };
+    let path = client_file("relay.crt").display().to_string();
+    let (code, stdout, stderr) = cli(vec!["status".into(), "--config".into(), path.clone()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("d"));
+    assert!(row.is_some_and(|r| r.contains("active")), "{stdout}");
+    let (code, stdout, stderr) = cli(vec![
+        "--config".into(),
+        path.clone(),
+        "pause".into(),
+        "d".into(),
+    ])
+    .await;
+    assert_eq!((code, stdout.trim()), (0, "d: paused"), "{stderr}");
+
+    // Another certificate, even from the same CA, is refused.
+    let path = client_file("another.crt").display().to_string();
+    let (code, _, stderr) = cli(vec!["status".into(), "--config".into(), path]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("serves a certificate other than the one in"),
+        "{stderr}"
+    );
+    // An unreadable certificate file is a config problem.
+    let path = client_file("missing.crt").display().to_string();
+    let (code, _, stderr) = cli(vec!["status".into(), "--config".into(), path]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot use admin.tls_cert_file"),
+        "{stderr}"
+    );
+}
