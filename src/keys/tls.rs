@@ -111,12 +111,6 @@ impl TlsIdentity {
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
         self.0.clone()
     }
-
-    /// The leaf certificate (DER).
-    pub fn leaf(&self) -> &CertificateDer<'static> {
-        // `new` refuses an empty chain.
-        &self.0.cert[0]
-    }
 }
 
 impl fmt::Debug for TlsIdentity {
