@@ -16,6 +16,7 @@
 //! Beside them: `keys` (key material and its encodings, shared by config,
 //! verify and delivery signing), `model` (the typed names and ids), and small
 //! helpers (`listen`: the accept step and JSON answers both listeners share;
+//! `tls`: both listeners' inbound TLS, its certificate swappable for reload;
 //! `notify` for systemd; `telemetry`; `time`).
 //!
 //! [`run`] wires them together and owns shutdown: one [`CancellationToken`]
@@ -46,6 +47,7 @@ pub mod route;
 pub mod store;
 mod telemetry;
 mod time;
+mod tls;
 mod verify;
 
 pub use cli::Cli;
@@ -77,6 +79,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] delivery::TlsSetupError),
+    #[error(transparent)]
+    InboundTls(#[from] tls::TlsError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -85,7 +89,7 @@ impl Error {
     /// 2 for bad configuration, 1 for anything that went wrong at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Tls(_) => 2,
+            Error::Config(_) | Error::Tls(_) | Error::InboundTls(_) => 2,
             _ => 1,
         }
     }
@@ -119,16 +123,33 @@ pub struct Ready {
     pub admin: SocketAddr,
 }
 
+/// What a reload keeps and works through: everything but the config and
+/// the generation.
+#[derive(Clone, Copy)]
+struct Stays<'a> {
+    store: &'a Store,
+    head: &'a watch::Receiver<Seq>,
+    ingest: &'a Arc<ingest::Ingest>,
+    admin: &'a Arc<admin::Admin>,
+    /// The ingest and admin listeners' TLS, whose certificates a reload swaps.
+    tls: [&'a Option<tls::TlsAcceptor>; 2],
+    shutdown: &'a CancellationToken,
+}
+
 /// Re-reads the config file into the running relay; see [`reload`](mod@reload).
 async fn reload(
     config: &mut Config,
     generation: &mut reload::Generation,
-    store: &Store,
-    head: &watch::Receiver<Seq>,
-    ingest: &Arc<ingest::Ingest>,
-    admin: &Arc<admin::Admin>,
-    shutdown: &CancellationToken,
+    stays: &Stays<'_>,
 ) -> reload::Outcome {
+    let Stays {
+        store,
+        head,
+        ingest,
+        admin,
+        tls: [ingest_tls, admin_tls],
+        shutdown,
+    } = *stays;
     let problems = |e: &dyn std::fmt::Display| -> Vec<String> {
         e.to_string().lines().map(str::to_owned).collect()
     };
@@ -152,6 +173,16 @@ async fn reload(
         }
     };
     let changes = reload::diff(config, &loaded);
+    // Certificates are re-read with the config (checked as it loaded);
+    // turning TLS on or off needs a restart (reported by the diff).
+    for (acceptor, tls) in [
+        (ingest_tls, &loaded.server.tls),
+        (admin_tls, &loaded.admin.tls),
+    ] {
+        if let (Some(acceptor), Some(tls)) = (acceptor, tls) {
+            acceptor.replace(&tls.identity);
+        }
+    }
     // What needs a restart keeps its running value.
     let mut new = loaded;
     new.server = config.server.clone();
@@ -265,8 +296,16 @@ pub async fn run_notify<G>(
         tracing::warn!("{warning}");
     }
     // Everything that can fail comes first, so a failure leaves no task to stop.
-    // Everything that can fail comes first, so a failure leaves no task to stop.
     let clients = delivery::Clients::build(&config.destinations)?;
+    // Kept by the listeners; a reload swaps their certificates through
+    // `tls::TlsAcceptor::reload` / `replace` on clones of these.
+    let acceptor = |t: &Option<config::TlsConfig>| {
+        t.as_ref()
+            .map(|t| tls::TlsAcceptor::new(&t.identity))
+            .transpose()
+    };
+    let ingest_tls = acceptor(&config.server.tls)?;
+    let admin_tls = acceptor(&config.admin.tls)?;
     let local = |l: &TcpListener, addr: SocketAddr| {
         l.local_addr()
             .map_err(|source| Error::Bind { addr, source })
@@ -310,12 +349,15 @@ pub async fn run_notify<G>(
     tracker.spawn(admin::serve(
         listeners.admin,
         admin_state.clone(),
+        admin_tls.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(on_hangup(reload_tx, shutdown.clone()));
     tracing::info!(
         ingest = %ingest_addr,
         admin = %admin_addr,
+        ingest_tls = ingest_tls.is_some(),
+        admin_tls = admin_tls.is_some(),
         data_dir = %config.storage.data_dir.display(),
         last_seq = last.0,
         "hookrelay listening"
@@ -330,6 +372,7 @@ pub async fn run_notify<G>(
     let serving = tokio::spawn(ingest::serve(
         listeners.ingest,
         ingest.clone(),
+        ingest_tls.clone(),
         shutdown.clone(),
     ));
     let mut config = config;
@@ -337,7 +380,15 @@ pub async fn run_notify<G>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(request) = reloads.recv() => {
-                let outcome = reload(&mut config, &mut generation, &store, &head_rx, &ingest, &admin_state, &shutdown).await;
+                let stays = Stays {
+                    store: &store,
+                    head: &head_rx,
+                    ingest: &ingest,
+                    admin: &admin_state,
+                    tls: [&ingest_tls, &admin_tls],
+                    shutdown: &shutdown,
+                };
+                let outcome = reload(&mut config, &mut generation, &stays).await;
                 if let Some(reply) = request.reply {
                     let _ = reply.send(outcome);
                 }

@@ -89,6 +89,14 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         ),
         ("admin.listen", old.admin.listen != new.admin.listen),
         (
+            "server.tls_cert_file",
+            old.server.tls.is_some() != new.server.tls.is_some(),
+        ),
+        (
+            "admin.tls_cert_file",
+            old.admin.tls.is_some() != new.admin.tls.is_some(),
+        ),
+        (
             "admin.token",
             old.admin.token.as_ref().map(|t| t.expose().to_vec())
                 != new.admin.token.as_ref().map(|t| t.expose().to_vec()),

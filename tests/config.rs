@@ -437,7 +437,7 @@ retry = { initial = "1s", tries = 5 }
         (
             "listne",
             "server.listne",
-            "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`)",
+            "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`, `tls_cert_file`, `tls_key_file`)",
         ),
         (
             "colour",

@@ -11,6 +11,7 @@ mod stream;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -20,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -31,6 +33,7 @@ use crate::ingest::SourceStats;
 use crate::listen::{self, error, json};
 use crate::model::Seq;
 use crate::store::Store;
+use crate::tls::TlsAcceptor;
 
 /// One destination as the admin side sees it: its config and its worker's control.
 pub type DestEntry = Arc<(DestinationConfig, Arc<Control>)>;
@@ -134,24 +137,60 @@ pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallibl
 /// Largest request body the admin API reads.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-/// Serves the admin listener until `shutdown`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// How long an admin connection gets to complete its TLS handshake (the
+/// admin listener has no `request_timeout` of its own).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin listener (over TLS when `tls` is given) until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let mut conns = JoinSet::new();
-    while let Some((stream, _)) =
+    while let Some((stream, peer)) =
         listen::next_connection(&listener, &mut conns, &shutdown, "admin").await
     {
-        let admin = admin.clone();
-        let service = service_fn(move |req| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(route(&admin, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        conns.spawn(conn);
+        let (builder, admin) = (builder.clone(), admin.clone());
+        match &tls {
+            None => {
+                conns.spawn(serve_connection(builder, stream, admin));
+            }
+            // In the connection's task, bounded: a silent peer holds only
+            // its own task, and not for long.
+            Some(tls) => {
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                    match tls.accept(stream, deadline).await {
+                        Ok(stream) => serve_connection(builder, stream, admin).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                        }
+                    }
+                });
+            }
+        }
     }
     conns.shutdown().await;
+}
+
+/// Serves one admin connection, plain or TLS, until it ends.
+async fn serve_connection<I>(builder: Arc<auto::Builder<TokioExecutor>>, io: I, admin: Arc<Admin>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(route(&admin, req).await) }
+    });
+    // An error ends only this connection; there is nothing more to do with it.
+    let _ = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned()
+        .await;
 }
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {

@@ -1,18 +1,28 @@
 //! Client commands (`status`, `pause`, `resume`, `replay`, `tail`, ...): talk
 //! to the running relay's admin API, found through the same config file, and
-//! print the answer.
+//! print the answer. With `[admin] tls_cert_file` they speak HTTPS and trust
+//! exactly the certificate in that file (pinned): the admin API is reached on
+//! its listen address (often loopback), which the certificate need not name.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 
-use crate::config::AdminConfig;
+use crate::config::AdminAccess;
 
 /// Why a client command failed; [`ClientError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
@@ -25,27 +35,44 @@ pub enum ClientError {
     BadAnswer(String),
     #[error("the relay closed the stream (did it stop?)")]
     Closed,
+    #[error("cannot use admin.tls_cert_file {}: {reason}", path.display())]
+    TlsCert { path: PathBuf, reason: String },
+    #[error(
+        "the hookrelay admin API at {addr} serves a certificate other than the one in {} \
+         (was the file replaced without reloading the relay?)",
+        path.display()
+    )]
+    WrongCertificate { addr: SocketAddr, path: PathBuf },
 }
 
 impl ClientError {
-    /// 2 when the request itself was wrong (unknown destination, bad token), else 1.
+    /// 2 when the request itself was wrong (unknown destination, bad token)
+    /// or the config is (an unusable `tls_cert_file`), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Refused { status, .. } if status.is_client_error() => 2,
+            ClientError::TlsCert { .. } => 2,
             _ => 1,
         }
     }
 }
 
+/// The HTTP(S) client of one command.
+type AdminHttp = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Where and how to reach the admin API.
 pub struct AdminClient {
     addr: SocketAddr,
     token: Option<String>,
+    /// With `admin.tls_cert_file`: the pinned certificate, and the file it came from.
+    tls: Option<(Arc<PinnedCert>, PathBuf)>,
+    http: AdminHttp,
 }
 
 impl AdminClient {
     /// From the config: a wildcard listen address is reached on loopback.
-    pub fn from_config(admin: &AdminConfig) -> AdminClient {
+    /// With `tls_cert_file`, reads its leaf certificate to pin it.
+    pub fn from_config(admin: &AdminAccess) -> Result<AdminClient, ClientError> {
         let mut addr = admin.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
@@ -58,7 +85,63 @@ impl AdminClient {
             .token
             .as_ref()
             .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
-        AdminClient { addr, token }
+        let tls = match &admin.tls_cert_file {
+            Some(path) => Some((Arc::new(PinnedCert::from_file(path)?), path.clone())),
+            None => None,
+        };
+        let tls_error = |e: rustls::Error| ClientError::TlsCert {
+            path: admin.tls_cert_file.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let tls_config = match &tls {
+            Some((pin, _)) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(pin.clone())
+                .with_no_client_auth(),
+            // Never used: without TLS every URL is http://.
+            None => builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(AdminClient {
+            addr,
+            token,
+            tls,
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// A failed request, told apart when the certificate was not the pinned one.
+    fn unreachable(&self, reason: String) -> ClientError {
+        match &self.tls {
+            Some((pin, path)) if pin.refused.load(Ordering::Relaxed) => {
+                ClientError::WrongCertificate {
+                    addr: self.addr,
+                    path: path.clone(),
+                }
+            }
+            _ => ClientError::Unreachable {
+                addr: self.addr,
+                reason,
+            },
+        }
     }
 
     /// Calls `method path` with an optional JSON body; returns the JSON answer.
@@ -83,10 +166,9 @@ impl AdminClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value), ClientError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(self.url(path))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -95,14 +177,10 @@ impl AdminClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
-        let unreachable = |reason: String| ClientError::Unreachable {
-            addr: self.addr,
-            reason,
-        };
-        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
             .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(root_cause(&e)))?;
+            .map_err(|_| self.unreachable("timed out".into()))?
+            .map_err(|e| self.unreachable(root_cause(&e)))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -132,9 +210,8 @@ impl AdminClient {
         path: &str,
         mut on_event: impl FnMut(StreamEvent),
     ) -> Result<(), ClientError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = Request::builder()
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(self.url(path))
             .header(header::ACCEPT, "text/event-stream");
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -142,14 +219,10 @@ impl AdminClient {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
-        let unreachable = |reason: String| ClientError::Unreachable {
-            addr: self.addr,
-            reason,
-        };
-        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
             .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(root_cause(&e)))?;
+            .map_err(|_| self.unreachable("timed out".into()))?
+            .map_err(|e| self.unreachable(root_cause(&e)))?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
@@ -177,6 +250,81 @@ impl AdminClient {
             }
         }
         Err(ClientError::Closed)
+    }
+}
+
+/// Trusts exactly one certificate: the leaf of `admin.tls_cert_file`, the
+/// one the relay serves. The handshake's signature is still checked, so
+/// only a holder of that certificate's key gets through. The server name is
+/// not checked: the client dials the listen address, which an operator's
+/// certificate (for a DNS name) rarely lists.
+#[derive(Debug)]
+struct PinnedCert {
+    leaf: CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    /// Set when the relay presented another certificate, for a clear error.
+    refused: AtomicBool,
+}
+
+impl PinnedCert {
+    fn from_file(path: &Path) -> Result<PinnedCert, ClientError> {
+        let bad = |reason: String| ClientError::TlsCert {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let chain = crate::keys::cert_chain_of_pem(&pem).map_err(|e| bad(e.to_string()))?;
+        let leaf = chain
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad("holds no PEM certificate".into()))?;
+        Ok(PinnedCert {
+            leaf,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            refused: AtomicBool::new(false),
+        })
+    }
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            self.refused.store(true, Ordering::Relaxed);
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -341,13 +489,13 @@ mod tests {
     fn status_table_has_one_aligned_row_per_destination() {
         let v = serde_json::json!([
             {"name": "billing", "state": "active", "cursor": 10, "head": 12, "lag": 2, "dead_letters": 0, "last_attempt": null},
-            {"name": "crm", "state": "failing", "cursor": 3, "head": 12, "lag": 9, "dead_letters": 1,
+            {"name": "crm", "state": "retrying", "cursor": 3, "head": 12, "lag": 9, "dead_letters": 1,
              "last_attempt": {"error": "HTTP 503"}}
         ]);
         let t = status_table(&v);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("DESTINATION  STATE"));
-        assert!(lines[2].contains("failing") && lines[2].ends_with("HTTP 503"));
+        assert!(lines[2].contains("retrying") && lines[2].ends_with("HTTP 503"));
     }
 }

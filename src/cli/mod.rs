@@ -501,7 +501,14 @@ where
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return 1;
     };
-    match runtime.block_on(f(client::AdminClient::from_config(&admin))) {
+    let client = match client::AdminClient::from_config(&admin) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookrelay: {e}");
+            return e.exit_code();
+        }
+    };
+    match runtime.block_on(f(client)) {
         // A command that printed as it went (`tail`).
         Ok((serde_json::Value::Null, text)) if text.is_empty() => 0,
         Ok((json, text)) => {

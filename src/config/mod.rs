@@ -8,9 +8,10 @@
 //! rest of the crate trusts these values and never re-parses them.
 //!
 //! It must not touch anything else: no I/O beyond reading the config file, the
-//! secret files, PayPal's `cert_file` and environment variables (and checking
-//! that `ca_file` exists), no networking, no logging of secret values. A [`Secret`]
-//! prints as `[redacted]` and no error message ever contains one.
+//! secret files, PayPal's `cert_file`, the listeners' `tls_cert_file` and
+//! `tls_key_file` and environment variables (and checking that `ca_file`
+//! exists), no networking, no logging of secret values. A [`Secret`] (and a
+//! TLS key) prints as `[redacted]` and no error message ever contains one.
 
 mod ctx;
 mod destination;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::keys::{Ed25519PublicKey, RsaPublicKey, WhsecKey};
+pub use crate::keys::{Ed25519PublicKey, RsaPublicKey, TlsIdentity, WhsecKey};
 use crate::model::{DestinationName, SourceName};
 
 pub use scheme::VerifySpec;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
+    /// Inbound HTTPS when `tls_cert_file` and `tls_key_file` are set.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[admin]`: the admin API listener and its bearer token.
@@ -59,6 +62,29 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<Secret>,
+    /// HTTPS when `tls_cert_file` and `tls_key_file` are set.
+    pub tls: Option<TlsConfig>,
+}
+
+/// What the client commands need of `[admin]` (see [`Config::load_admin`]):
+/// where it listens, its token, and with TLS the certificate file the relay
+/// serves, which they pin. Never the TLS key.
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    /// Resolved against the config dir; not read by the config.
+    pub tls_cert_file: Option<PathBuf>,
+}
+
+/// `tls_cert_file` and `tls_key_file` of `[server]` or `[admin]`: both
+/// resolved against the config dir, and what they held when the config
+/// loaded (the chain and its matching key, checked).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub identity: TlsIdentity,
 }
 
 /// `[storage]`: where and how the log is kept.
@@ -335,8 +361,9 @@ impl Config {
 
     /// Only the `[admin]` table, for the client commands: the file must
     /// still parse (syntax, known keys, types), but no source or destination
-    /// secret is resolved, so `status` works without the service's secrets.
-    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
+    /// secret is resolved, nor the TLS key read, so `status` works without
+    /// the service's secrets.
+    pub fn load_admin(path: &Path) -> Result<AdminAccess, ConfigError> {
         let text = read(path)?;
         parse_then(&text, path, |raw| {
             validate::admin_only(raw, &text, path, &process_env)

@@ -36,6 +36,8 @@ pub(super) struct RawServer {
     pub listen: Text,
     pub max_body_bytes: Option<Spanned<RawSize>>,
     pub request_timeout: Text,
+    pub tls_cert_file: Text,
+    pub tls_key_file: Text,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +47,8 @@ pub(super) struct RawAdmin {
     pub token: Text,
     pub token_env: Text,
     pub token_file: Text,
+    pub tls_cert_file: Text,
+    pub tls_key_file: Text,
 }
 
 #[derive(Deserialize)]

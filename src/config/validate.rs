@@ -12,11 +12,12 @@ use toml::Spanned;
 
 use super::ctx::{unique_name, Ctx, SecretKeys, Seen};
 use super::destination::destinations;
-use super::raw::{RawAdmin, RawConfig, RawServer, RawSource, RawStorage};
+use super::raw::{RawAdmin, RawConfig, RawServer, RawSource, RawStorage, Text};
 use super::{
-    scheme, AdminConfig, Config, Durability, Problem, Secret, ServerConfig, SourceConfig,
-    StorageConfig,
+    scheme, AdminAccess, AdminConfig, Config, Durability, Problem, Secret, ServerConfig,
+    SourceConfig, StorageConfig, TlsConfig,
 };
+use crate::keys::{self, TlsIdentity, TlsKeyError};
 use crate::model::SourceName;
 
 /// Environment variable holding the admin token when `[admin]` names none.
@@ -30,7 +31,13 @@ pub(super) fn validate(
 ) -> Result<Config, Vec<Problem>> {
     let mut cx = Ctx::new(text, file, env);
     let server = server(&mut cx, raw.server.as_ref().map(Spanned::get_ref));
-    let admin = admin(&mut cx, raw.admin.as_ref().map(Spanned::get_ref));
+    let raw_admin = raw.admin.as_ref().map(Spanned::get_ref);
+    let access = admin(&mut cx, raw_admin);
+    let admin = AdminConfig {
+        listen: access.listen,
+        token: access.token,
+        tls: raw_admin.and_then(|a| tls(&mut cx, "admin", &a.tls_cert_file, &a.tls_key_file)),
+    };
     let storage = storage(&mut cx, raw.storage.as_ref().map(Spanned::get_ref));
     let sources = sources(&mut cx, &raw.source);
     // Names as written, valid or not, so a bad source does not also make
@@ -74,15 +81,20 @@ pub(super) fn validate(
     Err(problems)
 }
 
-/// The `[admin]` table alone (see [`Config::load_admin`]).
+/// The `[admin]` table alone (see [`Config::load_admin`]): the TLS files
+/// are only resolved, never read (the key is the service's secret).
 pub(super) fn admin_only(
     raw: RawConfig,
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<AdminConfig, Vec<Problem>> {
+) -> Result<AdminAccess, Vec<Problem>> {
     let mut cx = Ctx::new(text, file, env);
-    let admin = admin(&mut cx, raw.admin.as_ref().map(Spanned::get_ref));
+    let raw_admin = raw.admin.as_ref().map(Spanned::get_ref);
+    let mut admin = admin(&mut cx, raw_admin);
+    admin.tls_cert_file = raw_admin
+        .and_then(|a| tls_files(&mut cx, "admin", &a.tls_cert_file, &a.tls_key_file))
+        .map(|(cert, _)| cx.resolve(cert.get_ref()));
     if cx.problems.is_empty() {
         Ok(admin)
     } else {
@@ -157,6 +169,7 @@ fn server(cx: &mut Ctx<'_>, raw: Option<&RawServer>) -> ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         max_body_bytes: 1 << 20,
         request_timeout: Duration::from_secs(30),
+        tls: None,
     };
     let Some(r) = raw else { return default };
     ServerConfig {
@@ -171,10 +184,95 @@ fn server(cx: &mut Ctx<'_>, raw: Option<&RawServer>) -> ServerConfig {
             "server.request_timeout",
             default.request_timeout,
         ),
+        tls: tls(cx, "server", &r.tls_cert_file, &r.tls_key_file),
     }
 }
 
-fn admin(cx: &mut Ctx<'_>, raw: Option<&RawAdmin>) -> AdminConfig {
+/// `tls_cert_file` and `tls_key_file` of `[table]`: both or neither. The
+/// two values when both are set; a problem naming the missing one otherwise.
+fn tls_files<'r>(
+    cx: &mut Ctx<'_>,
+    table: &str,
+    cert: &'r Text,
+    key: &'r Text,
+) -> Option<(&'r Spanned<String>, &'r Spanned<String>)> {
+    let mut usable = true;
+    for (v, name) in [(cert, "tls_cert_file"), (key, "tls_key_file")] {
+        if let Some(v) = v.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
+            cx.at(v, &format!("{table}.{name}"), "must not be empty");
+            usable = false;
+        }
+    }
+    match (cert, key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => usable.then_some((c, k)),
+        (Some(c), None) => {
+            let msg = "required key is missing: `tls_cert_file` is set, and TLS needs both files (or neither)";
+            cx.at(c, &format!("{table}.tls_key_file"), msg);
+            None
+        }
+        (None, Some(k)) => {
+            let msg = "required key is missing: `tls_key_file` is set, and TLS needs both files (or neither)";
+            cx.at(k, &format!("{table}.tls_cert_file"), msg);
+            None
+        }
+    }
+}
+
+/// `[table]`'s TLS identity: both files read and decoded, the key checked
+/// against the certificate, each problem on the key of the file at fault.
+fn tls(cx: &mut Ctx<'_>, table: &str, cert: &Text, key: &Text) -> Option<TlsConfig> {
+    let (c, k) = tls_files(cx, table, cert, key)?;
+    let (cert_key, key_key) = (
+        format!("{table}.tls_cert_file"),
+        format!("{table}.tls_key_file"),
+    );
+    let cert_file = cx.resolve(c.get_ref());
+    let key_file = cx.resolve(k.get_ref());
+    let chain = match std::fs::read(&cert_file) {
+        Err(e) => {
+            let msg = format!("cannot read certificate file {}: {e}", cert_file.display());
+            cx.at(c, &cert_key, msg);
+            None
+        }
+        Ok(pem) => keys::cert_chain_of_pem(&pem)
+            .map_err(|e| cx.at(c, &cert_key, format!("{}: {e}", cert_file.display())))
+            .ok(),
+    };
+    let private = match std::fs::read(&key_file) {
+        Err(e) => {
+            let msg = format!("cannot read key file {}: {e}", key_file.display());
+            cx.at(k, &key_key, msg);
+            None
+        }
+        Ok(pem) => keys::private_key_of_pem(&pem)
+            .map_err(|e| cx.at(k, &key_key, format!("{}: {e}", key_file.display())))
+            .ok(),
+    };
+    match TlsIdentity::new(chain?, private?) {
+        Ok(identity) => Some(TlsConfig {
+            cert_file,
+            key_file,
+            identity,
+        }),
+        Err(e) => {
+            let (v, name, path) = if e.is_about_key() {
+                (k, &key_key, &key_file)
+            } else {
+                (c, &cert_key, &cert_file)
+            };
+            let mut msg = format!("{}: {e}", path.display());
+            if matches!(e, TlsKeyError::Mismatch) {
+                msg.push_str(&format!(" in {}", cert_file.display()));
+            }
+            cx.at(v, name, msg);
+            None
+        }
+    }
+}
+
+/// `[admin]` without its TLS files (read by [`tls`] or [`tls_files`]).
+fn admin(cx: &mut Ctx<'_>, raw: Option<&RawAdmin>) -> AdminAccess {
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8081));
     let from_default_env = |cx: &Ctx<'_>| {
         cx.env(DEFAULT_TOKEN_ENV)
@@ -182,9 +280,10 @@ fn admin(cx: &mut Ctx<'_>, raw: Option<&RawAdmin>) -> AdminConfig {
             .map(Secret::new)
     };
     let Some(a) = raw else {
-        return AdminConfig {
+        return AdminAccess {
             listen: default_listen,
             token: from_default_env(cx),
+            tls_cert_file: None,
         };
     };
     let listen = cx.socket_addr(&a.listen, "admin.listen", default_listen);
@@ -214,7 +313,11 @@ fn admin(cx: &mut Ctx<'_>, raw: Option<&RawAdmin>) -> AdminConfig {
             cx.at(l, "admin.listen", msg);
         }
     }
-    AdminConfig { listen, token }
+    AdminAccess {
+        listen,
+        token,
+        tls_cert_file: None,
+    }
 }
 
 fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {

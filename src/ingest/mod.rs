@@ -9,6 +9,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,7 +21,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ use crate::config::{Config, SourceConfig};
 use crate::listen;
 use crate::store::{AppendOutcome, Appender, NewMessage, StoreError};
 use crate::telemetry::WEBHOOKS;
+use crate::tls::TlsAcceptor;
 use crate::verify::{Inbound, Reply, Verdict, Verified, Verifier};
 pub use response::IngestError;
 pub use stats::{RejectReason, SourceStats};
@@ -152,9 +155,15 @@ fn routes(config: &Config, stats: &HashMap<String, Arc<SourceStats>>) -> Routes 
         .collect()
 }
 
-/// Serves webhooks on `listener` until `shutdown`, then lets open requests finish
-/// (bounded by `DRAIN_GRACE`). Returning drops the last appender handle.
-pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
+/// Serves webhooks on `listener` (over TLS when `tls` is given) until
+/// `shutdown`, then lets open requests finish (bounded by `DRAIN_GRACE`).
+/// Returning drops the last appender handle.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -167,9 +176,10 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(256)
-        // Idle h2c connections are pinged and closed when the peer is gone.
+        // Idle HTTP/2 connections are pinged and closed when the peer is gone.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // Connection tasks live here so that any still open after the drain grace
     // can be aborted; each holds the appender handle, which must go away.
@@ -179,22 +189,32 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
         listen::next_connection(&listener, &mut conns, &shutdown, "ingest").await
     {
         let _ = stream.set_nodelay(true);
-        // Bounds the wait for the first bytes, which no hyper timer covers.
-        let stream = preface::PrefaceDeadline::new(stream, ingest.request_timeout);
-        let ingest = ingest.clone();
-        let service = service_fn(move |req| {
-            let ingest = ingest.clone();
-            async move { Ok::<_, Infallible>(handle(&ingest, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        conns.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "inbound connection ended with error");
+        // Bounds the wait for the first bytes (and, over TLS, the handshake
+        // before them), which no hyper timer covers.
+        let deadline = tokio::time::Instant::now() + ingest.request_timeout;
+        let (builder, ingest, watcher) = (builder.clone(), ingest.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                let stream = preface::PrefaceDeadline::until(stream, deadline);
+                conns.spawn(serve_connection(builder, stream, ingest, watcher, peer));
             }
-        });
+            // The handshake runs in the connection's task, so a slow or
+            // silent peer holds up nobody else.
+            Some(tls) => {
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    match tls.accept(stream, deadline).await {
+                        Ok(stream) => {
+                            let stream = preface::PrefaceDeadline::until(stream, deadline);
+                            serve_connection(builder, stream, ingest, watcher, peer).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "inbound TLS handshake failed");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
@@ -204,6 +224,29 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
         tracing::warn!("inbound connections still open after the drain grace; dropping them");
     }
     conns.shutdown().await;
+}
+
+/// Serves one connection (plain or TLS, HTTP/1 or HTTP/2) until it ends or
+/// a graceful shutdown closes it.
+async fn serve_connection<I>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: I,
+    ingest: Arc<Ingest>,
+    watcher: Watcher,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let ingest = ingest.clone();
+        async move { Ok::<_, Infallible>(handle(&ingest, req).await) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "inbound connection ended with error");
+    }
 }
 
 async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>> {

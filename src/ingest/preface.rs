@@ -13,7 +13,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -31,10 +30,17 @@ pub struct PrefaceDeadline<T> {
 }
 
 impl<T> PrefaceDeadline<T> {
-    pub fn new(inner: T, timeout: Duration) -> PrefaceDeadline<T> {
+    #[cfg(test)]
+    pub fn new(inner: T, timeout: std::time::Duration) -> PrefaceDeadline<T> {
+        PrefaceDeadline::until(inner, tokio::time::Instant::now() + timeout)
+    }
+
+    /// With the deadline given as an instant: over TLS the handshake and
+    /// the first bytes share one deadline, counted from the accept.
+    pub fn until(inner: T, deadline: tokio::time::Instant) -> PrefaceDeadline<T> {
         PrefaceDeadline {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             seen: 0,
         }
     }
@@ -123,6 +129,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceDeadline<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn read_after(sent: &[u8]) -> io::Result<Vec<u8>> {

@@ -1,13 +1,14 @@
 //! Key material, decoded once when the config loads and used as it is by
 //! verification and delivery: Standard Webhooks `whsec_` keys (which sign
 //! outbound deliveries too), Ed25519 public keys (Discord) and the RSA key of
-//! a PEM certificate (PayPal); plus the one base64 and the one hex codec the
-//! crate uses.
+//! a PEM certificate (PayPal), the inbound listeners' TLS certificate and
+//! key; plus the one base64 and the one hex codec the crate uses.
 //!
 //! Owns decoding and the Standard Webhooks MAC. Must not read files, talk to
 //! the network, or show key bytes: every key type's `Debug` is redacted and no
 //! error carries input.
 
+mod tls;
 mod x509;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub use tls::{cert_chain_of_pem, private_key_of_pem, TlsIdentity, TlsKeyError};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use x509::rsa_public_key;
 pub use x509::rsa_public_key_of_pem;

@@ -18,4 +18,5 @@ mod process;
 mod reload;
 mod routing;
 mod sweep;
+mod tls;
 mod verify;

@@ -384,51 +384,10 @@ async fn deliveries_are_signed_afresh_for_every_attempt() {
     assert_eq!(second.header("content-type"), Some("application/json"));
 }
 
-/// A test CA and a server certificate for 127.0.0.1 signed by it.
-struct TestPki {
-    ca_pem: String,
-    server: Arc<tokio_rustls::rustls::ServerConfig>,
-}
-
-fn test_pki() -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "hookrelay test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        server: Arc::new(server),
-    }
-}
-
 #[tokio::test]
 async fn https_destination_trusts_its_ca_file_and_others_refuse_the_certificate() {
-    let pki = test_pki();
-    let rx = Receiver::tls(pki.server.clone(), answer(StatusCode::OK)).await;
+    let pki = TestPki::new();
+    let rx = Receiver::tls(pki.leaf("receiver").server_config(), answer(StatusCode::OK)).await;
     let tmp = tempfile::tempdir().unwrap();
     let ca_file = write_file(tmp.path(), "test-ca.pem", &pki.ca_pem);
     let url = format!("https://{}/hook", rx.addr);

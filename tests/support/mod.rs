@@ -8,6 +8,7 @@
 //! - [`process`]: `RelayProcess`, `hookrelay serve` as a child, found by its `--ready-file`;
 //! - [`receiver`]: `Receiver`, a scriptable HTTP destination (status, headers, delay);
 //! - [`requests`]: a client, `post`, `get`, `json_request`;
+//! - [`tls`]: `TestPki` (a private CA issuing server certificates with `rcgen`), an HTTPS client (`https_send`, HTTP/1.1 or h2 by ALPN);
 //! - [`store`]: `StoreView`, the one place tests read a stopped relay's store;
 //! - [`wait`]: `wait_until` / `wait_for` with a deadline, and a blocking `wait_until_blocking`;
 //! - `powercut.rs`: a FUSE file system that drops unsynced writes on command; not a module here, the power-loss test includes it alone (`#[path]`) so that no other test crate builds FUSE code.
@@ -22,6 +23,7 @@ pub mod receiver;
 pub mod relay;
 pub mod requests;
 pub mod store;
+pub mod tls;
 pub mod wait;
 
 pub use self::config::{write_file, Dest, RelayConfig, Retry, Source, Toml, Verify};
@@ -30,4 +32,5 @@ pub use self::receiver::{answer, Received, Receiver, Script};
 pub use self::relay::TestRelay;
 pub use self::requests::{call, client, get, json_request, post, post_ok, Answer};
 pub use self::store::StoreView;
+pub use self::tls::{https_send, HttpsAnswer, Leaf, Proto, TestPki};
 pub use self::wait::{poll_until, wait_for, wait_until, wait_until_blocking};

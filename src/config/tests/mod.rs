@@ -155,7 +155,7 @@ fn unknown_keys_name_the_key_and_line() {
         "[server]\nlisten = \"127.0.0.1:1\"\nlistn = 1\n",
         "listn",
         "server.listn",
-        "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`)",
+        "unknown key (expected one of: `listen`, `max_body_bytes`, `request_timeout`, `tls_cert_file`, `tls_key_file`)",
     );
     assert_one("[serve]\n", "[serve]", "serve", "unknown key");
     refuse_dest(
@@ -548,6 +548,122 @@ fn an_explicit_admin_token_source_must_exist() {
     assert_one(text, "token_env", "admin.token_env", "is not set");
     let text = "[admin]\ntoken = \"a\"\ntoken_file = \"t\"\n";
     assert_one(text, "token_file", "admin.token_file", "both set");
+}
+
+#[test]
+fn tls_needs_both_files_or_neither() {
+    for table in ["server", "admin"] {
+        let text = format!("[{table}]\ntls_cert_file = \"cert.pem\"\n");
+        let key = format!("{table}.tls_key_file");
+        assert_one(&text, "tls_cert_file", &key, "required key is missing");
+        let text = format!("[{table}]\nlisten = \"127.0.0.1:0\"\ntls_key_file = \"key.pem\"\n");
+        let key = format!("{table}.tls_cert_file");
+        assert_one(&text, "tls_key_file", &key, "required key is missing");
+        let text = format!("[{table}]\ntls_cert_file = \"\"\ntls_key_file = \"k.pem\"\n");
+        let key = format!("{table}.tls_cert_file");
+        assert_one(&text, "tls_cert_file", &key, "must not be empty");
+    }
+    let c = load("").unwrap();
+    assert!(c.server.tls.is_none() && c.admin.tls.is_none());
+}
+
+/// A self-signed certificate for localhost and its key, as PEM.
+fn cert_and_key() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_files_are_read_resolved_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_and_key();
+    let (_, other_key) = cert_and_key();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(dir.path().join("tls/cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("tls/key.pem"), &key).unwrap();
+    std::fs::write(dir.path().join("tls/other.pem"), &other_key).unwrap();
+    std::fs::write(dir.path().join("tls/junk.pem"), "hello\n").unwrap();
+    let file = dir.path().join("relay.toml");
+    let load_at = |text: &str| {
+        Config::from_str_with_env(text, &file, &env).map_err(|e| match e {
+            ConfigError::Invalid { problems, .. } => problems,
+            other => panic!("unexpected {other}"),
+        })
+    };
+
+    let text = "[server]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"tls/key.pem\"\n\
+                [admin]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"tls/key.pem\"\n";
+    let c = load_at(text).unwrap();
+    let tls = c.server.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_file, dir.path().join("tls/cert.pem"));
+    assert_eq!(tls.key_file, dir.path().join("tls/key.pem"));
+    assert!(c.admin.tls.is_some());
+    // Neither the key nor its PEM shows in the config's Debug output.
+    let shown = format!("{c:?}");
+    let body = key.lines().nth(1).unwrap();
+    assert!(
+        !shown.contains(body) && shown.contains("[redacted]"),
+        "{shown}"
+    );
+
+    let cases = [
+        (
+            "tls/cert.pem",
+            "tls/other.pem",
+            "server.tls_key_file",
+            "does not match the certificate",
+        ),
+        (
+            "tls/cert.pem",
+            "tls/missing.pem",
+            "server.tls_key_file",
+            "cannot read key file",
+        ),
+        (
+            "tls/missing.pem",
+            "tls/key.pem",
+            "server.tls_cert_file",
+            "cannot read certificate file",
+        ),
+        (
+            "tls/junk.pem",
+            "tls/key.pem",
+            "server.tls_cert_file",
+            "holds no PEM certificate",
+        ),
+        (
+            "tls/cert.pem",
+            "tls/cert.pem",
+            "server.tls_key_file",
+            "holds no PEM private key",
+        ),
+    ];
+    for (cert_file, key_file, key, msg) in cases {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert_file = \"{cert_file}\"\ntls_key_file = \"{key_file}\"\n"
+        );
+        let ps = load_at(&text).unwrap_err();
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+        let needle = if key.ends_with("key_file") {
+            "tls_key_file"
+        } else {
+            "tls_cert_file"
+        };
+        assert_problem(&ps[0], &text, needle, key, msg);
+        assert!(!ps[0].message.contains(body), "{:?}", ps[0]);
+    }
+    // Both files unreadable: both reported at once.
+    let text = "[admin]\ntls_cert_file = \"nope.pem\"\ntls_key_file = \"nope.key\"\n";
+    let keys: Vec<String> = load_at(text)
+        .unwrap_err()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, ["admin.tls_cert_file", "admin.tls_key_file"]);
 }
 
 #[test]
