@@ -181,7 +181,11 @@ async fn after_a_restart_the_next_attempt_waits_for_the_stored_retry_time() {
         retry_at - restarted
     );
     let d = relay.admin_get("/api/v1/destinations/d").await;
-    assert_eq!(d["state"], "retrying", "{d}");
+    assert_eq!(
+        (d["state"].as_str(), d["retrying"].as_bool()),
+        (Some("failing"), Some(true)),
+        "{d}"
+    );
 }
 
 #[tokio::test]
