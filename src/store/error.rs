@@ -34,6 +34,13 @@ pub enum StoreError {
     TaskFailed(#[from] tokio::task::JoinError),
     #[error("message {0} is missing chunks")]
     Truncated(Seq),
+    /// Appends fail rather than let sled's meta page grow past its blob
+    /// threshold (see `log/segments.rs`).
+    #[error("the log has {0} segments, the most it may have; retention must free some")]
+    TooManySegments(usize),
+    /// The data dir could not be brought to the current format.
+    #[error("data dir migration failed: {0}")]
+    Migration(String),
     #[error("{0} other store handle(s) still open")]
     StillOpen(usize),
     /// sled's lock on the data dir was still held after the wait: another

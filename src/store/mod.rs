@@ -110,6 +110,7 @@ mod dedup;
 mod destinations;
 mod error;
 pub(crate) mod log;
+mod migrate;
 mod open;
 mod per_dest;
 pub mod retention;
@@ -132,10 +133,9 @@ pub use error::StoreError;
 pub use log::{Log, MessageMeta, Scan};
 pub use retention::spawn_retention;
 
-/// Size of one stored chunk of a message; see the module docs for why it is small.
-pub const CHUNK_BYTES: usize = 4096;
-
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes (`meta/format`); format 1 data dirs
+/// are migrated at open (see `migrate.rs`).
+const FORMAT_VERSION: u32 = 2;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -182,6 +182,7 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        migrate::prepare(dir)?;
         let db = open::open_sled(dir)?;
         let file_path = dir.join("db");
         let db_file = File::open(&file_path).map_err(|source| StoreError::Io {
@@ -190,7 +191,7 @@ impl Store {
         })?;
         let meta = db.open_tree("meta")?;
         let store = Store {
-            log: Log::new(db.open_tree("log")?, meta.clone()),
+            log: Log::open(&db, meta.clone())?,
             cursors: Cursors::new(db.open_tree("cursors")?, db.open_tree("unordered")?),
             destinations: Destinations::new(db.open_tree("dest")?),
             attempts: Attempts::new(db.open_tree("attempts")?),
@@ -277,6 +278,12 @@ impl Store {
                 let v = u32::from_be_bytes(v);
                 if v > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat(v));
+                }
+                if v < FORMAT_VERSION {
+                    // Only a database of format 1's segment size is migrated.
+                    return Err(StoreError::Migration(format!(
+                        "format {v} in a database of format {FORMAT_VERSION}'s segment size"
+                    )));
                 }
             }
             None => {
@@ -417,81 +424,13 @@ mod tests {
         let other = store.clone();
         assert!(matches!(store.checkpoint(), Err(StoreError::StillOpen(1))));
         let meta = other.db.open_tree("meta").unwrap();
-        meta.insert(b"format", &2u32.to_be_bytes()).unwrap();
+        meta.insert(b"format", &3u32.to_be_bytes()).unwrap();
         drop(meta);
         other.sync().unwrap();
         other.checkpoint().unwrap();
         assert!(matches!(
             Store::open(dir.path()),
-            Err(StoreError::NewerFormat(2))
+            Err(StoreError::NewerFormat(3))
         ));
-    }
-}
-
-/// Writes the format-1 fixture under `tests/fixtures/format1` (run once,
-/// with the format-1 code, to create the committed files).
-#[cfg(test)]
-mod format1_fixture {
-    use super::*;
-    use crate::model::{DestinationName, Seq};
-
-    #[test]
-    #[ignore = "generates tests/fixtures/format1"]
-    fn generate_format1_fixture() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1");
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        let at = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-        let big: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-        let bodies: [(&str, Vec<u8>); 5] = [
-            ("s", b"{\"n\":1}".to_vec()),
-            ("t", b"{\"n\":2}".to_vec()),
-            ("s", big),
-            ("t", b"{\"n\":4}".to_vec()),
-            ("s", b"{\"n\":5}".to_vec()),
-        ];
-        let mut index = dedup::BatchIndex::default();
-        let mut records = Vec::new();
-        for (i, (source, body)) in bodies.into_iter().enumerate() {
-            let seq = Seq(i as u64 + 1);
-            let mut m = test_support::message(source, at + i as u64 * 1000, body);
-            m.content_type = Some("application/json".into());
-            m.headers = vec![("x-fixture".into(), format!("{}", seq.0).into_bytes())];
-            if seq.0 == 1 {
-                m.idempotency_key = Some("evt-1".into());
-                let dedup::Check::New(k) =
-                    index.check(&store.dedup, &m.source, "evt-1", 0).unwrap()
-                else {
-                    panic!()
-                };
-                // Expires in 2100.
-                index
-                    .remember(k, seq, m.id.clone(), 4_102_444_800_000)
-                    .unwrap();
-            }
-            if seq.0 == 2 {
-                m.event_type = Some("invoice.paid".into());
-                m.query = Some("account=acct_1".into());
-            }
-            records.push((seq, codec::encode_message(&m).unwrap()));
-        }
-        dedup::write_batch(&store.log, &store.dedup, &records, &index).unwrap();
-        let d: DestinationName = "d".parse().unwrap();
-        store.cursors().set(&d, Seq(2)).unwrap();
-        let attempt = Attempt {
-            at_ms: at + 5000,
-            status: Some(500),
-            latency_ms: 12,
-            error: Some("HTTP 500".into()),
-        };
-        store.attempts().record(&d, Seq(2), 1, &attempt).unwrap();
-        let dead = DeadLetter {
-            at_ms: at + 6000,
-            attempts: 1,
-            last_error: "HTTP 500".into(),
-        };
-        store.dead_letters().add(&d, Seq(2), &dead).unwrap();
-        store.sync().unwrap();
-        store.checkpoint().unwrap();
     }
 }
