@@ -136,7 +136,8 @@ impl From<MessageV1> for Message {
     }
 }
 
-/// The leading fields of a [`Message`], decodable from the first chunk alone.
+/// The leading fields of a [`Message`], decodable from a prefix of its record
+/// (a message's first part holds it).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MessageHead {
     pub id: MessageId,
@@ -153,12 +154,12 @@ struct MessageHeadV1 {
     received_at_ms: u64,
 }
 
-/// Encodes a message as one byte string; the store chunks it.
+/// Encodes a message as one record; the log puts it in a frame or in parts.
 pub fn encode_message(m: &Message) -> Result<Vec<u8>, CodecError> {
     encode_as(V2, m)
 }
 
-/// Decodes the concatenated chunks of a message, of either version.
+/// Decodes a whole message record, of either version.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
     match version(bytes)? {
         (V1, rest) => decode_body::<MessageV1>(rest).map(Message::from),
@@ -167,7 +168,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
     }
 }
 
-/// Decodes only the head of a message from a prefix of its bytes (its first chunk).
+/// Decodes only the head of a message from a prefix of its record.
 pub fn decode_head(prefix: &[u8]) -> Result<MessageHead, CodecError> {
     match version(prefix)? {
         (V1, rest) => decode_body::<MessageHeadV1>(rest).map(|h| MessageHead {

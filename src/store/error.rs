@@ -32,7 +32,7 @@ pub enum StoreError {
     /// A store call on the blocking pool panicked or was cancelled.
     #[error("blocking store task failed: {0}")]
     TaskFailed(#[from] tokio::task::JoinError),
-    #[error("message {0} is missing chunks")]
+    #[error("message {0} is missing parts")]
     Truncated(Seq),
     /// Appends fail rather than let sled's meta page grow past its blob
     /// threshold (see `log/segments.rs`).
@@ -84,7 +84,7 @@ mod tests {
         let e = StoreError::BatchFailed(Arc::new(StoreError::Truncated(Seq(3))));
         assert!(!e.is_task_failure());
         let source = std::error::Error::source(&e).map(ToString::to_string);
-        assert_eq!(source.as_deref(), Some("message 3 is missing chunks"));
+        assert_eq!(source.as_deref(), Some("message 3 is missing parts"));
     }
 
     #[test]

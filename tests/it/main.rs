@@ -14,4 +14,5 @@ mod ordering;
 mod policies;
 mod process;
 mod sweep;
+mod upgrade;
 mod verify;

@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn a_batch_is_packed_into_frames_and_segments_of_at_most_eight_values() {
         let (_dir, store) = open();
-        // 4000 messages of 1 KiB in one batch: ~4.1 MiB, three segments.
+        // 4000 messages of 1 KiB in one batch: ~4.2 MiB, 17 segments of 240.
         let records: Vec<(Seq, Vec<u8>)> = (1..=4000)
             .map(|seq| {
                 let m = message("a", seq, body(1024));
@@ -311,7 +311,7 @@ mod tests {
             .iter()
             .all(|((_, part), len)| *part == 0 && *len + KEY_LEN <= FRAME_BYTES));
         let segments = store.log().segment_keys();
-        assert_eq!(segments.len(), 3, "{segments:?}");
+        assert_eq!(segments.len(), 17, "{segments:?}");
         for tree in store.log().segments.read().values() {
             let (n, bytes) = tree.iter().fold((0, 0), |(n, b), kv| {
                 let (k, v) = kv.unwrap();
@@ -323,7 +323,7 @@ mod tests {
             );
         }
         // Full segments: few values, each close to a frame.
-        assert!(values.len() <= 3 * CHEAP_VALUES, "{}", values.len());
+        assert!(values.len() <= 17 * CHEAP_VALUES, "{}", values.len());
         for seq in [1, 2, 180, 181, 1999, 4000] {
             let m = store.log().message(Seq(seq)).unwrap().unwrap();
             assert_eq!(m.received_at_ms, seq);
@@ -548,5 +548,91 @@ mod tests {
             log.read_ahead(Seq(1), Seq(3), 10, (9, usize::MAX), any),
             Err(StoreError::Truncated(Seq(2)))
         ));
+    }
+}
+#[cfg(test)]
+mod stats {
+    /// Prints segment statistics of the data dir in `HOOKRELAY_STATS_DIR`.
+    #[test]
+    #[ignore = "a measurement aid"]
+    fn segment_stats() {
+        let Ok(dir) = std::env::var("HOOKRELAY_STATS_DIR") else {
+            return;
+        };
+        let store = crate::store::Store::open(std::path::Path::new(&dir)).unwrap();
+        let segs = store.log().segments.read();
+        let mut hist = std::collections::BTreeMap::new();
+        let (mut values, mut bytes) = (0, 0);
+        for t in segs.values() {
+            let n = t.len();
+            *hist.entry(n).or_insert(0) += 1;
+            for kv in t.iter() {
+                let (k, v) = kv.unwrap();
+                values += 1;
+                bytes += k.len() + v.len();
+            }
+        }
+        let m = store.log().message(super::Seq(100)).unwrap().unwrap();
+        let rec = crate::store::codec::encode_message(&m).unwrap().len();
+        eprintln!(
+            "segments {} values {values} bytes {bytes} values/segment {hist:?} record of seq 100: {rec} bytes, body {}",
+            segs.len(),
+            m.body.len()
+        );
+    }
+}
+#[cfg(test)]
+mod amp {
+    use crate::model::Seq;
+    use crate::store::codec;
+    use crate::store::dedup::{write_batch, BatchIndex};
+    use crate::store::test_support::{message, open};
+
+    fn written() -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Bytes written per body byte for batches of `HOOKRELAY_AMP` (batch,sync_every).
+    #[test]
+    #[ignore = "a measurement aid"]
+    fn amplification() {
+        let Ok(spec) = std::env::var("HOOKRELAY_AMP") else {
+            return;
+        };
+        let v: Vec<usize> = spec.split(',').map(|x| x.parse().unwrap()).collect();
+        let (batch, sync_every, body) = (v[0], v[1], v[2]);
+        let (_dir, store) = open();
+        let before = written();
+        let mut seq = 0;
+        let n = 60_000 / batch;
+        for i in 0..n {
+            let records: Vec<(Seq, Vec<u8>)> = (0..batch)
+                .map(|_| {
+                    seq += 1;
+                    (
+                        Seq(seq),
+                        codec::encode_message(&message("a", 1, vec![7; body])).unwrap(),
+                    )
+                })
+                .collect();
+            write_batch(store.log(), store.dedup(), &records, &BatchIndex::default()).unwrap();
+            if sync_every > 0 && i % sync_every == 0 {
+                store.sync().unwrap();
+            }
+        }
+        store.sync().unwrap();
+        let w = written() - before;
+        let bodies = (seq as usize * body) as f64;
+        eprintln!(
+            "batch {batch} sync_every {sync_every}: written/body {:.2}, segments {}, db {:.2}",
+            w as f64 / bodies,
+            store.log().segment_keys().len(),
+            std::fs::metadata(_dir.path().join("db")).unwrap().len() as f64 / bodies
+        );
     }
 }

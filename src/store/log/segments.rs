@@ -17,20 +17,24 @@
 //! sled writes any page whose serialized size exceeds
 //! `segment_size / MINIMUM_ITEMS_PER_SEGMENT` (8 MiB / 4 = 2 MiB here) to a
 //! blob file that it never fsyncs, and its segment cleaner rewrites a whole
-//! page when it moves it. A segment's values therefore total at most
-//! [`SEGMENT_BYTES`] (1.5 MiB, keys included), so that even a leaf holding
-//! all of them stays well below the blob threshold; a frame is at most
-//! [`FRAME_BYTES`], an eighth of that, so eight full frames fill a segment.
+//! page when it moves it; and its page cache keeps at least one page per
+//! shard (256 of them) in memory whatever its capacity. A segment's values
+//! therefore total at most [`SEGMENT_BYTES`] (256 KiB, keys included): a
+//! leaf that size is far from the blob threshold, and 256 of them are the
+//! most the cache can pin (64 MiB). A frame is at most [`FRAME_BYTES`], an
+//! eighth of that, so eight full frames fill a segment.
 //!
 //! Every tree is an entry of sled's meta page, which sled rewrites whole
 //! whenever a tree is created or dropped, and which is itself a page (blob
 //! threshold included). So segments are not free: with N of them, opening
 //! one and dropping it later each write ~N × [`META_ENTRY_BYTES`]. A
 //! segment that has its eight values but holds less than that twice over
-//! (small frames: light traffic, or a long log) keeps taking values up to
-//! [`SEGMENT_BYTES`]: leaf consolidations then cost what they cost in any
-//! sled tree, and the number of segments stays bounded by the log's size
-//! over what they hold. No segment is opened beyond [`MAX_SEGMENTS`].
+//! (small frames: light traffic, or a long log) becomes dense and keeps
+//! taking values up to [`DENSE_SEGMENT_BYTES`]: leaf consolidations and
+//! splits then cost what they cost in any sled tree (its leaves split at 17
+//! values, so no page nears the blob threshold), and the number of segments
+//! stays bounded by the log's size over what they hold. No segment is
+//! opened beyond [`MAX_SEGMENTS`].
 //!
 //! [`PAGE_CONSOLIDATION_THRESHOLD`]: https://docs.rs/sled/0.34.7/src/sled/pagecache/constants.rs.html
 
@@ -46,30 +50,54 @@ use crate::store::StoreError;
 /// `PAGE_CONSOLIDATION_THRESHOLD` = 10 page entries, the empty base
 /// included, so 9 fragments; one is kept as margin).
 pub const CHEAP_VALUES: usize = 8;
-/// The segment size sled is configured with (`segment_size`).
+/// The segment size sled is configured with (`segment_size`). Its blob
+/// threshold is a quarter of it (sled 0.34's `MINIMUM_ITEMS_PER_SEGMENT` =
+/// 4): 2 MiB.
 pub const SEGMENT_SIZE: usize = 8 << 20;
-/// Most bytes (keys and values) one segment holds: three quarters of sled's
-/// blob threshold, `SEGMENT_SIZE / 4` (sled 0.34's
-/// `MINIMUM_ITEMS_PER_SEGMENT` = 4), so a whole leaf rewritten by sled's
-/// cleaner, with its per-entry overhead, stays in the main file.
-pub const SEGMENT_BYTES: usize = SEGMENT_SIZE / 4 * 3 / 4;
-/// Most bytes of one value (frame or part): an eighth of a segment.
+const BLOB_THRESHOLD: usize = SEGMENT_SIZE / 4;
+/// Most bytes (keys and values) a segment of at most [`CHEAP_VALUES`]
+/// values holds: one leaf page, all of it in memory while sled caches it.
+/// sled 0.34's page cache has 256 shards and each keeps at least the last
+/// page it saw, whatever its capacity, so pages this size can hold up to
+/// 256 × 256 KiB = 64 MiB in memory: the memory bound sets this cap, far
+/// below the blob threshold.
+pub const SEGMENT_BYTES: usize = 256 << 10;
+/// Most bytes of one value (frame or part), key included: an eighth of a segment.
 pub const FRAME_BYTES: usize = SEGMENT_BYTES / CHEAP_VALUES;
+/// Most bytes a dense segment (below) holds: three quarters of the blob
+/// threshold, so that even a leaf holding all of it would stay in the main
+/// file. Its leaves split at 17 values, so each page stays far smaller.
+pub const DENSE_SEGMENT_BYTES: usize = BLOB_THRESHOLD / 4 * 3;
 /// What one segment costs in sled's meta page: its name (`log.` and a
 /// 12-byte key) with a length prefix and its root page id, rounded up.
 pub const META_ENTRY_BYTES: usize = 32;
 /// A segment whose eight values hold fewer bytes than this many times the
 /// number of segments becomes dense: it takes values up to
-/// [`SEGMENT_BYTES`], filling like any sled tree (consolidations included,
+/// [`DENSE_SEGMENT_BYTES`], filling like any sled tree (consolidations included,
 /// ~4.6 writes per value). Otherwise it closes: its creation and its drop
 /// rewrite the meta page (~[`META_ENTRY_BYTES`] per segment each time), at
 /// most twice its values' bytes, so its values cost at most ~3 writes each,
 /// less than the dense alternative.
 const DENSE_BELOW: usize = META_ENTRY_BYTES;
 /// Most segments at once: keeps sled's meta page (~[`META_ENTRY_BYTES`]
-/// each) under half its blob threshold. At [`SEGMENT_BYTES`] each that is
-/// ~48 GiB of log; appends fail beyond it.
-pub const MAX_SEGMENTS: usize = SEGMENT_SIZE / 4 / 2 / META_ENTRY_BYTES;
+/// each) under half its blob threshold. Past 8,192 segments every new one
+/// is dense (a segment of 8 full frames holds less than 32 × 8,192 bytes),
+/// so this is ~38 GiB of log; appends fail beyond it.
+pub const MAX_SEGMENTS: usize = BLOB_THRESHOLD / 2 / META_ENTRY_BYTES;
+
+// The caps, checked against sled 0.34's constants at compile time.
+const _: () = {
+    // Consolidation at PAGE_CONSOLIDATION_THRESHOLD = 10 page entries, the empty base being one.
+    assert!(1 + CHEAP_VALUES < 10);
+    assert!(FRAME_BYTES * CHEAP_VALUES == SEGMENT_BYTES);
+    assert!(SEGMENT_BYTES < DENSE_SEGMENT_BYTES);
+    assert!(DENSE_SEGMENT_BYTES <= BLOB_THRESHOLD / 4 * 3);
+    // A dense leaf splits past 16 values.
+    assert!(17 * FRAME_BYTES <= BLOB_THRESHOLD / 2);
+    // sled's cache pins up to one page per shard (N_SHARDS = 256).
+    assert!(256 * SEGMENT_BYTES <= 64 << 20);
+    assert!(MAX_SEGMENTS * META_ENTRY_BYTES <= BLOB_THRESHOLD / 2);
+};
 
 const PREFIX: &[u8] = b"log.";
 
@@ -96,13 +124,21 @@ pub struct Tail {
     pub tree: sled::Tree,
     pub values: usize,
     pub bytes: usize,
-    /// Takes values up to [`SEGMENT_BYTES`] rather than [`CHEAP_VALUES`].
+    /// Takes values up to [`DENSE_SEGMENT_BYTES`] rather than [`CHEAP_VALUES`].
     pub dense: bool,
 }
 
 impl Tail {
+    fn cap(&self) -> usize {
+        if self.dense {
+            DENSE_SEGMENT_BYTES
+        } else {
+            SEGMENT_BYTES
+        }
+    }
+
     fn accepts(&self, len: usize) -> bool {
-        self.bytes + len <= SEGMENT_BYTES && (self.dense || self.values < CHEAP_VALUES)
+        self.bytes + len <= self.cap() && (self.dense || self.values < CHEAP_VALUES)
     }
 
     /// Decides, once the segment has its eight values, whether it goes on.
@@ -278,7 +314,7 @@ impl Placer<'_> {
     fn room(&self) -> usize {
         let room = match &self.staged.tail {
             Some(t) if t.accepts(KEY_LEN + codec::FRAME_HEADER + 64) => {
-                (SEGMENT_BYTES - t.bytes).min(FRAME_BYTES)
+                (t.cap() - t.bytes).min(FRAME_BYTES)
             }
             _ => FRAME_BYTES,
         };
@@ -344,14 +380,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caps_follow_from_sleds_constants() {
-        // Blob threshold: segment_size / MINIMUM_ITEMS_PER_SEGMENT (4).
-        let blob_threshold = SEGMENT_SIZE / 4;
-        assert!(SEGMENT_BYTES <= blob_threshold * 3 / 4);
-        assert_eq!(FRAME_BYTES * CHEAP_VALUES, SEGMENT_BYTES);
-        // Consolidation at 10 page entries, the empty base being one.
-        assert!(1 + CHEAP_VALUES < 10);
-        assert!(MAX_SEGMENTS * META_ENTRY_BYTES <= blob_threshold / 2);
+    fn names_fit_their_meta_entry() {
         let name = tree_name(&key(Seq(7), 0));
         assert!(name.len() + 1 + 9 <= META_ENTRY_BYTES);
         assert_eq!(parse_tree_name(&name), Some(key(Seq(7), 0)));
