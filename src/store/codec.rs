@@ -566,4 +566,66 @@ mod tests {
         m.body = vec![7; 3 << 20];
         assert_eq!(decode_message(&encode_message(&m).unwrap()).unwrap(), m);
     }
+
+    #[test]
+    fn frames_walk_without_copying_and_parts_carry_their_place() {
+        let a = encode_message(&sample()).unwrap();
+        let b = encode_message(&Message {
+            body: vec![],
+            ..sample()
+        })
+        .unwrap();
+        let frame = encode_frame([(Seq(7), &a[..]), (Seq(8), &b[..])].into_iter()).unwrap();
+        assert_eq!(
+            frame.len(),
+            FRAME_HEADER + 2 * FRAME_ENTRY_HEADER + a.len() + b.len()
+        );
+        let LogValue::Frame(mut entries) = decode_log_value(&frame).unwrap() else {
+            panic!("not a frame");
+        };
+        let (seq, range) = entries.next(&frame).unwrap().unwrap();
+        assert_eq!((seq, &frame[range]), (Seq(7), &a[..]));
+        let (seq, range) = entries.next(&frame).unwrap().unwrap();
+        assert_eq!(
+            (seq, decode_message(&frame[range]).unwrap().body),
+            (Seq(8), vec![])
+        );
+        assert!(entries.next(&frame).is_none());
+        // Cut short: an error, not a panic or a slice past the end.
+        let cut = &frame[..frame.len() - 1];
+        let LogValue::Frame(mut entries) = decode_log_value(cut).unwrap() else {
+            panic!("not a frame");
+        };
+        assert!(entries.next(cut).unwrap().is_ok());
+        assert!(entries.next(cut).unwrap().is_err());
+
+        let parts = encode_parts(&a, PART_HEADER + 100).unwrap();
+        assert_eq!(parts.len(), a.len().div_ceil(100));
+        let mut joined = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let LogValue::Part {
+                index,
+                count,
+                payload,
+            } = decode_log_value(part).unwrap()
+            else {
+                panic!("not a part");
+            };
+            assert_eq!((index as usize, count as usize), (i, parts.len()));
+            joined.extend_from_slice(&part[payload]);
+        }
+        assert_eq!(joined, a);
+        assert_eq!(
+            decode_head(&parts[0][PART_HEADER..]).unwrap().id,
+            sample().id
+        );
+        assert!(matches!(
+            decode_log_value(&[PART_V1, 0, 0, 0, 2, 0, 0, 0, 2]),
+            Err(CodecError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_log_value(&[2, 0]),
+            Err(CodecError::UnknownVersion(2))
+        ));
+    }
 }

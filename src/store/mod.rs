@@ -43,14 +43,16 @@
 //! | frame | first message's seq ‖ 0 | `0x10`, count u32 BE, then per message: seq u64 BE, length u32 BE, its `Message` record |
 //! | part  | the message's seq ‖ part index | `0x11`, index u32 BE, count u32 BE, that share of its `Message` record |
 //!
-//! A value is at most 192 KiB (key included); a message whose record does
+//! A value is at most 32 KiB (key included); a message whose record does
 //! not fit one frame is stored in parts, which may span segments. A segment
-//! takes at most 8 values and 1.5 MiB, so that sled never rewrites its leaf
-//! (a value is written once) and no page of it nears sled's blob threshold
-//! (2 MiB with 8 MiB segments); `log/segments.rs` derives these caps from
-//! sled 0.34's constants, and says when a segment of small values takes
-//! more than 8 (to bound the number of trees). The writer keeps an
-//! in-memory directory of segments; retention drops whole segment trees.
+//! takes at most 8 values and 256 KiB, so that sled never rewrites its leaf
+//! (a value is written once), no page of it nears sled's blob threshold
+//! (2 MiB with 8 MiB segments), and sled's page cache (which keeps a page
+//! per shard whatever its capacity) pins at most 64 MiB of them;
+//! `log/segments.rs` derives these caps from sled 0.34's constants, and says
+//! when a segment of small values becomes dense and takes more than 8 (to
+//! bound the number of trees). The log keeps an in-memory directory of
+//! segments; retention drops whole segment trees.
 //!
 //! Every record is versioned (see [`codec`]); the bare counters (cursors,
 //! `seq_floor`, `format`) are fixed-width big-endian integers whose meaning is

@@ -176,6 +176,7 @@ fn examine(tree: &sled::Tree) -> Result<Examined, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::codec;
     use crate::store::test_support::{message, open, put};
     use crate::store::Store;
 
@@ -263,5 +264,42 @@ mod tests {
         assert_eq!(rest.messages, 3);
         assert!(store.log().segment_keys().is_empty());
         assert_eq!(store.log().last_seq().unwrap(), Seq(n));
+    }
+
+    /// sled's segment cleaner rewrites whole pages once retention has freed
+    /// most of a segment: those must stay below the blob threshold too, as
+    /// must the meta page rewritten for every segment created and dropped.
+    #[test]
+    fn retention_and_cleaning_never_write_blob_files() {
+        let (dir, store) = open();
+        let batch = |from: u64, n: u64, len: usize| -> Vec<(Seq, Vec<u8>)> {
+            (from..from + n)
+                .map(|seq| {
+                    let m = message("a", seq, vec![(seq % 251) as u8; len]);
+                    (Seq(seq), codec::encode_message(&m).unwrap())
+                })
+                .collect()
+        };
+        let index = crate::store::dedup::BatchIndex::default();
+        let mut seq = 1;
+        for _round in 0..3 {
+            // ~24 MiB per round, in batches of mixed sizes.
+            for len in [900, 20_000, 70_000, 300_000].repeat(6) {
+                let n = (1 << 20) / len as u64 + 1;
+                let records = batch(seq, n, len);
+                crate::store::dedup::write_batch(store.log(), store.dedup(), &records, &index)
+                    .unwrap();
+                seq += n;
+            }
+            store.sync().unwrap();
+            // The oldest three quarters go.
+            drain(&store, Seq(seq * 3 / 4), u64::MAX);
+            store.sync().unwrap();
+        }
+        let m = store.log().message(Seq(seq - 1)).unwrap().unwrap();
+        assert_eq!(m.body, vec![((seq - 1) % 251) as u8; 300_000]);
+        let blobs = dir.path().join("blobs");
+        let n = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(n, 0, "sled wrote blob files, which sync() does not fsync");
     }
 }
