@@ -615,10 +615,8 @@ mod tests {
             joined.extend_from_slice(&part[payload]);
         }
         assert_eq!(joined, a);
-        assert_eq!(
-            decode_head(&parts[0][PART_HEADER..]).unwrap().id,
-            sample().id
-        );
+        let id = decode_message(&a).unwrap().id;
+        assert_eq!(decode_head(&parts[0][PART_HEADER..]).unwrap().id, id);
         assert!(matches!(
             decode_log_value(&[PART_V1, 0, 0, 0, 2, 0, 0, 0, 2]),
             Err(CodecError::Corrupt(_))
