@@ -333,6 +333,28 @@ mod tests {
         assert_eq!(store.log().first_seq().unwrap(), Some(Seq(1)));
     }
 
+    /// A crash between opening a segment and writing to it leaves an empty
+    /// tree named by a key that the next write may not reach; the next open
+    /// drops it.
+    #[test]
+    fn an_empty_segment_left_at_the_end_is_dropped_at_open() {
+        let (dir, store) = open();
+        put(&store, 1, &message("a", 1, vec![1; 10]));
+        let leftover = segments::tree_name(&key(Seq(5), 0));
+        store.db().open_tree(&leftover).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert!(!store.db().tree_names().iter().any(|n| n == &leftover[..]));
+        store.log().start_segment();
+        put(&store, 2, &message("a", 2, vec![2; 10]));
+        assert_eq!(store.log().segment_keys(), vec![(Seq(1), 0), (Seq(2), 0)]);
+        assert_eq!(
+            store.log().message(Seq(2)).unwrap().unwrap().body,
+            vec![2; 10]
+        );
+    }
+
     #[test]
     fn small_appends_fill_one_segment_instead_of_opening_many() {
         let (_dir, store) = open();

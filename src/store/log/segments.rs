@@ -167,6 +167,7 @@ impl Segments {
                 dir.insert(first, db.open_tree(&name)?);
             }
         }
+        drop_trailing_empty(db, &mut dir)?;
         let tail = match dir.last_key_value() {
             Some((k, tree)) => Some(load_tail(*k, tree, dir.len())?),
             None => None,
@@ -194,13 +195,18 @@ impl Segments {
         self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Re-reads the tail from disk after a failed write.
+    /// Re-reads the tail from disk after a failed write, dropping the
+    /// segments that write opened and left empty.
     pub fn reload_tail(&self, tail: &mut Option<Tail>) {
-        let dir = self.read();
+        let mut dir = self.write();
+        if drop_trailing_empty(&self.db, &mut dir).is_err() {
+            *tail = None;
+            return;
+        }
         let live = dir.len();
-        let last = dir.last_key_value().map(|(k, t)| (*k, t.clone()));
-        drop(dir);
-        *tail = last.and_then(|(k, tree)| load_tail(k, &tree, live).ok());
+        *tail = dir
+            .last_key_value()
+            .and_then(|(k, tree)| load_tail(*k, tree, live).ok());
     }
 
     /// Opens (or finds) the segment whose first key is `first`.
@@ -356,6 +362,21 @@ impl Placer<'_> {
         }
         Ok(())
     }
+}
+
+/// Drops the empty segments at the end of the log: opened for a write that
+/// then failed or was cut by a crash. A later write opens its own, named by
+/// its first key, so a segment never holds a key below its name.
+fn drop_trailing_empty(db: &sled::Db, dir: &mut Dir) -> Result<(), StoreError> {
+    while let Some(entry) = dir.last_entry() {
+        if !entry.get().is_empty() {
+            break;
+        }
+        let first = *entry.key();
+        entry.remove();
+        db.drop_tree(tree_name(&first))?;
+    }
+    Ok(())
 }
 
 /// A segment's value count and bytes, read from disk (at most a segment's
