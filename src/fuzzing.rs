@@ -38,7 +38,24 @@ pub fn record_decoder(data: &[u8]) {
             if let Some((seq, chunk)) = crate::store::log::parse_key(value) {
                 assert_eq!(crate::store::log::key(seq, chunk), value);
             }
+            log_value(value);
         }
+    }
+}
+
+/// A log value (frame or part): its walk stays inside the value, and every
+/// record in a frame is checked as a message.
+fn log_value(value: &[u8]) {
+    match codec::decode_log_value(value) {
+        Ok(codec::LogValue::Frame(mut entries)) => {
+            while let Some(Ok((_, range))) = entries.next(value) {
+                message(&value[range]);
+            }
+        }
+        Ok(codec::LogValue::Part { payload, .. }) => {
+            let _ = codec::decode_head(&value[payload]);
+        }
+        Err(_) => {}
     }
 }
 

@@ -356,7 +356,7 @@ struct ReplayBody {
     dry_run: bool,
 }
 
-/// Most log entries a dry run's count examines (about a second of reading).
+/// Most messages a dry run's count examines (about a second of reading).
 const COUNT_CAP: usize = 2_000_000;
 
 async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {

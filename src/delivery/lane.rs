@@ -34,9 +34,11 @@ use crate::time::now_ms;
 /// Most body bytes one read-ahead holds (beyond its first message).
 const READ_AHEAD_BYTES: usize = 1 << 20;
 /// How close to the head a message is read on the async thread: at most
-/// this many one-chunk (4 KiB) messages, 4 MiB, which sled's 16 MiB cache
-/// still holds since they were written.
+/// this many messages of at most [`HOT_BYTES`], 4 MiB, which sled's 16 MiB
+/// cache still holds since they were written.
 const HOT_SEQS: u64 = 1024;
+/// Largest record read on the async thread.
+const HOT_BYTES: usize = 4096;
 /// Entries an inline read looks at, at most, before it reports progress.
 const HOT_SCAN: usize = 64;
 
@@ -280,8 +282,8 @@ impl Lane {
             let hot = self
                 .store
                 .log()
-                .next_routed_within(after, upto, HOT_SCAN, 1, routes)?;
-            // `Nothing(after)`: the next routed message spans several chunks.
+                .next_routed_within(after, upto, HOT_SCAN, HOT_BYTES, routes)?;
+            // `Nothing(after)`: the next routed message is larger than that.
             if !matches!(hot, Scan::Nothing(seen) if seen == after) {
                 return Ok(vec![hot]);
             }

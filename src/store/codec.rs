@@ -140,7 +140,8 @@ impl From<MessageV1> for Message {
     }
 }
 
-/// The leading fields of a [`Message`], decodable from the first chunk alone.
+/// The leading fields of a [`Message`], decodable from a prefix of its record
+/// (a message's first part holds it).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MessageHead {
     pub id: MessageId,
@@ -157,12 +158,12 @@ struct MessageHeadV1 {
     received_at_ms: u64,
 }
 
-/// Encodes a message as one byte string; the store chunks it.
+/// Encodes a message as one record; the log puts it in a frame or in parts.
 pub fn encode_message(m: &Message) -> Result<Vec<u8>, CodecError> {
     encode_as(V2, m)
 }
 
-/// Decodes the concatenated chunks of a message, of either version.
+/// Decodes a whole message record, of either version.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
     match version(bytes)? {
         (V1, rest) => decode_body::<MessageV1>(rest).map(Message::from),
@@ -171,7 +172,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
     }
 }
 
-/// Decodes only the head of a message from a prefix of its bytes (its first chunk).
+/// Decodes only the head of a message from a prefix of its record.
 pub fn decode_head(prefix: &[u8]) -> Result<MessageHead, CodecError> {
     match version(prefix)? {
         (V1, rest) => decode_body::<MessageHeadV1>(rest).map(|h| MessageHead {
@@ -182,6 +183,149 @@ pub fn decode_head(prefix: &[u8]) -> Result<MessageHead, CodecError> {
         }),
         (V2, rest) => decode_body(rest),
         (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// A log value holding whole messages (format 2): `FRAME_V1`, a count (u32
+/// BE), then per message its seq (u64 BE), its length (u32 BE) and its
+/// [`Message`] record (as [`encode_message`] made it, version byte included).
+pub const FRAME_V1: u8 = 0x10;
+/// A log value holding one part of a message too large for a frame (format
+/// 2): `PART_V1`, the part's index and the message's part count (u32 BE
+/// each), then that part of the message's record. Part 0 starts with the
+/// record's head, so [`decode_head`] reads it as it reads a frame's message.
+pub const PART_V1: u8 = 0x11;
+/// Bytes of a frame before its first message.
+pub const FRAME_HEADER: usize = 1 + 4;
+/// Bytes of a frame per message besides its record: seq and length.
+pub const FRAME_ENTRY_HEADER: usize = 8 + 4;
+/// Bytes of a part before its share of the record.
+pub const PART_HEADER: usize = 1 + 4 + 4;
+
+/// Encodes whole messages (seq, record) as one frame value.
+pub fn encode_frame<'a>(
+    messages: impl ExactSizeIterator<Item = (Seq, &'a [u8])> + Clone,
+) -> Result<Vec<u8>, CodecError> {
+    let count = u32::try_from(messages.len())
+        .map_err(|_| CodecError::Encode("too many messages for a frame".into()))?;
+    let len = FRAME_HEADER
+        + messages
+            .clone()
+            .map(|(_, b)| FRAME_ENTRY_HEADER + b.len())
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.push(FRAME_V1);
+    out.extend_from_slice(&count.to_be_bytes());
+    for (seq, bytes) in messages {
+        let n = u32::try_from(bytes.len())
+            .map_err(|_| CodecError::Encode("message too large for a frame".into()))?;
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+/// Encodes one message record as parts of at most `max_value` bytes each
+/// (headers included).
+pub fn encode_parts(record: &[u8], max_value: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+    let payload = max_value.saturating_sub(PART_HEADER).max(1);
+    let count = u32::try_from(record.len().div_ceil(payload).max(1))
+        .map_err(|_| CodecError::Encode("message too large".into()))?;
+    let mut parts = Vec::with_capacity(count as usize);
+    for (i, piece) in (0..count).zip(record.chunks(payload)) {
+        let mut out = Vec::with_capacity(PART_HEADER + piece.len());
+        out.push(PART_V1);
+        out.extend_from_slice(&i.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(piece);
+        parts.push(out);
+    }
+    Ok(parts)
+}
+
+/// A log value, decoded without copying: ranges point into the value's bytes.
+#[derive(Debug, Clone)]
+pub enum LogValue {
+    /// A frame; walk it with [`FrameEntries`].
+    Frame(FrameEntries),
+    /// One part of a message: its index, the message's part count, and where
+    /// the part's share of the record lies in the value.
+    Part {
+        index: u32,
+        count: u32,
+        payload: std::ops::Range<usize>,
+    },
+}
+
+/// Reads a log value's kind and header.
+pub fn decode_log_value(value: &[u8]) -> Result<LogValue, CodecError> {
+    let u32_at = |at: usize| -> Result<u32, CodecError> {
+        let b: [u8; 4] = value
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| CodecError::Corrupt("log value header cut short".into()))?;
+        Ok(u32::from_be_bytes(b))
+    };
+    match version(value)? {
+        (FRAME_V1, _) => Ok(LogValue::Frame(FrameEntries {
+            at: FRAME_HEADER,
+            left: u32_at(1)?,
+        })),
+        (PART_V1, _) => {
+            let (index, count) = (u32_at(1)?, u32_at(5)?);
+            if index >= count {
+                return Err(CodecError::Corrupt(format!("part {index} of {count}")));
+            }
+            Ok(LogValue::Part {
+                index,
+                count,
+                payload: PART_HEADER..value.len(),
+            })
+        }
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+/// A walk over a frame's messages: each step reads 12 header bytes and
+/// skips the record, so finding one message costs no copy.
+#[derive(Debug, Clone)]
+pub struct FrameEntries {
+    at: usize,
+    left: u32,
+}
+
+impl FrameEntries {
+    /// The next message's seq and where its record lies in `frame` (the
+    /// same bytes this walk was decoded from); `None` after the last.
+    pub fn next(
+        &mut self,
+        frame: &[u8],
+    ) -> Option<Result<(Seq, std::ops::Range<usize>), CodecError>> {
+        if self.left == 0 {
+            return None;
+        }
+        let header = frame.get(self.at..self.at + FRAME_ENTRY_HEADER);
+        let Some(header) = header else {
+            self.left = 0;
+            return Some(Err(CodecError::Corrupt("frame cut short".into())));
+        };
+        let (seq, len) = header.split_at(8);
+        let seq = Seq::from_be_bytes(seq.try_into().unwrap_or_default());
+        let len = u32::from_be_bytes(len.try_into().unwrap_or_default()) as usize;
+        let start = self.at + FRAME_ENTRY_HEADER;
+        let Some(end) = start.checked_add(len).filter(|&e| e <= frame.len()) else {
+            self.left = 0;
+            return Some(Err(CodecError::Corrupt("frame entry cut short".into())));
+        };
+        self.at = end;
+        self.left -= 1;
+        Some(Ok((seq, start..end)))
+    }
+
+    /// Messages not yet walked.
+    pub fn left(&self) -> u32 {
+        self.left
     }
 }
 
@@ -559,5 +703,65 @@ mod tests {
         m.headers = vec![(String::new(), Vec::new()); 50_000];
         m.body = vec![7; 3 << 20];
         assert_eq!(decode_message(&encode_message(&m).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn frames_walk_without_copying_and_parts_carry_their_place() {
+        let a = encode_message(&sample()).unwrap();
+        let b = encode_message(&Message {
+            body: vec![],
+            ..sample()
+        })
+        .unwrap();
+        let frame = encode_frame([(Seq(7), &a[..]), (Seq(8), &b[..])].into_iter()).unwrap();
+        assert_eq!(
+            frame.len(),
+            FRAME_HEADER + 2 * FRAME_ENTRY_HEADER + a.len() + b.len()
+        );
+        let LogValue::Frame(mut entries) = decode_log_value(&frame).unwrap() else {
+            panic!("not a frame");
+        };
+        let (seq, range) = entries.next(&frame).unwrap().unwrap();
+        assert_eq!((seq, &frame[range]), (Seq(7), &a[..]));
+        let (seq, range) = entries.next(&frame).unwrap().unwrap();
+        assert_eq!(
+            (seq, decode_message(&frame[range]).unwrap().body),
+            (Seq(8), vec![])
+        );
+        assert!(entries.next(&frame).is_none());
+        // Cut short: an error, not a panic or a slice past the end.
+        let cut = &frame[..frame.len() - 1];
+        let LogValue::Frame(mut entries) = decode_log_value(cut).unwrap() else {
+            panic!("not a frame");
+        };
+        assert!(entries.next(cut).unwrap().is_ok());
+        assert!(entries.next(cut).unwrap().is_err());
+
+        let parts = encode_parts(&a, PART_HEADER + 100).unwrap();
+        assert_eq!(parts.len(), a.len().div_ceil(100));
+        let mut joined = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let LogValue::Part {
+                index,
+                count,
+                payload,
+            } = decode_log_value(part).unwrap()
+            else {
+                panic!("not a part");
+            };
+            assert_eq!((index as usize, count as usize), (i, parts.len()));
+            joined.extend_from_slice(&part[payload]);
+        }
+        assert_eq!(joined, a);
+        let id = decode_message(&a).unwrap().id;
+        assert_eq!(decode_head(&parts[0][PART_HEADER..]).unwrap().id, id);
+        assert!(matches!(
+            decode_log_value(&[PART_V1, 0, 0, 0, 2, 0, 0, 0, 2]),
+            Err(CodecError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_log_value(&[2, 0]),
+            Err(CodecError::UnknownVersion(2))
+        ));
     }
 }

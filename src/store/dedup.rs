@@ -173,38 +173,62 @@ impl BatchIndex {
 /// Stages a batch of encoded messages and their dedup entries in one atomic
 /// write; durable only after the store's sync. Blocking.
 ///
-/// Atomic across both trees: a crash (even before the sync) keeps both or
-/// neither. A message kept without its dedup entry would be stored a
-/// second time, under a new seq and id, when its sender retries the
-/// unanswered request after the restart.
+/// Atomic across every tree it touches (the log segments the batch fills
+/// and `dedup`): a crash (even before the sync) keeps all or nothing. A
+/// message kept without its dedup entry would be stored a second time,
+/// under a new seq and id, when its sender retries the unanswered request
+/// after the restart.
 pub fn write_batch(
     log: &Log,
     dedup: &Dedup,
     messages: &[(Seq, Vec<u8>)],
     index: &BatchIndex,
 ) -> Result<(), StoreError> {
-    use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-    let chunks = Log::chunks(messages)?;
-    if index.entries.is_empty() {
-        log.tree().apply_batch(chunks)?;
+    use sled::transaction::{
+        ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+    };
+    if messages.is_empty() {
         return Ok(());
     }
-    let mut entries = sled::Batch::default();
-    for (k, v) in &index.entries {
-        entries.insert(k.as_slice(), v.as_slice());
+    let segments = log.segments();
+    // Held until the new tail is known, so retention never drops a segment
+    // this batch writes into.
+    let mut tail = segments.lock_tail();
+    let staged = segments.stage(&tail, messages)?;
+    let written = match staged.writes.as_slice() {
+        [(_, tree, batch)] if index.entries.is_empty() => {
+            tree.apply_batch(batch.clone()).map_err(StoreError::from)
+        }
+        writes => {
+            let mut entries = sled::Batch::default();
+            for (k, v) in &index.entries {
+                entries.insert(k.as_slice(), v.as_slice());
+            }
+            let mut trees: Vec<&sled::Tree> = writes.iter().map(|(_, t, _)| t).collect();
+            trees.push(&dedup.tree);
+            // Like `apply_batch`, a transaction is recovered all or nothing,
+            // here across every tree it names.
+            trees[..]
+                .transaction(|tx: &Vec<TransactionalTree>| {
+                    for ((_, _, batch), tree) in writes.iter().zip(tx) {
+                        tree.apply_batch(batch)?;
+                    }
+                    if let Some(dedup) = tx.last() {
+                        dedup.apply_batch(&entries)?;
+                    }
+                    Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                    TransactionError::Abort(never) => match never {},
+                })
+        }
+    };
+    match written {
+        Ok(()) => *tail = staged.tail,
+        Err(_) => segments.reload_tail(&mut tail),
     }
-    // Like `apply_batch`, a transaction is recovered all or nothing, here
-    // across both trees.
-    (log.tree(), &dedup.tree)
-        .transaction(|(log, dedup)| {
-            log.apply_batch(&chunks)?;
-            dedup.apply_batch(&entries)?;
-            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
-        })
-        .map_err(|e| match e {
-            TransactionError::Storage(e) => StoreError::Sled(e),
-            TransactionError::Abort(never) => match never {},
-        })
+    written
 }
 
 #[cfg(test)]

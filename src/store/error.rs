@@ -32,8 +32,15 @@ pub enum StoreError {
     /// A store call on the blocking pool panicked or was cancelled.
     #[error("blocking store task failed: {0}")]
     TaskFailed(#[from] tokio::task::JoinError),
-    #[error("message {0} is missing chunks")]
+    #[error("message {0} is missing parts")]
     Truncated(Seq),
+    /// Appends fail rather than let sled's meta page grow past its blob
+    /// threshold (see `log/segments.rs`).
+    #[error("the log has {0} segments, the most it may have; retention must free some")]
+    TooManySegments(usize),
+    /// The data dir could not be brought to the current format.
+    #[error("data dir migration failed: {0}")]
+    Migration(String),
     #[error("{0} other store handle(s) still open")]
     StillOpen(usize),
     /// sled's lock on the data dir was still held after the wait: another
@@ -77,7 +84,7 @@ mod tests {
         let e = StoreError::BatchFailed(Arc::new(StoreError::Truncated(Seq(3))));
         assert!(!e.is_task_failure());
         let source = std::error::Error::source(&e).map(ToString::to_string);
-        assert_eq!(source.as_deref(), Some("message 3 is missing chunks"));
+        assert_eq!(source.as_deref(), Some("message 3 is missing parts"));
     }
 
     #[test]

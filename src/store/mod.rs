@@ -7,7 +7,7 @@
 //!
 //! | module         | handle           | owns                                                 |
 //! |----------------|------------------|------------------------------------------------------|
-//! | `log/`         | [`Log`]          | `log`, `meta/seq_floor`: message reads, listings, removal of the head |
+//! | `log/`         | [`Log`]          | `log.*` segments, `meta/seq_floor`: message reads, listings, removal of the head |
 //! | `dedup`        | [`Dedup`]        | `dedup`; a batch's entries and the message-and-entries transaction |
 //! | `cursors`      | [`Cursors`]      | `cursors`, `unordered`                               |
 //! | `destinations` | [`Destinations`] | `dest`                                               |
@@ -18,30 +18,55 @@
 //! | `appender`     | [`Appender`]     | seq assignment, batching, group commit               |
 //! | [`retention`]  |                  | what to delete when (age, cursors, disk budget)      |
 //! | `open`         |                  | sled's settings, its lock, crash leftovers           |
+//! | `migrate`      |                  | format 1 data dirs brought to format 2 at open       |
 //! | `error`        | [`StoreError`]   | the store's errors and their classification          |
 //!
-//! # On-disk format (sled trees)
+//! # On-disk format (sled trees), format 2
 //!
 //! | tree       | key                                   | value                          |
 //! |------------|---------------------------------------|--------------------------------|
-//! | `log`      | seq u64 BE ‖ chunk u32 BE             | chunk of an encoded `Message`  |
+//! | `log.` ‖ first key | seq u64 BE ‖ part u32 BE      | a frame or a part (below)      |
 //! | `cursors`  | destination name                      | last finished seq, u64 BE      |
 //! | `dest`     | destination name                      | `DestinationState`             |
 //! | `attempts` | dest ‖ 0x00 ‖ seq BE ‖ attempt u32 BE | `Attempt` (+ its `RetryRun`)   |
 //! | `dead`     | dest ‖ 0x00 ‖ seq BE                  | `DeadLetter`                   |
 //! | `dedup`    | source ‖ 0x00 ‖ idempotency key       | `DedupEntry`                   |
 //! | `unordered`| destination name                      | `UnorderedWindow` (clean stop) |
-//! | `meta`     | `format` / `seq_floor`                | u32 BE / u64 BE                |
+//! | `meta`     | `format` / `seq_floor`                | u32 BE (2) / u64 BE            |
+//!
+//! The log is a sequence of segments, each a sled tree named `log.` and
+//! the 12-byte key of its first value. One append batch (a group commit) is
+//! packed into as few values as it can:
+//!
+//! | value | key | bytes |
+//! |-------|-----|-------|
+//! | frame | first message's seq ‖ 0 | `0x10`, count u32 BE, then per message: seq u64 BE, length u32 BE, its `Message` record |
+//! | part  | the message's seq ‖ part index | `0x11`, index u32 BE, count u32 BE, that share of its `Message` record |
+//!
+//! A value is at most 32 KiB (key included); a message whose record does
+//! not fit one frame is stored in parts, which may span segments. A segment
+//! takes at most 8 values and 256 KiB, so that sled never rewrites its leaf
+//! (a value is written once), no page of it nears sled's blob threshold
+//! (2 MiB with 8 MiB segments), and sled's page cache (which keeps a page
+//! per shard whatever its capacity) pins at most 64 MiB of them;
+//! `log/segments.rs` derives these caps from sled 0.34's constants, and says
+//! when a segment of small values becomes dense and takes more than 8 (to
+//! bound the number of trees). The log keeps an in-memory directory of
+//! segments; retention drops whole segment trees.
 //!
 //! Every record is versioned (see [`codec`]); the bare counters (cursors,
 //! `seq_floor`, `format`) are fixed-width big-endian integers whose meaning is
-//! pinned by the `meta/format` version. A message is encoded once and split
-//! into [`CHUNK_BYTES`] chunks written in one sled batch (one transaction with
-//! the batch's dedup entries, when it has any), so a message is stored whole or
-//! not at all, and never without its dedup entry. Chunks stay small because sled 0.34 writes any page over
-//! a quarter of its 512 KiB segment to a separate blob file that its flush never
-//! fsyncs; leaves hold at most ~17 entries, so 4 KiB values keep every page in
-//! the main file.
+//! pinned by the `meta/format` version. A batch's values are written in one
+//! sled batch, or in one transaction across the segments it fills and
+//! `dedup` when it spans segments or has dedup entries, so a message is
+//! stored whole or not at all, and never without its dedup entry. Nothing is
+//! ever written to sled's blob files, which its flush never fsyncs.
+//!
+//! Format 1 (before): one tree `log` of 4 KiB chunks keyed seq ‖ chunk, in
+//! a database of sled's default 512 KiB segments. sled refuses another
+//! segment size for an existing database, so `migrate.rs` rebuilds such a
+//! data dir beside itself and swaps the files in, crash-safely, at the
+//! first open.
 //!
 //! # Durability
 //!
@@ -56,8 +81,10 @@
 //! # Invariants
 //!
 //! - Seqs only grow and are never reused: the next seq is one past the larger of
-//!   the last log key and `meta/seq_floor` (which retention raises, durably,
+//!   the last stored seq and `meta/seq_floor` (which retention raises, durably,
 //!   before deleting the tail).
+//! - A segment named by key K holds only values keyed K or later, and every
+//!   value keyed below the next segment's name.
 //! - A destination's cursor means every seq at or below it is finished for that
 //!   destination (delivered, dead-lettered, or not routed to it).
 //! - Retention deletes only a prefix of the log, and a message's attempts and
@@ -76,8 +103,11 @@
 //!   entry, a saved window, `last_seq`/`first_seq`; anything in memory
 //!   (dead-letter counts, commit stats, the poisoned flag); and one
 //!   exception for the hottest read: [`Log::next_routed_within`] with a
-//!   scan of at most 64 entries and one 4 KiB chunk, for a message among the
-//!   1024 newest, which sled's cache still holds since it was written.
+//!   scan of at most 64 messages and one record of at most 4 KiB, for a
+//!   message among the 1024 newest, which sled's cache still holds since it
+//!   was written: a directory lookup, one descent to the frame that holds
+//!   it (an `IVec` clone), a walk of the frame's 12-byte message headers,
+//!   and one message decoded.
 //! - **On the blocking pool**, through [`Store::blocking`] (or [`blocking`]
 //!   before a store exists): everything else. That is every read of a message
 //!   ([`Log::message`], [`Log::read_ahead`], listings), every scan of a range
@@ -110,6 +140,7 @@ mod dedup;
 mod destinations;
 mod error;
 pub(crate) mod log;
+mod migrate;
 mod open;
 mod per_dest;
 pub mod retention;
@@ -132,10 +163,9 @@ pub use error::StoreError;
 pub use log::{Log, MessageMeta, Scan};
 pub use retention::spawn_retention;
 
-/// Size of one stored chunk of a message; see the module docs for why it is small.
-pub const CHUNK_BYTES: usize = 4096;
-
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes (`meta/format`); format 1 data dirs
+/// are migrated at open (see `migrate.rs`).
+const FORMAT_VERSION: u32 = 2;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -182,6 +212,7 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        migrate::prepare(dir)?;
         let db = open::open_sled(dir)?;
         let file_path = dir.join("db");
         let db_file = File::open(&file_path).map_err(|source| StoreError::Io {
@@ -190,7 +221,7 @@ impl Store {
         })?;
         let meta = db.open_tree("meta")?;
         let store = Store {
-            log: Log::new(db.open_tree("log")?, meta.clone()),
+            log: Log::open(&db, meta.clone())?,
             cursors: Cursors::new(db.open_tree("cursors")?, db.open_tree("unordered")?),
             destinations: Destinations::new(db.open_tree("dest")?),
             attempts: Attempts::new(db.open_tree("attempts")?),
@@ -277,6 +308,12 @@ impl Store {
                 let v = u32::from_be_bytes(v);
                 if v > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat(v));
+                }
+                if v < FORMAT_VERSION {
+                    // Only a database of format 1's segment size is migrated.
+                    return Err(StoreError::Migration(format!(
+                        "format {v} in a database of format {FORMAT_VERSION}'s segment size"
+                    )));
                 }
             }
             None => {
@@ -371,7 +408,7 @@ pub(crate) mod test_support {
         }
     }
 
-    /// Writes `m` under `seq`, without a dedup entry.
+    /// Writes `m` under `seq`, without a dedup entry (one batch, one frame).
     pub fn put(store: &Store, seq: u64, m: &Message) {
         let bytes = codec::encode_message(m).unwrap();
         let index = dedup::BatchIndex::default();
@@ -416,13 +453,13 @@ mod tests {
         let other = store.clone();
         assert!(matches!(store.checkpoint(), Err(StoreError::StillOpen(1))));
         let meta = other.db.open_tree("meta").unwrap();
-        meta.insert(b"format", &2u32.to_be_bytes()).unwrap();
+        meta.insert(b"format", &3u32.to_be_bytes()).unwrap();
         drop(meta);
         other.sync().unwrap();
         other.checkpoint().unwrap();
         assert!(matches!(
             Store::open(dir.path()),
-            Err(StoreError::NewerFormat(2))
+            Err(StoreError::NewerFormat(3))
         ));
     }
 }

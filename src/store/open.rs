@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::log::segments::SEGMENT_SIZE;
 use super::StoreError;
 
 /// How long [`open_sled`] waits for a previous instance to let go of the
@@ -20,6 +21,14 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Opens sled under `dir` with the relay's settings. Blocking.
 pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    open_sled_with(dir, SEGMENT_SIZE)
+}
+
+/// [`open_sled`] with another `segment_size`: sled refuses to open a
+/// database with any other than the one it was created with (kept in its
+/// `conf` file), so a format 1 data dir (sled's default, 512 KiB) is opened
+/// with its own to be migrated. Blocking.
+pub fn open_sled_with(dir: &Path, segment_size: usize) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut cleared_partial_snapshots = false;
     let mut waited = false;
@@ -29,6 +38,7 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             // Background flushes keep cursors and attempts fresh; acks never rely on them.
             .flush_every_ms(Some(500))
             .cache_capacity(CACHE_BYTES)
+            .segment_size(segment_size)
             .open();
         match opened {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -81,6 +91,23 @@ fn sync_settings(dir: &Path) -> Result<(), StoreError> {
             .map_err(|source| StoreError::Io { path, source })?;
     }
     Ok(())
+}
+
+/// The `segment_size` recorded in sled's `conf` file under `dir` (a line
+/// `segment_size: N`); `None` when there is no database there yet.
+pub fn persisted_segment_size(dir: &Path) -> Result<Option<usize>, StoreError> {
+    let path = dir.join("conf");
+    // The file ends in a binary checksum.
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Io { path, source }),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| StoreError::Migration(format!("no segment_size in {}", path.display())))
 }
 
 /// The pid holding sled's lock on `db_file`. sled 0.34 locks its `db` file

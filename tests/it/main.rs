@@ -19,4 +19,5 @@ mod reload;
 mod routing;
 mod sweep;
 mod tls;
+mod upgrade;
 mod verify;

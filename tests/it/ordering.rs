@@ -44,9 +44,10 @@ async fn fans_out_to_every_destination_and_routes_by_source() {
     assert_eq!(b.count(), 5, "a destination never sees other sources");
 }
 
-/// Bodies of one and of several 4 KiB chunks, between messages of a source
-/// the destinations do not take: read inline or on the blocking pool, every
-/// routed body arrives whole, and the strict destination gets them in order.
+/// Small bodies, bodies over the 4 KiB read inline, and one over a frame
+/// (stored in parts), between messages of a source the destinations do not
+/// take: read inline or on the blocking pool, every routed body arrives
+/// whole, and the strict destination gets them in order.
 #[tokio::test]
 async fn small_and_multi_chunk_bodies_arrive_whole_and_in_order() {
     let (strict, unordered) = (Receiver::ok().await, Receiver::ok().await);
@@ -63,7 +64,11 @@ async fn small_and_multi_chunk_bodies_arrive_whole_and_in_order() {
     let relay = TestRelay::start(&config).await;
     let c = client();
     let body = |i: usize| {
-        let len = if i % 3 == 0 { 10_000 + i } else { 100 + i };
+        let len = match i {
+            20 => 300_000,
+            i if i % 3 == 0 => 10_000 + i,
+            i => 100 + i,
+        };
         format!("{i:04}").repeat(len / 4).into_bytes()
     };
     let mut sent = Vec::new();

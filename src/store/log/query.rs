@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use super::{key, parse_key, Log};
+use super::Log;
 use crate::model::{MessageId, Seq, SourceName};
 use crate::store::{codec, StoreError};
 
-/// Most log entries one listing examines, so a filter that matches nothing
+/// Most messages one listing examines, so a filter that matches nothing
 /// cannot turn one request into a full scan.
 const SCAN_CAP: usize = 100_000;
 
@@ -26,18 +26,10 @@ pub struct MessageMeta {
 }
 
 impl Log {
-    /// The first message at or after `from` (its seq and the first chunk's head).
+    /// The first message at or after `from` (its seq and head).
     fn head_at_or_after(&self, from: Seq) -> Result<Option<(Seq, codec::MessageHead)>, StoreError> {
-        match self.log.range(key(from, 0)..).next() {
-            Some(kv) => {
-                let (k, v) = kv?;
-                match parse_key(&k) {
-                    Some((seq, 0)) => Ok(Some((seq, codec::decode_head(&v)?))),
-                    // A message always starts at chunk 0; anything else is damage.
-                    Some((seq, _)) => Err(StoreError::Truncated(seq)),
-                    None => Ok(None),
-                }
-            }
+        match self.walk(from)?.next()? {
+            Some(entry) => Ok(Some((entry.seq, entry.head()?))),
             None => Ok(None),
         }
     }
@@ -52,40 +44,41 @@ impl Log {
         limit: usize,
     ) -> Result<Vec<MessageMeta>, StoreError> {
         let mut out = Vec::new();
-        let mut from = after.next();
+        let mut walk = self.walk(after.next())?;
         for _ in 0..SCAN_CAP {
             if out.len() >= limit {
                 break;
             }
-            let Some((seq, head)) = self.head_at_or_after(from)? else {
+            let Some(entry) = walk.next()? else {
                 break;
             };
-            from = seq.next();
-            if source.is_some_and(|s| *s != head.source)
-                || event_type.is_some_and(|t| head.event_type.as_deref() != Some(t))
-            {
-                continue;
+            if source.is_some() || event_type.is_some() {
+                let head = entry.head()?;
+                if source.is_some_and(|s| *s != head.source)
+                    || event_type.is_some_and(|t| head.event_type.as_deref() != Some(t))
+                {
+                    continue;
+                }
             }
-            if let Some(m) = self.message(seq)? {
-                out.push(MessageMeta {
-                    seq: seq.0,
-                    id: m.id,
-                    source: m.source,
-                    received_at_ms: m.received_at_ms,
-                    event_type: m.event_type,
-                    content_type: m.content_type,
-                    query: m.query,
-                    idempotency_key: m.idempotency_key,
-                    body_bytes: m.body.len(),
-                });
-            }
+            let m = walk.message(&entry)?;
+            out.push(MessageMeta {
+                seq: entry.seq.0,
+                id: m.id,
+                source: m.source,
+                received_at_ms: m.received_at_ms,
+                event_type: m.event_type,
+                content_type: m.content_type,
+                query: m.query,
+                idempotency_key: m.idempotency_key,
+                body_bytes: m.body.len(),
+            });
         }
         Ok(out)
     }
 
     /// How many messages in [`from`, `to`] come from a source `routes`
-    /// accepts, reading only their first chunks; at most `cap` log entries
-    /// are examined, and `false` says the count stopped there. Blocking.
+    /// accepts, reading only their heads; at most `cap` messages are
+    /// examined, and `false` says the count stopped there. Blocking.
     pub fn count_routed(
         &self,
         from: Seq,
@@ -97,18 +90,23 @@ impl Log {
         if from > to {
             return Ok((0, true));
         }
-        for (i, kv) in self.log.range(key(from, 0)..=key(to, u32::MAX)).enumerate() {
-            if i >= cap {
-                return Ok((count, false));
+        let mut walk = self.walk(from)?;
+        for _ in 0..cap {
+            let Some(entry) = walk.next()? else {
+                return Ok((count, true));
+            };
+            if entry.seq > to {
+                return Ok((count, true));
             }
-            let (k, v) = kv?;
-            if parse_key(&k).is_some_and(|(_, chunk)| chunk == 0)
-                && routes(&codec::decode_head(&v)?.source)
-            {
+            if routes(&entry.head()?.source) {
                 count += 1;
             }
         }
-        Ok((count, true))
+        // The cap is reached: done only if nothing else is in the range.
+        match walk.next()? {
+            Some(entry) if entry.seq <= to => Ok((count, false)),
+            _ => Ok((count, true)),
+        }
     }
 
     /// The first seq received at or after `at_ms` (one past the head if none),
@@ -181,7 +179,6 @@ mod tests {
         let (_dir, store) = open();
         for seq in 1..=10 {
             let source = if seq % 2 == 0 { "b" } else { "a" };
-            // Two chunks each: only the first is counted.
             put(&store, seq, &message(source, seq, vec![7; 5000]));
         }
         let log = store.log();
@@ -200,7 +197,11 @@ mod tests {
         );
         assert_eq!(
             log.count_routed(Seq(1), Seq(10), |_| true, 5).unwrap(),
-            (3, false)
+            (5, false)
+        );
+        assert_eq!(
+            log.count_routed(Seq(1), Seq(10), |_| true, 10).unwrap(),
+            (10, true)
         );
     }
 }

@@ -10,11 +10,13 @@
 //!   their `attempts` and `dead` rows (for every destination, configured or not),
 //!   and expired `dedup` entries. It runs once at start, then every
 //!   [`retention_interval`], on the blocking pool, yielding between steps:
-//!   log chunks and attempts in sled batches of at most [`BATCH_KEYS`] keys,
-//!   dead letters one removal at a time (so their in-memory counts follow
-//!   only removals sled reports). sled applies any batch under
-//!   a lock that every other write waits for, so batches stay small: 512
-//!   removals of 4 KiB chunks hold it about 5 ms (4096 held it 35-45 ms).
+//!   the log a few whole segments at a time ([`SEGMENTS_PER_STEP`]: a
+//!   segment goes once every message in it is due, so up to one segment of
+//!   due messages waits for the next), attempts in sled batches of at most
+//!   [`BATCH_KEYS`] keys, dead letters one removal at a time (so their
+//!   in-memory counts follow only removals sled reports). sled applies any
+//!   batch under a lock that every other write waits for, so batches stay
+//!   small: 512 removals held it about 5 ms (4096 held it 35-45 ms).
 //! - **Disk budget** ([`budget`]): refuses inbound webhooks while the database
 //!   is over `storage.max_disk_bytes`.
 //!
@@ -43,10 +45,11 @@ pub use budget::{over_budget, BUDGET_EVERY, GRACE_CAP};
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// Retention never runs more often than this, however short `storage.retention` is.
 pub const RETENTION_EVERY_MIN: Duration = Duration::from_millis(100);
-/// Most keys removed in one sled batch, so at most this many messages; a batch
-/// ends on a message boundary, so one message larger than this many chunks
-/// still goes in one batch of its own.
+/// Most attempt or dead-letter rows removed in one sled batch.
 pub const BATCH_KEYS: usize = 512;
+/// Most log segments dropped in one step (each a tree of at most 1.5 MiB:
+/// a drop rewrites sled's meta page and frees the tree's pages).
+pub const SEGMENTS_PER_STEP: usize = 16;
 /// Most dedup entries examined per step (a read; expired ones are removed one by one).
 pub const DEDUP_SCAN: usize = 4096;
 
@@ -101,7 +104,7 @@ struct Pass {
     messages: u64,
     first: Option<Seq>,
     last: Option<Seq>,
-    /// Log chunks whose message had no readable head (damaged, yet finished by every destination).
+    /// Log values that could not be read (damaged, yet finished by every destination).
     damaged: u64,
     rows: u64,
     dedup: u64,
@@ -129,7 +132,7 @@ impl Retention {
                     messages = p.messages,
                     first_seq = p.first.map(|s| s.0),
                     last_seq = p.last.map(|s| s.0),
-                    damaged_chunks = p.damaged,
+                    damaged_values = p.damaged,
                     attempt_and_dead_rows = p.rows,
                     dedup_entries = p.dedup,
                     "retention deleted expired entries"
@@ -151,7 +154,7 @@ impl Retention {
         let mut pass = Pass::default();
 
         loop {
-            let planned = move |s: &Store| s.log().plan_removal(upto, cutoff_ms, BATCH_KEYS);
+            let planned = move |s: &Store| s.log().plan_removal(upto, cutoff_ms, SEGMENTS_PER_STEP);
             let Some(plan) = self.step(shutdown, planned).await? else {
                 return Ok(pass);
             };
@@ -287,6 +290,8 @@ mod tests {
         let (d1, gone): (DestinationName, DestinationName) =
             ("d1".parse().unwrap(), "d1-old".parse().unwrap());
         for seq in 1..=3 {
+            // A segment each: retention drops whole segments.
+            store.log().start_segment();
             put(&store, seq, &message("a", 1, vec![7; 10]));
             for d in [&d1, &gone] {
                 store.attempts().record(d, Seq(seq), 1, &attempt()).unwrap();
