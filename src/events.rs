@@ -136,11 +136,20 @@ impl Events {
             }
             map.extend(more);
         }
-        if tx.try_send(body).is_err() {
-            tracing::warn!(
-                event = kind.as_str(),
-                "operator event dropped: the queue is full"
-            );
+        match tx.try_send(body) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    event = kind.as_str(),
+                    "operator event dropped: the queue is full"
+                )
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(
+                    event = kind.as_str(),
+                    "operator event dropped: events have stopped"
+                )
+            }
         }
     }
 
@@ -179,10 +188,24 @@ async fn append_loop(
         Ok(s) => s,
         Err(_) => return,
     };
+    let mut draining = false;
     loop {
-        let body = tokio::select! {
-            b = rx.recv() => match b { Some(b) => b, None => return },
-            _ = shutdown.cancelled() => return,
+        let body = if draining {
+            match rx.recv().await {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            tokio::select! {
+                b = rx.recv() => match b { Some(b) => b, None => return },
+                _ = shutdown.cancelled() => {
+                    // What was reported before the end is still stored: the
+                    // appender outlives this task.
+                    rx.close();
+                    draining = true;
+                    continue;
+                }
+            }
         };
         let kind = body["type"].as_str().map(str::to_owned);
         let about = body["destination"]

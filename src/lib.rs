@@ -173,32 +173,14 @@ async fn reload(
         }
     };
     let changes = reload::diff(config, &loaded);
-    // Certificates are re-read with the config (checked as it loaded);
-    // turning TLS on or off needs a restart (reported by the diff).
-    for (acceptor, tls) in [
-        (ingest_tls, &loaded.server.tls),
-        (admin_tls, &loaded.admin.tls),
-    ] {
-        if let (Some(acceptor), Some(tls)) = (acceptor, tls) {
-            acceptor.replace(&tls.identity);
-        }
-    }
-    // What needs a restart keeps its running value.
+    // What needs a restart keeps its running value; the certificates just
+    // read are kept aside for the swap below.
+    let fresh_tls = [loaded.server.tls.clone(), loaded.admin.tls.clone()];
     let mut new = loaded;
     new.server = config.server.clone();
     new.admin = config.admin.clone();
     new.storage.data_dir = config.storage.data_dir.clone();
     new.storage.durability = config.storage.durability;
-    let head_now = *head.borrow();
-    for d in &new.destinations {
-        if !config.destinations.iter().any(|o| o.name == d.name) {
-            // A new destination receives what arrives from now on; one
-            // added back resumes at the cursor it kept.
-            if let Err(e) = store.cursors().init_at(&d.name, head_now) {
-                tracing::warn!(destination = %d.name, error = %e, "cannot start the new destination at the head");
-            }
-        }
-    }
     let clients = match delivery::Clients::build(&new.destinations) {
         Ok(c) => c,
         Err(e) => {
@@ -211,6 +193,24 @@ async fn reload(
             return Err(problems);
         }
     };
+    // Nothing below can fail: only now does the reload change anything.
+    // Certificates are re-read with the config (checked as it loaded);
+    // turning TLS on or off needs a restart (reported by the diff).
+    for (acceptor, tls) in [ingest_tls, admin_tls].into_iter().zip(&fresh_tls) {
+        if let (Some(acceptor), Some(tls)) = (acceptor, tls) {
+            acceptor.replace(&tls.identity);
+        }
+    }
+    let head_now = *head.borrow();
+    for d in &new.destinations {
+        if !config.destinations.iter().any(|o| o.name == d.name) {
+            // A new destination receives what arrives from now on; one
+            // added back resumes at the cursor it kept.
+            if let Err(e) = store.cursors().init_at(&d.name, head_now) {
+                tracing::warn!(destination = %d.name, error = %e, "cannot start the new destination at the head");
+            }
+        }
+    }
     // The old workers stop before the new ones start: a strict destination
     // must never have two deliveries in flight.
     let placeholder = reload::Generation::idle(shutdown);
@@ -252,7 +252,11 @@ async fn on_hangup(
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the config");
-                    if reloads.send(reload::Request { reply: None }).await.is_err() {
+                    let sent = tokio::select! {
+                        r = reloads.send(reload::Request { reply: None }) => r.is_ok(),
+                        _ = shutdown.cancelled() => false,
+                    };
+                    if !sent {
                         return;
                     }
                 }
@@ -395,6 +399,9 @@ pub async fn run_notify<G>(
             }
         }
     }
+    // Nothing reads reload requests from here on; a SIGHUP sender waiting
+    // for room must see the channel closed, not wait forever.
+    drop(reloads);
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "inbound listener task failed");
     }

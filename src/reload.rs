@@ -122,6 +122,10 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
 pub struct Generation {
     token: CancellationToken,
     tracker: TaskTracker,
+    /// Operator events stop last, so that what the workers report while
+    /// they stop is still stored.
+    events_token: CancellationToken,
+    events_tracker: TaskTracker,
     pub controls: Vec<(DestinationName, Arc<Control>)>,
     pub over_budget: Arc<AtomicBool>,
     pub events: Events,
@@ -141,11 +145,19 @@ impl Generation {
     ) -> Generation {
         let token = shutdown.child_token();
         let tracker = TaskTracker::new();
+        // Not a child of `shutdown`: only `stop` ends it, after the workers.
+        let events_token = CancellationToken::new();
+        let events_tracker = TaskTracker::new();
         let subscribed = config
             .destinations
             .iter()
             .any(|d| d.sources.iter().any(|s| s.as_str() == events::SOURCE));
-        let events = Events::spawn(subscribed, appender.clone(), &tracker, token.clone());
+        let events = Events::spawn(
+            subscribed,
+            appender.clone(),
+            &events_tracker,
+            events_token.clone(),
+        );
         let controls = delivery::spawn_workers(
             &config.destinations,
             clients,
@@ -154,6 +166,7 @@ impl Generation {
             &events,
             &tracker,
             &token,
+            shutdown,
         );
         let over_budget = store::spawn_retention(
             store.clone(),
@@ -173,6 +186,8 @@ impl Generation {
         Generation {
             token,
             tracker,
+            events_token,
+            events_tracker,
             controls,
             over_budget,
             events,
@@ -184,6 +199,8 @@ impl Generation {
         Generation {
             token: shutdown.child_token(),
             tracker: TaskTracker::new(),
+            events_token: CancellationToken::new(),
+            events_tracker: TaskTracker::new(),
             controls: Vec::new(),
             over_budget: Arc::default(),
             events: Events::none(),
@@ -196,5 +213,8 @@ impl Generation {
         self.token.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        self.events_token.cancel();
+        self.events_tracker.close();
+        self.events_tracker.wait().await;
     }
 }

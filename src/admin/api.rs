@@ -429,23 +429,28 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
             }),
         ));
     }
-    let before = admin.store.cursors().get(&d.name)?;
-    // Only an end below the old cursor needs a jump back: up to the old
-    // cursor everything was delivered, after it everything is pending anyway.
-    let end = req
-        .to_seq
-        .map(|_| ReplayEnd { to, resume: before })
-        .filter(|e| e.to < e.resume);
+    let bounded = req.to_seq.is_some();
     let name = d.name.clone();
-    admin
+    let end = admin
         .store
         .blocking(move |s| {
-            s.cursors().rewind(s.destinations(), &name, cursor, |st| {
-                st.blocked_on = None;
-                st.replay_end = end;
-                // Every message of the range gets a fresh run of attempts.
-                st.retry_epoch = st.retry_epoch.wrapping_add(1);
-            })
+            let end = std::cell::Cell::new(None);
+            s.cursors()
+                .rewind(s.destinations(), &name, cursor, |st, before| {
+                    // Resume where delivery really was: past a bounded replay
+                    // still in progress, that one's resume point.
+                    let resume = st.replay_end.map_or(before, |e| e.resume.max(before));
+                    // Only an end below it needs a jump back: up to there
+                    // everything was delivered, after it all is pending anyway.
+                    let new_end =
+                        Some(ReplayEnd { to, resume }).filter(|e| bounded && e.to < e.resume);
+                    end.set(new_end);
+                    st.blocked_on = None;
+                    st.replay_end = new_end;
+                    // Every message of the range gets a fresh run of attempts.
+                    st.retry_epoch = st.retry_epoch.wrapping_add(1);
+                })?;
+            Ok(end.get())
         })
         .await?;
     c.wake();

@@ -60,7 +60,8 @@ pub struct Lane {
     pub control: Arc<Control>,
     client: HttpClient,
     limiter: Limiter,
-    /// Only for the in-flight grace; waits use the caller's interrupt token.
+    /// The process's end, only for the in-flight grace; waits use the
+    /// caller's interrupt token.
     shutdown: CancellationToken,
     /// Messages currently between a failed attempt and their end.
     failing: Mutex<usize>,

@@ -53,6 +53,11 @@ pub enum DeliveryError {
 pub use status::Control;
 
 /// Starts one worker per destination; returns their control handles by name.
+/// `shutdown` stops the workers (a reload or the process's end); only the
+/// process's end (`exit`) cuts an attempt in flight short, after
+/// [`SHUTDOWN_GRACE`]: at a reload it finishes (within its `timeout`) and is
+/// recorded, so it is never sent again beside itself.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_workers(
     destinations: &[DestinationConfig],
     clients: &Clients,
@@ -61,6 +66,7 @@ pub fn spawn_workers(
     events: &crate::events::Events,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
+    exit: &CancellationToken,
 ) -> Vec<(DestinationName, Arc<Control>)> {
     destinations
         .iter()
@@ -71,7 +77,7 @@ pub fn spawn_workers(
                 store.clone(),
                 control.clone(),
                 clients.for_destination(dest),
-                shutdown.clone(),
+                exit.clone(),
             ));
             match dest.ordering {
                 DeliveryOrder::Strict => {

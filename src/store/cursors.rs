@@ -50,14 +50,14 @@ impl Cursors {
     }
 
     /// An operator's rewind (replay): moves the cursor to `cursor` and changes
-    /// the destination's state with `change`, together, so a worker never
-    /// sees one without the other. Blocking.
+    /// the destination's state with `change` (given the cursor it had),
+    /// together, so a worker never sees one without the other. Blocking.
     pub fn rewind(
         &self,
         states: &Destinations,
         dest: &DestinationName,
         cursor: Seq,
-        change: impl Fn(&mut DestinationState),
+        change: impl Fn(&mut DestinationState, Seq),
     ) -> Result<(), StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         let key = dest.as_str().as_bytes();
@@ -69,7 +69,13 @@ impl Cursors {
                     }
                     None => DestinationState::default(),
                 };
-                change(&mut state);
+                let before = match cursors.get(key)? {
+                    Some(v) => {
+                        codec::decode_seq(&v).map_err(ConflictableTransactionError::Abort)?
+                    }
+                    None => Seq(0),
+                };
+                change(&mut state, before);
                 let state =
                     codec::encode_state(&state).map_err(ConflictableTransactionError::Abort)?;
                 states.insert(key, state)?;

@@ -411,6 +411,41 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_over_heads_steps_over_the_parts_it_does_not_read() {
+        let (_dir, store) = open();
+        put(&store, 1, &message("a", 1, vec![1]));
+        put(&store, 2, &message("big", 2, body(2 * SEGMENT_BYTES + 5)));
+        put(&store, 3, &message("a", 3, vec![3]));
+        put(&store, 4, &message("big", 4, body(3 * FRAME_BYTES)));
+        put(&store, 5, &message("a", 5, vec![5]));
+        let log = store.log();
+        let mut walk = log.walk(Seq(1)).unwrap();
+        let mut seen = Vec::new();
+        while let Some(e) = walk.next().unwrap() {
+            seen.push((e.seq.0, e.head().unwrap().source.to_string(), e.values > 1));
+        }
+        let want = |s: u64, src: &str, parts: bool| (s, src.to_owned(), parts);
+        assert_eq!(
+            seen,
+            [
+                want(1, "a", false),
+                want(2, "big", true),
+                want(3, "a", false),
+                want(4, "big", true),
+                want(5, "a", false)
+            ]
+        );
+        // Reading one in full still works after skipping another.
+        let mut walk = log.walk(Seq(2)).unwrap();
+        let skipped = walk.next().unwrap().unwrap();
+        assert_eq!(skipped.seq, Seq(2));
+        assert_eq!(walk.next().unwrap().unwrap().seq, Seq(3));
+        let big = walk.next().unwrap().unwrap();
+        assert_eq!(walk.message(&big).unwrap().body.len(), 3 * FRAME_BYTES);
+        assert_eq!(walk.next().unwrap().unwrap().seq, Seq(5));
+    }
+
+    #[test]
     fn next_routed_reads_every_part_and_stops_at_the_next_message() {
         let (_dir, store) = open();
         let big = body(3 * FRAME_BYTES + 7);

@@ -10,6 +10,10 @@ use crate::store::{codec, StoreError};
 /// Most messages one listing examines, so a filter that matches nothing
 /// cannot turn one request into a full scan.
 const SCAN_CAP: usize = 100_000;
+/// A long scan lets go of the segment directory after this many messages
+/// and walks on from where it was: the appender needs the directory to open
+/// a segment, and waiting for a whole scan would hold back every ack.
+const WALK_CHUNK: usize = 4096;
 
 /// What the admin API shows of a message without its body.
 #[derive(Debug, Clone, Serialize)]
@@ -45,13 +49,19 @@ impl Log {
     ) -> Result<Vec<MessageMeta>, StoreError> {
         let mut out = Vec::new();
         let mut walk = self.walk(after.next())?;
-        for _ in 0..SCAN_CAP {
+        let mut last = after;
+        for i in 0..SCAN_CAP {
             if out.len() >= limit {
                 break;
+            }
+            if i > 0 && i % WALK_CHUNK == 0 {
+                drop(walk);
+                walk = self.walk(last.next())?;
             }
             let Some(entry) = walk.next()? else {
                 break;
             };
+            last = entry.seq;
             if source.is_some() || event_type.is_some() {
                 let head = entry.head()?;
                 if source.is_some_and(|s| *s != head.source)
@@ -91,10 +101,16 @@ impl Log {
             return Ok((0, true));
         }
         let mut walk = self.walk(from)?;
-        for _ in 0..cap {
+        let mut last = from;
+        for i in 0..cap {
+            if i > 0 && i % WALK_CHUNK == 0 {
+                drop(walk);
+                walk = self.walk(last.next())?;
+            }
             let Some(entry) = walk.next()? else {
                 return Ok((count, true));
             };
+            last = entry.seq;
             if entry.seq > to {
                 return Ok((count, true));
             }

@@ -45,6 +45,10 @@ pub struct Walk<'a> {
     iter: Option<sled::Iter>,
     frame: Option<(sled::IVec, FrameEntries)>,
     from: Seq,
+    /// The last message returned was stored in parts and its later parts
+    /// were not read ([`Walk::record`]): the next step seeks past them
+    /// instead of reading them.
+    unread_parts: Option<Seq>,
 }
 
 impl<'a> Walk<'a> {
@@ -61,6 +65,7 @@ impl<'a> Walk<'a> {
             iter: None,
             frame: None,
             from,
+            unread_parts: None,
         };
         let Some(tree) = seg.and_then(|s| walk.dir.get(&s)) else {
             return Ok(walk);
@@ -84,6 +89,12 @@ impl<'a> Walk<'a> {
     /// The next message, `None` at the end of the log.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Entry>, StoreError> {
+        if let Some(seq) = self.unread_parts.take() {
+            // One descent instead of reading every part of a large message
+            // nobody asked for (a scan of heads, a destination it does not
+            // route to).
+            self.seek(seq.next())?;
+        }
         loop {
             if let Some((v, entries)) = &mut self.frame {
                 match entries.next(v) {
@@ -116,6 +127,9 @@ impl<'a> Walk<'a> {
                     payload,
                 } if part == 0 && seq >= self.from => {
                     let first = v.subslice(payload.start, payload.len());
+                    if count > 1 {
+                        self.unread_parts = Some(seq);
+                    }
                     return Ok(Some(Entry {
                         seq,
                         first,
@@ -131,7 +145,11 @@ impl<'a> Walk<'a> {
     /// The whole record of `entry`, the message [`Walk::next`] just
     /// returned: its first part's bytes and every following part.
     pub fn record(&mut self, entry: &Entry) -> Result<Vec<u8>, StoreError> {
-        let mut bytes = Vec::with_capacity(entry.first.len() * entry.values as usize);
+        // The parts are read here, in order, from where `next` stopped.
+        self.unread_parts = None;
+        // The part count comes from disk: grown as parts arrive, never
+        // reserved from it (a corrupt count must not ask for terabytes).
+        let mut bytes = Vec::with_capacity(entry.first.len());
         bytes.extend_from_slice(&entry.first);
         for i in 1..entry.values {
             let Some((k, v)) = self.next_value()? else {
@@ -160,6 +178,22 @@ impl<'a> Walk<'a> {
             return Ok(codec::decode_message(&entry.first)?);
         }
         Ok(codec::decode_message(&self.record(entry)?)?)
+    }
+
+    /// Moves to the first value at or after `seq`'s first key, with one
+    /// descent of the segment holding it.
+    fn seek(&mut self, seq: Seq) -> Result<(), StoreError> {
+        let start = key(seq, 0);
+        self.frame = None;
+        self.seg = match self.dir.range(..=start).next_back() {
+            Some((k, _)) => Some(*k),
+            None => self.dir.keys().next().copied(),
+        };
+        self.iter = self
+            .seg
+            .and_then(|s| self.dir.get(&s))
+            .map(|tree| tree.range(start..));
+        Ok(())
     }
 
     fn next_value(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
