@@ -63,6 +63,7 @@ fn append(c: &mut Criterion) {
                 store,
                 Durability::Fsync,
                 head,
+                Default::default(),
                 &tracker,
                 CancellationToken::new(),
             )

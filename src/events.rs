@@ -12,7 +12,6 @@
 //! `hookrelay` in its `sources`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -248,7 +247,7 @@ pub fn is_about(
 pub fn spawn_watcher(
     events: Events,
     controls: Vec<(DestinationName, Arc<Control>)>,
-    over_budget: Arc<AtomicBool>,
+    disk: Arc<crate::store::DiskGuard>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -275,7 +274,7 @@ pub fn spawn_watcher(
                     }
                 })
                 .collect();
-            let over = over_budget.load(Ordering::Relaxed);
+            let over = disk.refusing();
             for (kind, about, details) in watch.step(crate::time::now_ms(), &seen, over) {
                 events.emit(kind, about.as_ref(), details);
             }

@@ -215,10 +215,16 @@ async fn reload(
     // must never have two deliveries in flight.
     let placeholder = reload::Generation::idle(shutdown);
     std::mem::replace(generation, placeholder).stop().await;
-    *generation =
-        reload::Generation::start(&new, &clients, store, head, &ingest.appender(), shutdown);
+    let disk = ingest.disk();
+    *generation = reload::Generation::start(
+        &new,
+        &clients,
+        store,
+        head,
+        (&ingest.appender(), &disk),
+        shutdown,
+    );
     ingest.reconfigure(&new);
-    ingest.set_disk_budget(generation.over_budget.clone());
     admin.reconfigure(&new, ingest.stats(), generation.controls.clone());
     *config = new;
     tracing::info!(
@@ -322,19 +328,26 @@ pub async fn run_notify<G>(
     let (head_tx, head_rx) = watch::channel(last);
 
     let tracker = TaskTracker::new();
+    let disk = Arc::new(store::DiskGuard::default());
     let appender = store::spawn_appender(
         store.clone(),
         config.storage.durability,
         head_tx,
+        disk.clone(),
         &tracker,
         shutdown.clone(),
     )?;
     notify::spawn(&tracker, shutdown.clone());
-    let mut generation =
-        reload::Generation::start(&config, &clients, &store, &head_rx, &appender, &shutdown);
+    let mut generation = reload::Generation::start(
+        &config,
+        &clients,
+        &store,
+        &head_rx,
+        (&appender, &disk),
+        &shutdown,
+    );
     drop(clients);
-    let ingest = Arc::new(ingest::Ingest::new(&config, appender.clone()));
-    ingest.set_disk_budget(generation.over_budget.clone());
+    let ingest = Arc::new(ingest::Ingest::new(&config, appender.clone(), disk));
     let (reload_tx, mut reloads) = tokio::sync::mpsc::channel(4);
     let admin_state = Arc::new(admin::Admin::new(
         &config,

@@ -8,7 +8,6 @@
 //! and the admin's lists are swapped whole. An invalid config changes
 //! nothing. What only a restart can change is reported, not applied.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::delivery::{self, Control};
 use crate::events::{self, Events};
 use crate::model::{DestinationName, Seq};
-use crate::store::{self, Appender, Store};
+use crate::store::{self, Appender, DiskGuard, Store};
 
 /// A request to reload; the answer goes back on `reply` when there is one
 /// (the admin API), else only to the log (`SIGHUP`).
@@ -127,7 +126,6 @@ pub struct Generation {
     events_token: CancellationToken,
     events_tracker: TaskTracker,
     pub controls: Vec<(DestinationName, Arc<Control>)>,
-    pub over_budget: Arc<AtomicBool>,
     pub events: Events,
 }
 
@@ -140,7 +138,7 @@ impl Generation {
         clients: &delivery::Clients,
         store: &Store,
         head: &watch::Receiver<Seq>,
-        appender: &Appender,
+        (appender, disk): (&Appender, &Arc<DiskGuard>),
         shutdown: &CancellationToken,
     ) -> Generation {
         let token = shutdown.child_token();
@@ -168,18 +166,22 @@ impl Generation {
             &token,
             shutdown,
         );
-        let over_budget = store::spawn_retention(
+        let limits = store::Limits {
+            max: config.storage.max_disk_bytes,
+            min_free: config.storage.min_free_bytes,
+        };
+        store::spawn_retention(
             store.clone(),
             config.destinations.iter().map(|d| d.name.clone()).collect(),
             config.storage.retention,
-            config.storage.max_disk_bytes,
+            (limits, disk.clone()),
             &tracker,
             token.clone(),
         );
         events::spawn_watcher(
             events.clone(),
             controls.clone(),
-            over_budget.clone(),
+            disk.clone(),
             &tracker,
             token.clone(),
         );
@@ -189,7 +191,6 @@ impl Generation {
             events_token,
             events_tracker,
             controls,
-            over_budget,
             events,
         }
     }
@@ -202,7 +203,6 @@ impl Generation {
             events_token: CancellationToken::new(),
             events_tracker: TaskTracker::new(),
             controls: Vec::new(),
-            over_budget: Arc::default(),
             events: Events::none(),
         }
     }

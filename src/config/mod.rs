@@ -95,6 +95,8 @@ pub struct StorageConfig {
     pub durability: Durability,
     pub retention: Duration,
     pub max_disk_bytes: u64,
+    /// Inbound is refused while the data dir's file system has less free.
+    pub min_free_bytes: u64,
 }
 
 /// When an inbound webhook counts as stored.

@@ -58,6 +58,7 @@ pub(super) struct RawStorage {
     pub durability: Option<Spanned<Durability>>,
     pub retention: Text,
     pub max_disk_bytes: Option<Spanned<RawSize>>,
+    pub min_free_bytes: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize)]

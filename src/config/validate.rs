@@ -326,6 +326,7 @@ fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
         durability: Durability::Fsync,
         retention: Duration::from_secs(7 * 86400),
         max_disk_bytes: 10 << 30,
+        min_free_bytes: 1 << 30,
     };
     let Some(r) = raw else { return default };
     let data_dir = match &r.data_dir {
@@ -347,6 +348,11 @@ fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
             &r.max_disk_bytes,
             "storage.max_disk_bytes",
             default.max_disk_bytes,
+        ),
+        min_free_bytes: cx.size(
+            &r.min_free_bytes,
+            "storage.min_free_bytes",
+            default.min_free_bytes,
         ),
     }
 }

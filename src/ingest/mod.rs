@@ -10,7 +10,7 @@ mod stats;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -79,20 +79,20 @@ pub struct Ingest {
     appender: Appender,
     max_body_bytes: u64,
     request_timeout: Duration,
-    /// Set by the disk-budget check while storage is over `max_disk_bytes`
-    /// (a new flag with each reload's retention).
-    over_budget: RwLock<Arc<AtomicBool>>,
+    /// Refuses (503) while storage is over `max_disk_bytes` or under
+    /// `min_free_bytes`; see [`crate::store::DiskGuard`].
+    disk: Arc<crate::store::DiskGuard>,
 }
 
 impl Ingest {
     /// Builds the routing table and every source's verifier from the config.
-    pub fn new(config: &Config, appender: Appender) -> Ingest {
+    pub fn new(config: &Config, appender: Appender, disk: Arc<crate::store::DiskGuard>) -> Ingest {
         Ingest {
             routes: RwLock::new(Arc::new(routes(config, &HashMap::new()))),
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
-            over_budget: RwLock::default(),
+            disk,
         }
     }
 
@@ -106,19 +106,13 @@ impl Ingest {
         }
     }
 
-    /// Refuses to store (503) while `over_budget` is set; see
-    /// [`crate::store::retention::over_budget`].
-    pub fn set_disk_budget(&self, over_budget: Arc<AtomicBool>) {
-        if let Ok(mut o) = self.over_budget.write() {
-            *o = over_budget;
-        }
+    fn over_budget(&self) -> bool {
+        self.disk.refusing()
     }
 
-    fn over_budget(&self) -> bool {
-        self.over_budget
-            .read()
-            .map(|o| o.load(Ordering::Relaxed))
-            .unwrap_or(false)
+    /// The disk guard (for what a reload restarts).
+    pub fn disk(&self) -> Arc<crate::store::DiskGuard> {
+        self.disk.clone()
     }
 
     fn routes(&self) -> Arc<Routes> {
@@ -471,10 +465,18 @@ async fn store(
         body: body.to_vec(),
         dedup,
     };
-    let outcome = ingest.appender.append(msg).await.map_err(|e: StoreError| {
-        tracing::error!(source = %source.name, error = %e, "append failed");
-        IngestError::Unavailable
-    })?;
+    let outcome = ingest
+        .appender
+        .append(msg)
+        .await
+        .map_err(|e: StoreError| match e {
+            // The batch would have passed the disk budget: refused, not failed.
+            StoreError::OverBudget => IngestError::OverBudget,
+            e => {
+                tracing::error!(source = %source.name, error = %e, "append failed");
+                IngestError::Unavailable
+            }
+        })?;
     // Once the answer is known to be durable. Never headers or the body.
     // A duplicate names the first message with its key (`duplicate=true`).
     let (seq, id, duplicate) = match &outcome {

@@ -31,7 +31,7 @@ pub enum IngestError {
     BadBody,
     #[error("storage unavailable; retry later")]
     Unavailable,
-    #[error("storage over max_disk_bytes")]
+    #[error("storage over max_disk_bytes or under min_free_bytes")]
     OverBudget,
 }
 

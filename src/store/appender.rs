@@ -34,6 +34,9 @@ use crate::time::now_ms;
 const MAX_BATCH: usize = 512;
 /// At most this many encoded bytes share one sync.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// What a stored message adds beyond its body, for the disk budget's
+/// estimate (id, source, headers, frame header: a few hundred bytes).
+const RECORD_OVERHEAD: usize = 512;
 /// How often `durability = "buffered"` syncs.
 const BUFFERED_SYNC_EVERY: Duration = Duration::from_millis(100);
 
@@ -85,10 +88,13 @@ impl Appender {
 
 /// Starts the appender (and, for buffered durability, its periodic sync).
 /// `head` receives the highest durable seq after every batch.
+/// Every batch is charged to `guard` before it is written; one that would
+/// pass the disk budget is refused (`StoreError::OverBudget`, a 503).
 pub fn spawn_appender(
     store: Store,
     durability: Durability,
     head: watch::Sender<Seq>,
+    guard: Arc<super::DiskGuard>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Appender, StoreError> {
@@ -106,7 +112,7 @@ pub fn spawn_appender(
         applied_rx,
         shutdown,
     ));
-    tracker.spawn(run(store, rx, applied_tx, next));
+    tracker.spawn(run(store, rx, applied_tx, next, guard));
     Ok(Appender { tx })
 }
 
@@ -148,6 +154,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     applied: mpsc::Sender<Applied>,
     mut next: Seq,
+    guard: Arc<super::DiskGuard>,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -175,6 +182,18 @@ async fn run(
                 }
                 Err(_) => break,
             }
+        }
+        // What the batch will add to the log, about: its bodies and a
+        // record's worth of id, headers and framing each.
+        let estimate: u64 = pending
+            .iter()
+            .map(|r| (r.msg.body.len() + RECORD_OVERHEAD) as u64)
+            .sum();
+        if !guard.admit(estimate) {
+            for r in pending.drain(..) {
+                let _ = r.reply.send(Err(StoreError::OverBudget));
+            }
+            continue;
         }
         next = apply(&store, slot, &mut pending, next).await;
     }

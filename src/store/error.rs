@@ -27,6 +27,8 @@ pub enum StoreError {
     #[error("an earlier sync failed; restart to recover from disk")]
     Poisoned,
     /// The appender is gone: the relay is shutting down.
+    #[error("storage over max_disk_bytes or under min_free_bytes")]
+    OverBudget,
     #[error("storage is shutting down")]
     Closed,
     /// A store call on the blocking pool panicked or was cancelled.

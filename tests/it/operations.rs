@@ -125,7 +125,10 @@ async fn over_max_disk_bytes_inbound_gets_503_until_retention_frees_space() {
             other => panic!("unexpected {other}"),
         }
     };
-    assert_eq!(refused.json["error"], "storage over max_disk_bytes");
+    assert_eq!(
+        refused.json["error"],
+        "storage over max_disk_bytes or under min_free_bytes"
+    );
     let retry_after: u64 = refused
         .headers
         .get("retry-after")

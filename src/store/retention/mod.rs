@@ -27,7 +27,7 @@
 
 pub mod budget;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ use super::per_dest::PerDestination;
 use super::{Store, StoreError};
 use crate::model::{DestinationName, Seq};
 use crate::time::now_ms;
-pub use budget::{over_budget, BUDGET_EVERY, GRACE_CAP};
+pub use budget::{over_budget, DiskGuard, Limits, BUDGET_EVERY, GRACE_CAP};
 
 /// How often retention runs (after once at start), for retentions of two minutes and more.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -61,17 +61,16 @@ pub fn retention_interval(retention: Duration) -> Duration {
 }
 
 /// Starts retention and the disk-budget check on `tracker`; both stop on
-/// `shutdown`. Returns the flag that is true while the database is over
-/// `max_disk_bytes` and inbound webhooks must be refused.
+/// `shutdown`. The budget check keeps `guard` (which ingest and the
+/// appender consult) up to date with `limits`.
 pub fn spawn_retention(
     store: Store,
     destinations: Vec<DestinationName>,
     retention: Duration,
-    max_disk_bytes: u64,
+    (limits, guard): (budget::Limits, Arc<DiskGuard>),
     tracker: &TaskTracker,
     shutdown: CancellationToken,
-) -> Arc<AtomicBool> {
-    let over = Arc::new(AtomicBool::new(false));
+) {
     let freed = Arc::new(AtomicU64::new(0));
     let task = Retention {
         store: store.clone(),
@@ -80,14 +79,7 @@ pub fn spawn_retention(
         freed: freed.clone(),
     };
     tracker.spawn(task.run(shutdown.clone()));
-    tracker.spawn(budget::budget_loop(
-        store,
-        max_disk_bytes,
-        over.clone(),
-        freed,
-        shutdown,
-    ));
-    over
+    tracker.spawn(budget::budget_loop(store, limits, guard, freed, shutdown));
 }
 
 struct Retention {
