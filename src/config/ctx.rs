@@ -176,12 +176,21 @@ impl<'a> Ctx<'a> {
 
     /// A size that must be more than zero.
     pub fn size(&mut self, v: &Option<Spanned<RawSize>>, key: &str, default: u64) -> u64 {
-        let Some(v) = v else { return default };
-        match units::parse_size(v.get_ref()) {
-            Ok(0) => {
-                self.at(v, key, "must be more than zero");
+        match self.size_or_zero(v, key, default) {
+            0 => {
+                if let Some(v) = v {
+                    self.at(v, key, "must be more than zero");
+                }
                 default
             }
+            n => n,
+        }
+    }
+
+    /// A size where `0` is allowed (and means "off").
+    pub fn size_or_zero(&mut self, v: &Option<Spanned<RawSize>>, key: &str, default: u64) -> u64 {
+        let Some(v) = v else { return default };
+        match units::parse_size(v.get_ref()) {
             Ok(n) => n,
             Err(e) => {
                 self.at(v, key, e);

@@ -349,7 +349,7 @@ fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
             "storage.max_disk_bytes",
             default.max_disk_bytes,
         ),
-        min_free_bytes: cx.size(
+        min_free_bytes: cx.size_or_zero(
             &r.min_free_bytes,
             "storage.min_free_bytes",
             default.min_free_bytes,
