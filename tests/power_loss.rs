@@ -56,8 +56,8 @@ use rand::{Rng, SeedableRng};
 
 use powercut::{CutReport, Disk, Keep, Mount};
 use support::load::{
-    arrivals, body_of, check_destination, destinations, env_u64, load_client, missing, mix,
-    relay as serve, Ledger, Sender, ANSWER_DEADLINE,
+    arrivals, body_of, check_destination, destinations, env_u64, finish_sending, load_client,
+    missing, mix, relay as serve, Ledger, Sender, Tally, ANSWER_DEADLINE,
 };
 use support::*;
 
@@ -443,29 +443,13 @@ async fn power_loss_loses_no_acknowledged_webhook() {
     let mut relay = serve(&config).start().await;
     let drain_started = Instant::now();
     let url = relay.url("/in");
-    for (k, sender) in senders.iter().enumerate() {
-        let stop = Arc::new(AtomicBool::new(false));
-        load_client(k, url.clone(), sender.clone(), stop, ledger.clone(), true).await;
-        assert!(
-            sender.lock().unwrap().pending.is_none(),
-            "client {k}: a live relay answered"
-        );
-    }
-    let sent: Vec<u64> = senders.iter().map(|s| s.lock().unwrap().next).collect();
-    let (acked, unanswered, stored_anyway, refused) = {
-        let l = ledger.lock().unwrap();
-        (
-            l.acked.clone(),
-            l.unanswered,
-            l.stored_anyway,
-            l.refused.clone(),
-        )
-    };
-    assert_eq!(
-        acked.len() as u64,
-        sent.iter().sum::<u64>(),
-        "every message sent was acked in the end"
-    );
+    let Tally {
+        sent,
+        acked,
+        unanswered,
+        stored_anyway,
+        refused,
+    } = finish_sending(&url, &senders, &ledger).await;
     let deadline = Duration::from_secs(120 + 3 * cycles as u64);
     let head = loop {
         let d = destinations(&relay).await.remove(0);

@@ -92,6 +92,55 @@ pub fn parse_body(body: &[u8]) -> Option<(usize, u64)> {
     Some((v["client"].as_u64()? as usize, v["n"].as_u64()?))
 }
 
+/// What the senders ended with: each one's count of messages, and the ledger.
+pub struct Tally {
+    pub sent: Vec<u64>,
+    pub acked: HashMap<(usize, u64), (u64, String)>,
+    pub unanswered: usize,
+    pub stored_anyway: usize,
+    pub refused: BTreeMap<u16, usize>,
+}
+
+/// Sends once more, to the live relay at `url`, what each sender's last
+/// send left unanswered; then what the senders sent and the ledger. Every
+/// message sent must have been acknowledged by then.
+pub async fn finish_sending(
+    url: &str,
+    senders: &[Arc<Mutex<Sender>>],
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Tally {
+    for (k, sender) in senders.iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        load_client(
+            k,
+            url.to_owned(),
+            sender.clone(),
+            stop,
+            ledger.clone(),
+            true,
+        )
+        .await;
+        assert!(
+            sender.lock().unwrap().pending.is_none(),
+            "client {k}: a live relay answered"
+        );
+    }
+    let sent: Vec<u64> = senders.iter().map(|s| s.lock().unwrap().next).collect();
+    let l = ledger.lock().unwrap();
+    assert_eq!(
+        l.acked.len() as u64,
+        sent.iter().sum::<u64>(),
+        "every message sent was acked in the end"
+    );
+    Tally {
+        sent,
+        acked: l.acked.clone(),
+        unanswered: l.unanswered,
+        stored_anyway: l.stored_anyway,
+        refused: l.refused.clone(),
+    }
+}
+
 /// One sender, as a provider behaves: message n+1 only once n was answered
 /// `200`; a message without an answer is sent again (same body, same
 /// delivery id) before anything new. Stops at `stop` or at the first send
