@@ -40,8 +40,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use support::load::{
-    arrivals, check_destination, destinations, env_u64, finish_sending, load_client, missing, mix,
-    relay, Arrival, Ledger, Sender, Tally, ANSWER_DEADLINE,
+    arrivals, check_destination, destinations, env_u64, finish_sending, missing, mix, relay,
+    spawn_clients, Arrival, Ledger, Sender, Tally, ANSWER_DEADLINE,
 };
 use support::*;
 
@@ -249,18 +249,7 @@ async fn crash_loop_loses_no_acknowledged_webhook_and_keeps_order() {
         last_start = cycle_start.elapsed();
         let stop = Arc::new(AtomicBool::new(false));
         let url = format!("http://{}/in", relay.ingest);
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|k| {
-                tokio::spawn(load_client(
-                    k,
-                    url.clone(),
-                    senders[k].clone(),
-                    stop.clone(),
-                    ledger.clone(),
-                    false,
-                ))
-            })
-            .collect();
+        let clients = spawn_clients(&url, &senders, &stop, &ledger);
         let (delay, extra) = match mode {
             Mode::KillAtStart => (rng.random_range(0..=30), 0),
             Mode::KillInBacklog => (rng.random_range(200..=600), rng.random_range(0..=300)),

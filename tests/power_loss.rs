@@ -56,8 +56,8 @@ use rand::{Rng, SeedableRng};
 
 use powercut::{CutReport, Disk, Keep, Mount};
 use support::load::{
-    arrivals, body_of, check_destination, destinations, env_u64, finish_sending, load_client,
-    missing, mix, relay as serve, Ledger, Sender, Tally, ANSWER_DEADLINE,
+    arrivals, body_of, check_destination, destinations, env_u64, finish_sending, missing, mix,
+    relay as serve, spawn_clients, Ledger, Sender, Tally, ANSWER_DEADLINE,
 };
 use support::*;
 
@@ -369,18 +369,7 @@ async fn power_loss_loses_no_acknowledged_webhook() {
             ledger.lock().unwrap().acked.keys().copied().collect();
         let stop = Arc::new(AtomicBool::new(false));
         let url = relay.url("/in");
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|k| {
-                tokio::spawn(load_client(
-                    k,
-                    url.clone(),
-                    senders[k].clone(),
-                    stop.clone(),
-                    ledger.clone(),
-                    false,
-                ))
-            })
-            .collect();
+        let clients = spawn_clients(&url, &senders, &stop, &ledger);
         // The moment of the cut: after a random number of acknowledgements.
         let target = acked_before.len() + rng.random_range(20..=400);
         wait_until(

@@ -545,22 +545,7 @@ async fn messages(admin: &Admin, q: &Query) -> ApiResult {
                 .list_messages(source.as_ref(), event_type.as_deref(), after, limit)
         })
         .await?;
-    let list: Vec<Value> = list
-        .into_iter()
-        .map(|m| {
-            json!({
-                "seq": m.seq,
-                "id": m.id,
-                "source": m.source,
-                "received_at": crate::time::rfc3339(m.received_at_ms),
-                "event_type": m.event_type,
-                "content_type": m.content_type,
-                "query": m.query,
-                "idempotency_key": m.idempotency_key,
-                "body_bytes": m.body_bytes,
-            })
-        })
-        .collect();
+    let list: Vec<Value> = list.iter().map(|m| Value::Object(meta_json(m))).collect();
     Ok((StatusCode::OK, json!(list)))
 }
 
@@ -674,8 +659,20 @@ pub(super) fn message_json(seq: Seq, m: &Message) -> serde_json::Map<String, Val
         .iter()
         .map(|(k, v)| json!([k, String::from_utf8_lossy(v)]))
         .collect();
+    let mut out = meta_json(&crate::store::MessageMeta::of(seq, m));
+    out.insert("headers".into(), json!(headers));
+    out.insert(
+        "body_base64".into(),
+        json!(crate::keys::b64_encode(&m.body)),
+    );
+    out
+}
+
+/// A message's metadata as the API shows it (listings, and the start of
+/// every whole message).
+fn meta_json(m: &crate::store::MessageMeta) -> serde_json::Map<String, Value> {
     let v = json!({
-        "seq": seq.0,
+        "seq": m.seq,
         "id": m.id,
         "source": m.source,
         "received_at": crate::time::rfc3339(m.received_at_ms),
@@ -683,9 +680,7 @@ pub(super) fn message_json(seq: Seq, m: &Message) -> serde_json::Map<String, Val
         "content_type": m.content_type,
         "query": m.query,
         "idempotency_key": m.idempotency_key,
-        "headers": headers,
-        "body_bytes": m.body.len(),
-        "body_base64": crate::keys::b64_encode(&m.body),
+        "body_bytes": m.body_bytes,
     });
     match v {
         Value::Object(map) => map,

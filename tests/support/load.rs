@@ -92,6 +92,29 @@ pub fn parse_body(body: &[u8]) -> Option<(usize, u64)> {
     Some((v["client"].as_u64()? as usize, v["n"].as_u64()?))
 }
 
+/// One [`load_client`] per sender, posting to `url` until `stop`.
+pub fn spawn_clients(
+    url: &str,
+    senders: &[Arc<Mutex<Sender>>],
+    stop: &Arc<AtomicBool>,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    senders
+        .iter()
+        .enumerate()
+        .map(|(k, sender)| {
+            tokio::spawn(load_client(
+                k,
+                url.to_owned(),
+                sender.clone(),
+                stop.clone(),
+                ledger.clone(),
+                false,
+            ))
+        })
+        .collect()
+}
+
 /// What the senders ended with: each one's count of messages, and the ledger.
 pub struct Tally {
     pub sent: Vec<u64>,

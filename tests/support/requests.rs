@@ -32,6 +32,11 @@ impl Answer {
 /// Sends one request on `client`; an error if the connection failed.
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Answer, String> {
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    answer_of(resp).await
+}
+
+/// Reads a response whole into an [`Answer`].
+pub async fn answer_of(resp: http::Response<hyper::body::Incoming>) -> Result<Answer, String> {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp

@@ -193,22 +193,8 @@ pub async fn https_send(
                 .map_err(|e| e.to_string())?
         }
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     Ok(HttpsAnswer {
-        answer: Answer {
-            status,
-            headers,
-            body,
-            json,
-        },
+        answer: super::requests::answer_of(resp).await?,
         alpn,
         served,
     })

@@ -29,6 +29,23 @@ pub struct MessageMeta {
     pub body_bytes: usize,
 }
 
+impl MessageMeta {
+    /// What is shown of message `seq` without its body and headers.
+    pub fn of(seq: Seq, m: &codec::Message) -> MessageMeta {
+        MessageMeta {
+            seq: seq.0,
+            id: m.id.clone(),
+            source: m.source.clone(),
+            received_at_ms: m.received_at_ms,
+            event_type: m.event_type.clone(),
+            content_type: m.content_type.clone(),
+            query: m.query.clone(),
+            idempotency_key: m.idempotency_key.clone(),
+            body_bytes: m.body.len(),
+        }
+    }
+}
+
 impl Log {
     /// The first message at or after `from` (its seq and head).
     fn head_at_or_after(&self, from: Seq) -> Result<Option<(Seq, codec::MessageHead)>, StoreError> {
@@ -71,17 +88,7 @@ impl Log {
                 }
             }
             let m = walk.message(&entry)?;
-            out.push(MessageMeta {
-                seq: entry.seq.0,
-                id: m.id,
-                source: m.source,
-                received_at_ms: m.received_at_ms,
-                event_type: m.event_type,
-                content_type: m.content_type,
-                query: m.query,
-                idempotency_key: m.idempotency_key,
-                body_bytes: m.body.len(),
-            });
+            out.push(MessageMeta::of(entry.seq, &m));
         }
         Ok(out)
     }
