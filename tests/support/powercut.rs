@@ -794,6 +794,20 @@ macro_rules! powered {
     }};
 }
 
+impl PowerCutFs {
+    /// An `fsync` or `fsyncdir`: done now, or held (with its answer) while
+    /// syncs are held.
+    fn sync_or_hold(&self, what: Synced, reply: ReplyEmpty) {
+        let mut st = powered!(self, reply);
+        if st.holding {
+            st.held.push(Held { what, reply });
+            return;
+        }
+        st.sync(what);
+        reply.ok();
+    }
+}
+
 impl fuser::Filesystem for PowerCutFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let st = powered!(self, reply);
@@ -1052,16 +1066,7 @@ impl fuser::Filesystem for PowerCutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut st = powered!(self, reply);
-        if st.holding {
-            st.held.push(Held {
-                what: Synced::File(ino.0),
-                reply,
-            });
-            return;
-        }
-        st.sync(Synced::File(ino.0));
-        reply.ok();
+        self.sync_or_hold(Synced::File(ino.0), reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1105,16 +1110,7 @@ impl fuser::Filesystem for PowerCutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut st = powered!(self, reply);
-        if st.holding {
-            st.held.push(Held {
-                what: Synced::Dir(ino.0),
-                reply,
-            });
-            return;
-        }
-        st.sync(Synced::Dir(ino.0));
-        reply.ok();
+        self.sync_or_hold(Synced::Dir(ino.0), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
