@@ -20,6 +20,7 @@ fn message(body: usize) -> NewMessage {
         headers: vec![("x-github-event".into(), b"push".to_vec())],
         body: vec![b'x'; body],
         dedup: None,
+        on_staged: None,
     }
 }
 

@@ -219,6 +219,7 @@ async fn append_loop(
             headers: about,
             body: body.to_string().into_bytes(),
             dedup: None,
+            on_staged: None,
         };
         match appender.append(msg).await {
             Ok(_) => tracing::info!(

@@ -224,7 +224,7 @@ async fn reload(
         (&ingest.appender(), &disk),
         shutdown,
     );
-    ingest.reconfigure(&new);
+    ingest.reconfigure(&new, &generation.controls);
     admin.reconfigure(&new, ingest.stats(), generation.controls.clone());
     *config = new;
     tracing::info!(
@@ -347,7 +347,12 @@ pub async fn run_notify<G>(
         &shutdown,
     );
     drop(clients);
-    let ingest = Arc::new(ingest::Ingest::new(&config, appender.clone(), disk));
+    let ingest = Arc::new(ingest::Ingest::new(
+        &config,
+        &generation.controls,
+        appender.clone(),
+        disk,
+    ));
     let (reload_tx, mut reloads) = tokio::sync::mpsc::channel(4);
     let admin_state = Arc::new(admin::Admin::new(
         &config,

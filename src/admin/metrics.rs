@@ -44,6 +44,8 @@ struct Snapshot {
     received: Vec<(String, &'static str, u64)>,
     /// (destination, outcome, count)
     deliveries: Vec<(String, &'static str, u64)>,
+    /// (source, answer, count), for sources with `reply`
+    replies: Vec<(String, &'static str, u64)>,
     destinations: Vec<DestRow>,
     log_entries: u64,
     storage_bytes: u64,
@@ -94,6 +96,12 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         for reason in RejectReason::ALL {
             s.received
                 .push((name.clone(), reason.as_str(), st.rejected_for(reason)));
+        }
+        if src.reply.is_some() {
+            let app = st.replied_by_app.load(Relaxed);
+            let fallback = st.replied_with_fallback.load(Relaxed);
+            s.replies.push((name.clone(), "app", app));
+            s.replies.push((name.clone(), "fallback", fallback));
         }
         s.ingest_duration.push((name, st.ingest_duration.0.clone()));
     }
@@ -148,6 +156,12 @@ impl Collector for Snapshot {
                 "Delivery attempts by destination and outcome since start.",
                 "destination",
                 &self.deliveries,
+            ),
+            (
+                "hookrelay_sync_replies",
+                "Sync replies by source and answer (app: the destination's own, fallback: the configured one).",
+                "source",
+                &self.replies,
             ),
         ];
         for (name, help, label, rows) in counters {

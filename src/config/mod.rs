@@ -17,6 +17,7 @@ mod ctx;
 mod destination;
 mod parse;
 mod raw;
+mod reply;
 mod scheme;
 mod secret;
 mod units;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 pub use crate::keys::{Ed25519PublicKey, RsaPublicKey, TlsIdentity, WhsecKey};
 use crate::model::{DestinationName, SourceName};
 
+pub use reply::MAX_REPLY_BYTES;
 pub use scheme::VerifySpec;
 pub use secret::Secret;
 
@@ -129,6 +131,22 @@ pub struct SourceConfig {
     /// How each message's event type is found (the scheme's default unless
     /// `event_type` is set).
     pub event_type: crate::route::EventTypeRule,
+    /// `reply`: the provider gets a destination's answer (sync replies).
+    pub reply: Option<ReplyConfig>,
+}
+
+/// A source's `reply` table: the provider is answered with `destination`'s
+/// answer when it is a 2xx within `timeout`, with the fallback otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyConfig {
+    /// Exists, is unordered and receives the source (checked at load).
+    pub destination: DestinationName,
+    /// Counted from the request's arrival.
+    pub timeout: Duration,
+    pub status: http::StatusCode,
+    pub content_type: http::HeaderValue,
+    /// At most 1 MiB.
+    pub body: bytes::Bytes,
 }
 
 /// `verify.scheme`.

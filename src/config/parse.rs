@@ -12,8 +12,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::ctx::{line_of, show_key};
 use super::raw::{
-    fields, RawAdmin, RawConfig, RawDestination, RawRetry, RawServer, RawSigning, RawSource,
-    RawStorage, RawVerify,
+    fields, RawAdmin, RawConfig, RawDestination, RawReply, RawRetry, RawServer, RawSigning,
+    RawSource, RawStorage, RawVerify,
 };
 use super::{scheme, Problem, Scheme};
 
@@ -211,6 +211,7 @@ enum Shape {
     Destination,
     Signing,
     Retry,
+    Reply,
 }
 
 impl Shape {
@@ -225,6 +226,7 @@ impl Shape {
             Shape::Destination => fields::<RawDestination>(),
             Shape::Signing => fields::<RawSigning>(),
             Shape::Retry => fields::<RawRetry>(),
+            Shape::Reply => fields::<RawReply>(),
         }
     }
 
@@ -238,6 +240,7 @@ impl Shape {
             (Shape::Config, "source") => (Shape::Source, true),
             (Shape::Config, "destination") => (Shape::Destination, true),
             (Shape::Source, "verify") => (Shape::Verify, false),
+            (Shape::Source, "reply") => (Shape::Reply, false),
             (Shape::Destination, "signing") => (Shape::Signing, false),
             (Shape::Destination, "retry") => (Shape::Retry, false),
             _ => return None,

@@ -70,6 +70,17 @@ pub(super) struct RawSource {
     pub dedup_window: Text,
     pub dedup_header: Text,
     pub event_type: Text,
+    pub reply: Option<Spanned<RawReply>>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a table")]
+pub(super) struct RawReply {
+    pub destination: Text,
+    pub timeout: Text,
+    pub status: Option<Spanned<i64>>,
+    pub content_type: Text,
+    pub body: Text,
 }
 
 #[derive(Default, Deserialize)]

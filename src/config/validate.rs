@@ -49,6 +49,7 @@ pub(super) fn validate(
         .chain([crate::events::SOURCE])
         .collect();
     let destinations = destinations(&mut cx, &raw.destination, &known);
+    super::reply::check(&mut cx, &raw.source, &sources, &destinations);
     // Port 0 picks a free port for each; a wildcard address takes the port
     // on every address.
     let (s, a) = (server.listen, admin.listen);
@@ -400,7 +401,11 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
             .event_type
             .as_ref()
             .map(|p| cx.jq(p, &format!("{base}.event_type")));
-        if let (Some(name), Some(path), Some(verify)) = (name, path, verify) {
+        let reply = match &r.reply {
+            None => Some(None),
+            Some(raw) => super::reply::reply(cx, &base, raw).map(Some),
+        };
+        if let (Some(name), Some(path), Some(verify), Some(reply)) = (name, path, verify, reply) {
             let event_type = match program {
                 Some(Some(p)) => crate::route::EventTypeRule::Jq(p),
                 Some(None) => continue,
@@ -413,6 +418,7 @@ fn sources(cx: &mut Ctx<'_>, raw: &[Spanned<RawSource>]) -> Vec<SourceConfig> {
                 dedup_window,
                 dedup_header,
                 event_type,
+                reply,
             });
         }
     }

@@ -19,9 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 
+use super::reply::AppAnswer;
 use super::request::build_request;
 use super::retry::parse_retry_after;
-use crate::config::DestinationConfig;
+use crate::config::{DestinationConfig, MAX_REPLY_BYTES};
 use crate::model::Seq;
 use crate::store::Message;
 
@@ -155,8 +156,11 @@ fn new_client(roots: RootCertStore) -> Result<HttpClient, TlsSetupError> {
 /// How one attempt ended.
 #[derive(Debug)]
 pub enum AttemptResult {
-    /// 2xx.
-    Delivered { status: u16 },
+    /// 2xx; with the answer when it was asked for and fits in 1 MiB.
+    Delivered {
+        status: u16,
+        answer: Option<AppAnswer>,
+    },
     /// Anything else; `retry_after` only for 429 and 503.
     Failed {
         status: Option<u16>,
@@ -165,18 +169,19 @@ pub enum AttemptResult {
     },
 }
 
-/// Sends attempt number `attempt` of `msg` to `dest`, bounded by `dest.timeout`.
+/// Sends attempt number `attempt` of `msg` to `dest`, bounded by
+/// `dest.timeout`; `keep_answer`: a provider waits for the answer (sync replies).
 pub async fn attempt(
     client: &HttpClient,
     dest: &DestinationConfig,
     seq: Seq,
     msg: &Message,
-    attempt: u32,
+    (attempt, keep_answer): (u32, bool),
 ) -> (AttemptResult, Duration) {
     let started = Instant::now();
     // Built per attempt: a fresh webhook-timestamp and signature every time.
     let result = match build_request(dest, seq, msg, attempt, crate::time::now_secs()) {
-        Ok(req) => match tokio::time::timeout(dest.timeout, send(client, req)).await {
+        Ok(req) => match tokio::time::timeout(dest.timeout, send(client, req, keep_answer)).await {
             Ok(r) => r,
             Err(_) => AttemptResult::Failed {
                 status: None,
@@ -193,7 +198,7 @@ pub async fn attempt(
     (result, started.elapsed())
 }
 
-async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> AttemptResult {
+async fn send(client: &HttpClient, req: Request<Full<Bytes>>, keep_answer: bool) -> AttemptResult {
     let resp = match client.request(req).await {
         Ok(r) => r,
         Err(e) => {
@@ -214,11 +219,28 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> AttemptResult {
         } else {
             None
         };
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     // Read (a bounded part of) the body so the connection can go back to the pool.
-    let body = Limited::new(resp.into_body(), 64 * 1024).collect().await;
+    let limit = if keep_answer && status.is_success() {
+        MAX_REPLY_BYTES
+    } else {
+        64 * 1024
+    };
+    let body = Limited::new(resp.into_body(), limit).collect().await;
     if status.is_success() {
+        // Too large or cut off: delivered all the same, but the provider
+        // gets the fallback rather than part of an answer.
+        let answer = match body {
+            Ok(b) if keep_answer => Some(AppAnswer {
+                status,
+                content_type,
+                body: b.to_bytes(),
+            }),
+            _ => None,
+        };
         return AttemptResult::Delivered {
             status: status.as_u16(),
+            answer,
         };
     }
     let snippet = body

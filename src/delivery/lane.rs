@@ -78,6 +78,8 @@ struct Sent {
     retry_after: Option<Duration>,
     /// When it was sent (after its rate permit), as `record.at_ms` says.
     started: Instant,
+    /// The 2xx answer, kept for a waiting provider.
+    answer: Option<super::reply::AppAnswer>,
 }
 
 /// The current run of attempts of one message at this destination, once an
@@ -185,6 +187,10 @@ impl Lane {
         epoch: u64,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
+        // A provider waiting on this message's answer (sync replies) gets
+        // this delivery's first attempt's; dropped unanswered, it sends the
+        // fallback (a skip, a failure, a stored run's wait).
+        let mut waiter = self.control.replies.take(seq);
         // Routing, with the rules in force now (a replay uses today's rules).
         let shaped = match self.route(seq, msg) {
             Ok(shaped) => shaped,
@@ -207,6 +213,7 @@ impl Lane {
         // budget still allows another attempt.
         let stored = latest.and_then(|l| Some((l.run.filter(|r| r.epoch == epoch)?, l.attempt)));
         if let Some((stored, last)) = stored {
+            waiter = None;
             failing = Some(Counted::new(&add_failing));
             let resumed = Run::resumed(stored, n);
             match resumed.resume(&self.dest.retry) {
@@ -225,9 +232,16 @@ impl Lane {
         }
         loop {
             n = n.saturating_add(1);
-            let Some(sent) = self.send(seq, msg, n, interrupt).await? else {
+            let Some(mut sent) = self
+                .send(seq, msg, (n, waiter.is_some()), interrupt)
+                .await?
+            else {
                 return Ok(Finished::Interrupted);
             };
+            // Answered before the record is written: the provider is waiting.
+            if let (Some(w), Some(answer)) = (waiter.take(), sent.answer.take()) {
+                let _ = w.send(answer);
+            }
             let Some(error) = sent.record.error.clone() else {
                 self.record(seq, n, &sent, None)?;
                 return Ok(Finished::Done);
@@ -357,7 +371,7 @@ impl Lane {
             }
         };
         let n = self.attempts_so_far(seq)?.saturating_add(1);
-        let Some(sent) = self.send(seq, &msg, n, interrupt).await? else {
+        let Some(sent) = self.send(seq, &msg, (n, false), interrupt).await? else {
             return Ok(());
         };
         self.record(seq, n, &sent, None)?;
@@ -393,14 +407,15 @@ impl Lane {
         Ok(self.latest(seq)?.map_or(0, |l| l.n))
     }
 
-    /// Takes a rate permit and sends attempt `n`; records nothing (see
-    /// [`Lane::record`]). `None` when interrupted before sending or
-    /// abandoned after the shutdown grace.
+    /// Takes a rate permit and sends attempt `n` (keeping its answer for a
+    /// waiting provider when asked); records nothing (see [`Lane::record`]).
+    /// `None` when interrupted before sending or abandoned after the
+    /// shutdown grace.
     async fn send(
         &self,
         seq: Seq,
         msg: &Message,
-        n: u32,
+        (n, keep_answer): (u32, bool),
         interrupt: &CancellationToken,
     ) -> Result<Option<Sent>, DeliveryError> {
         if !self.limiter.acquire(interrupt).await {
@@ -411,7 +426,7 @@ impl Lane {
         let outcome = {
             let add_in_flight = |delta| self.control.add_in_flight(delta);
             let _in_flight = Counted::new(&add_in_flight);
-            let send = client::attempt(&self.client, &self.dest, seq, msg, n);
+            let send = client::attempt(&self.client, &self.dest, seq, msg, (n, keep_answer));
             let grace = async {
                 self.shutdown.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -426,13 +441,13 @@ impl Lane {
             return Ok(None);
         };
         self.control.duration.observe(latency);
-        let (status, error, retry_after) = match result {
-            AttemptResult::Delivered { status } => (Some(status), None, None),
+        let (status, error, retry_after, answer) = match result {
+            AttemptResult::Delivered { status, answer } => (Some(status), None, None, answer),
             AttemptResult::Failed {
                 status,
                 retry_after,
                 error,
-            } => (status, Some(truncate(error)), retry_after),
+            } => (status, Some(truncate(error)), retry_after, None),
         };
         let record = Attempt {
             at_ms,
@@ -444,6 +459,7 @@ impl Lane {
             record,
             retry_after,
             started,
+            answer,
         }))
     }
 

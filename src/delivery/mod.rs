@@ -8,11 +8,13 @@
 //! - `lane`: one message's attempts, retries and exhaustion, shared by both;
 //! - [`retry`]: retry timing (pure); [`limit`]: the rate limiter;
 //! - [`client`]: HTTP/TLS clients and one attempt; [`request`]: the request and its signature;
-//! - [`status`]: the live view shared with the admin API.
+//! - [`status`]: the live view shared with the admin API;
+//! - [`reply`]: providers waiting on a destination's answer (sync replies).
 
 pub mod client;
 mod lane;
 pub mod limit;
+pub mod reply;
 pub mod request;
 pub mod retry;
 pub mod status;

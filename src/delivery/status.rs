@@ -54,6 +54,8 @@ pub struct Control {
     pub duration: crate::telemetry::Seconds,
     /// Dead letters an operator asked to deliver once more, out of order.
     redeliveries: Mutex<std::collections::VecDeque<crate::model::Seq>>,
+    /// Providers waiting on this destination's answer (sync replies).
+    pub replies: super::reply::SyncReplies,
 }
 
 /// Outcome class of one attempt, for counters.

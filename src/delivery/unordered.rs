@@ -10,7 +10,8 @@
 //! crash, or when an operator acts (pause, resume, replay), the window
 //! restarts from the cursor and finished messages above it are sent again
 //! (at-least-once, same `webhook-id`). At most `max_in_flight` messages are
-//! held in memory.
+//! held in memory, plus those a waiting provider asked to start at once
+//! (sync replies): they start ahead of the scan, which passes over them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct Window {
     open: BTreeSet<Seq>,
     /// The part of `open` that waits to be (re)started.
     queued: BTreeSet<Seq>,
+    /// Seqs above `scanned` started ahead of the scan (sync replies),
+    /// finished or not: the scan passes over them.
+    early: BTreeSet<Seq>,
 }
 
 impl Window {
@@ -42,6 +46,7 @@ impl Window {
             scanned: cursor,
             open: BTreeSet::new(),
             queued: BTreeSet::new(),
+            early: BTreeSet::new(),
         }
     }
 
@@ -57,13 +62,15 @@ impl Window {
             scanned,
             queued: open.clone(),
             open,
+            early: BTreeSet::new(),
         }
     }
 
     /// Every seq at or below this is finished.
     pub fn cursor(&self) -> Seq {
         match self.open.first() {
-            Some(s) => Seq(s.0 - 1),
+            // Above `scanned` only when started early: what lies between is unscanned.
+            Some(s) => Seq(s.0 - 1).min(self.scanned),
             None => self.scanned,
         }
     }
@@ -88,17 +95,31 @@ impl Window {
         self.queued.pop_first()
     }
 
-    /// `seq`, found by scanning past `scanned`, starts; the seqs skipped on the
-    /// way were not routed here.
-    pub fn start(&mut self, seq: Seq) {
+    /// `seq`, found by scanning past `scanned`, starts unless it was started
+    /// early (true if it starts); the seqs skipped on the way were not routed here.
+    pub fn start(&mut self, seq: Seq) -> bool {
         debug_assert!(seq > self.scanned);
-        self.open.insert(seq);
         self.scanned = self.scanned.max(seq);
+        if self.early.remove(&seq) {
+            return false;
+        }
+        self.open.insert(seq);
+        true
+    }
+
+    /// `seq` starts ahead of the scan (true), unless the scan already passed it.
+    pub fn start_early(&mut self, seq: Seq) -> bool {
+        if seq <= self.scanned || !self.early.insert(seq) {
+            return false;
+        }
+        self.open.insert(seq);
+        true
     }
 
     /// Nothing up to `upto` was routed here.
     pub fn skipped(&mut self, upto: Seq) {
         self.scanned = self.scanned.max(upto);
+        self.early = self.early.split_off(&Seq(upto.0.saturating_add(1)));
     }
 
     /// `seq` was delivered or dead-lettered.
@@ -107,13 +128,11 @@ impl Window {
         self.queued.remove(&seq);
     }
 
-    /// (cursor, scanned, open) for [`Window::resume`].
+    /// (cursor, scanned, open) for [`Window::resume`]; seqs started early
+    /// are left to the next scan.
     pub fn snapshot(&self) -> (Seq, Seq, Vec<Seq>) {
-        (
-            self.cursor(),
-            self.scanned,
-            self.open.iter().copied().collect(),
-        )
+        let open = self.open.range(..=self.scanned).copied().collect();
+        (self.cursor(), self.scanned, open)
     }
 }
 
@@ -235,10 +254,54 @@ impl Scheduler {
                     tracing::error!(destination = %self.lane.dest.name, error = %e, "redelivery task failed");
                 }
             }
+            _ = control.replies.wake.notified() => {
+                // During a bounded replay the scan delivers it after the range.
+                let held = stopped || state.replay_end.is_some();
+                self.start_sync(held, state.retry_epoch);
+            }
             Ok(()) = self.head.changed(), if room && !more => {}
             _ = tokio::task::yield_now(), if more => {}
         }
         Ok(())
+    }
+
+    /// Starts at once the messages waiting providers asked for (sync
+    /// replies), beyond `max_in_flight`; when that cannot be, their
+    /// providers get the fallback now and the scan delivers them later.
+    fn start_sync(&mut self, held: bool, epoch: u64) {
+        let replies = &self.lane.control.replies;
+        while let Some(seq) = replies.next_start() {
+            let window = self
+                .window
+                .as_mut()
+                .filter(|_| !held && !self.reset && !self.generation.is_cancelled());
+            let Some(window) = window else {
+                drop(replies.take(seq));
+                continue;
+            };
+            if seq <= window.scanned() {
+                // Found by the scan first: its delivery takes the waiter.
+                continue;
+            }
+            // Just written, so in sled's cache: read here, not on the
+            // blocking pool, whose queue is the wait a provider must not see.
+            let msg = match self.lane.store.log().message(seq) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    drop(replies.take(seq));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %self.lane.dest.name, seq = seq.0, error = %e, "cannot read a message to start it at once; the scan will deliver it");
+                    drop(replies.take(seq));
+                    continue;
+                }
+            };
+            if window.start_early(seq) {
+                let task = (seq, epoch, &self.generation);
+                spawn_message(&mut self.messages, &self.lane, task, msg);
+            }
+        }
     }
 
     /// Starts the operator's queued redeliveries; true if there were any.
@@ -328,9 +391,10 @@ impl Scheduler {
             for scan in scans.await? {
                 match scan {
                     Scan::Found(seq, msg) => {
-                        window.start(seq);
-                        let task = (seq, epoch, &self.generation);
-                        spawn_message(&mut self.messages, lane, task, *msg);
+                        if window.start(seq) {
+                            let task = (seq, epoch, &self.generation);
+                            spawn_message(&mut self.messages, lane, task, *msg);
+                        }
                     }
                     Scan::Nothing(upto) => {
                         window.skipped(upto);
@@ -399,6 +463,7 @@ impl Scheduler {
     /// writes the final cursor and saves the window for the next start.
     async fn stop(&mut self) {
         let name = self.lane.dest.name.clone();
+        self.lane.control.replies.close();
         self.generation.cancel();
         while let Some(done) = self.messages.join_next().await {
             if let Err(e) = self.finished(done) {

@@ -1,9 +1,11 @@
 //! Inbound HTTP: accepts webhooks on `server.listen`, routes them by path to a
 //! source, enforces method, size and time limits, verifies, and hands the
 //! request to the appender. Answers the sender only after the appender says the
-//! message is durable. Must not touch sled or delivery state directly.
+//! message is durable (for a source with `reply`, then with its destination's
+//! answer: [`reply`]). Must not touch sled or delivery state directly.
 
 mod preface;
+mod reply;
 mod response;
 mod stats;
 
@@ -68,7 +70,12 @@ struct Route {
     source: SourceConfig,
     verifier: Verifier,
     stats: Arc<SourceStats>,
+    /// `reply`: whose answer the provider gets.
+    reply: Option<reply::SyncRoute>,
 }
+
+/// Each destination's control, by name (where sync replies wait).
+pub type Controls = [(crate::model::DestinationName, Arc<crate::delivery::Control>)];
 
 type Routes = HashMap<String, Arc<Route>>;
 
@@ -85,10 +92,16 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds the routing table and every source's verifier from the config.
-    pub fn new(config: &Config, appender: Appender, disk: Arc<crate::store::DiskGuard>) -> Ingest {
+    /// Builds the routing table and every source's verifier from the config;
+    /// `controls`: the running destinations' (sync replies wait on them).
+    pub fn new(
+        config: &Config,
+        controls: &Controls,
+        appender: Appender,
+        disk: Arc<crate::store::DiskGuard>,
+    ) -> Ingest {
         Ingest {
-            routes: RwLock::new(Arc::new(routes(config, &HashMap::new()))),
+            routes: RwLock::new(Arc::new(routes(config, controls, &HashMap::new()))),
             appender,
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout,
@@ -96,11 +109,12 @@ impl Ingest {
         }
     }
 
-    /// Takes the sources of `config` (a reload): new routes for new
-    /// requests; a source keeps its counters when its name stays.
-    pub fn reconfigure(&self, config: &Config) {
+    /// Takes the sources of `config` and the new workers' `controls` (a
+    /// reload): new routes for new requests; a source keeps its counters
+    /// when its name stays.
+    pub fn reconfigure(&self, config: &Config, controls: &Controls) {
         let stats: HashMap<String, Arc<SourceStats>> = self.stats().into_iter().collect();
-        let new = Arc::new(routes(config, &stats));
+        let new = Arc::new(routes(config, controls, &stats));
         if let Ok(mut r) = self.routes.write() {
             *r = new;
         }
@@ -134,15 +148,29 @@ impl Ingest {
 }
 
 /// Each source's route, reusing the counters in `stats` by source name.
-fn routes(config: &Config, stats: &HashMap<String, Arc<SourceStats>>) -> Routes {
+fn routes(
+    config: &Config,
+    controls: &Controls,
+    stats: &HashMap<String, Arc<SourceStats>>,
+) -> Routes {
     config
         .sources
         .iter()
         .map(|s| {
+            // The config names only running destinations; one missing
+            // (never, but not worth a panic) means the fallback every time.
+            let reply = s.reply.as_ref().and_then(|r| {
+                let (_, control) = controls.iter().find(|(n, _)| *n == r.destination)?;
+                Some(reply::SyncRoute {
+                    config: r.clone(),
+                    control: control.clone(),
+                })
+            });
             let route = Route {
                 source: s.clone(),
                 verifier: Verifier::new(s),
                 stats: stats.get(s.name.as_str()).cloned().unwrap_or_default(),
+                reply,
             };
             (s.path.clone(), Arc::new(route))
         })
@@ -253,6 +281,9 @@ async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>
 /// What became of a request that was not refused.
 enum Outcome {
     Appended(AppendOutcome),
+    /// Appended for a source with `reply`: the destination's answer, if it
+    /// gave one in time (the fallback otherwise).
+    Replied(AppendOutcome, Option<crate::delivery::reply::AppAnswer>),
     /// A handshake answered by the verifier; nothing stored.
     Answered(Reply),
 }
@@ -268,16 +299,25 @@ async fn accept(
         .ok_or(IngestError::NotFound)?;
     let route = &*route;
     let stats = &route.stats;
-    let started = std::time::Instant::now();
-    let result = receive(ingest, route, req).await;
+    let started = tokio::time::Instant::now();
+    let result = receive(ingest, route, req, started).await;
+    if let Ok(Outcome::Replied(_, answer)) = &result {
+        let counter = match answer {
+            Some(_) => &stats.replied_by_app,
+            None => &stats.replied_with_fallback,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     match &result {
-        Ok(Outcome::Appended(AppendOutcome::Stored { .. })) => {
-            stats.ingest_duration.observe(started.elapsed());
-            stats.received.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(Outcome::Appended(AppendOutcome::Duplicate { .. })) => {
-            stats.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok(Outcome::Appended(a) | Outcome::Replied(a, _)) => match a {
+            AppendOutcome::Stored { .. } => {
+                stats.ingest_duration.observe(started.elapsed());
+                stats.received.fetch_add(1, Ordering::Relaxed);
+            }
+            AppendOutcome::Duplicate { .. } => {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        },
         Ok(Outcome::Answered(_)) => {
             stats.handshakes.fetch_add(1, Ordering::Relaxed);
         }
@@ -299,16 +339,19 @@ async fn accept(
             );
         }
     }
-    result.map(|outcome| match outcome {
-        Outcome::Appended(a) => response::accepted(a),
-        Outcome::Answered(reply) => response::answered(reply),
+    result.map(|outcome| match (outcome, &route.reply) {
+        (Outcome::Replied(_, answer), Some(sync)) => reply::response(answer, &sync.config),
+        (Outcome::Appended(a) | Outcome::Replied(a, _), _) => response::accepted(a),
+        (Outcome::Answered(reply), _) => response::answered(reply),
     })
 }
 
+/// `started`: when the request arrived (a sync reply's `timeout` counts from it).
 async fn receive(
     ingest: &Ingest,
     route: &Route,
     req: Request<Incoming>,
+    started: tokio::time::Instant,
 ) -> Result<Outcome, IngestError> {
     let verifier = &route.verifier;
     let allowed =
@@ -366,9 +409,21 @@ async fn receive(
     if ingest.over_budget() {
         return Err(IngestError::OverBudget);
     }
-    store(ingest, route, &parts, body, verified)
-        .await
-        .map(Outcome::Appended)
+    let Some(sync) = &route.reply else {
+        return store(ingest, route, &parts, body, verified, None)
+            .await
+            .map(Outcome::Appended);
+    };
+    let (hook, claim) = sync.claim();
+    let outcome = store(ingest, route, &parts, body, verified, Some(hook)).await?;
+    let answer = match &outcome {
+        AppendOutcome::Stored { seq, .. } => {
+            claim.answer(*seq, started + sync.config.timeout).await
+        }
+        // Its first delivery is not this request's to wait for.
+        AppendOutcome::Duplicate { .. } => None,
+    };
+    Ok(Outcome::Replied(outcome, answer))
 }
 
 /// Reads and drops what is left of an HTTP/1 request body refused with 413,
@@ -411,6 +466,7 @@ async fn store(
     parts: &http::request::Parts,
     body: Bytes,
     verified: Verified,
+    on_staged: Option<crate::store::OnStaged>,
 ) -> Result<AppendOutcome, IngestError> {
     let source = &route.source;
     let headers = &parts.headers;
@@ -464,6 +520,7 @@ async fn store(
         headers,
         body: body.to_vec(),
         dedup,
+        on_staged,
     };
     let outcome = ingest
         .appender

@@ -76,6 +76,10 @@ pub struct SourceStats {
     pub duplicates: AtomicU64,
     /// Handshakes the relay answered itself (not stored).
     pub handshakes: AtomicU64,
+    /// Sync replies answered with the destination's answer.
+    pub replied_by_app: AtomicU64,
+    /// Sync replies answered with the configured fallback.
+    pub replied_with_fallback: AtomicU64,
     rejected_by: [AtomicU64; RejectReason::ALL.len()],
     /// Time from request start to the durable answer, for stored messages.
     pub ingest_duration: crate::telemetry::Seconds,

@@ -52,6 +52,18 @@ pub struct NewMessage {
     pub body: Vec<u8>,
     /// Idempotency key and how long it stays remembered.
     pub dedup: Option<(String, Duration)>,
+    /// Told the message's seq as it is staged, before any reader can see
+    /// it (the head moves only once it is durable); not for a duplicate.
+    pub on_staged: Option<OnStaged>,
+}
+
+/// A hook called with a new message's seq when the appender assigns it.
+pub struct OnStaged(pub Box<dyn FnOnce(Seq) + Send>);
+
+impl std::fmt::Debug for OnStaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStaged")
+    }
 }
 
 /// What happened to an append.
@@ -344,6 +356,9 @@ fn stage(
     let bytes = codec::encode_message(&record)?;
     let seq = *next;
     *next = seq.next();
+    if let Some(OnStaged(hook)) = msg.on_staged.take() {
+        hook(seq);
+    }
     if let Some((k, window)) = new_key {
         let expires_at_ms = now.saturating_add(window.as_millis() as u64);
         index.remember(k, seq, id.clone(), expires_at_ms)?;

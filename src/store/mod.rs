@@ -150,7 +150,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
-pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage};
+pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage, OnStaged};
 pub use attempts::{Attempts, Latest};
 pub use codec::{
     Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead, ReplayEnd, RetryRun,

@@ -17,6 +17,7 @@ mod ordering;
 mod policies;
 mod process;
 mod reload;
+mod replies;
 mod routing;
 mod sweep;
 mod tls;

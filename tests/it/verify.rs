@@ -17,18 +17,19 @@ const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STRIPE_SECRET: &str = "whsec_test_secret";
 const GH_SECRET: &str = "It's a Secret to Everybody";
 const SHOPIFY_SECRET: &str = "test_secret_key";
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const META_SECRET: &str = "meta-app-secret";
-const META_TOKEN: &str = "meta verify/token";
-const TWILIO_TOKEN: &str = "12345";
-const TWILIO_URL: &str = "https://relay.example.com/hooks/twilio";
+pub(crate) const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub(crate) const META_SECRET: &str = "meta-app-secret";
+pub(crate) const META_TOKEN: &str = "meta verify/token";
+pub(crate) const TWILIO_TOKEN: &str = "12345";
+pub(crate) const TWILIO_URL: &str = "https://relay.example.com/hooks/twilio";
 const HMAC_SECRET: &str = "generic-hmac-secret";
 const GITLAB_TOKEN: &str = "glpat-token-value";
 const BASIC_PASSWORD: &str = "basic-password";
 const PAYPAL_WEBHOOK_ID: &str = "1JE4291016473214C";
 /// Ed25519 seed (32 x 0x01) and its public key.
 const DISCORD_SEED: [u8; 32] = [1; 32];
-const DISCORD_PUB: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+pub(crate) const DISCORD_PUB: &str =
+    "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
 
 fn testdata(name: &str) -> String {
     format!("{}/src/verify/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -108,7 +109,7 @@ fn config(url: &str) -> RelayConfig {
         ))
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -128,7 +129,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// A request: path, headers, body.
-type Call = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+pub(crate) type Call = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
 
 fn standard(id: &str, ts: u64, body: &str) -> Call {
     let key = B64.decode(SW_SECRET.trim_start_matches("whsec_")).unwrap();
@@ -185,7 +186,7 @@ fn shopify(body: &str) -> Call {
     ("/hooks/shopify", headers, body.as_bytes().to_vec())
 }
 
-fn slack(ts: u64, body: &str) -> Call {
+pub(crate) fn slack(ts: u64, body: &str) -> Call {
     let t = ts.to_string();
     let mac = hmac256(
         SLACK_SECRET.as_bytes(),
@@ -198,7 +199,7 @@ fn slack(ts: u64, body: &str) -> Call {
     ("/hooks/slack", headers, body.as_bytes().to_vec())
 }
 
-fn discord(ts: u64, body: &str) -> Call {
+pub(crate) fn discord(ts: u64, body: &str) -> Call {
     let kp = ring::signature::Ed25519KeyPair::from_seed_unchecked(&DISCORD_SEED).unwrap();
     let sig = kp.sign(format!("{ts}{body}").as_bytes());
     let headers = vec![
@@ -208,14 +209,14 @@ fn discord(ts: u64, body: &str) -> Call {
     ("/hooks/discord", headers, body.as_bytes().to_vec())
 }
 
-fn meta(body: &str) -> Call {
+pub(crate) fn meta(body: &str) -> Call {
     let mac = hmac256(META_SECRET.as_bytes(), &[body.as_bytes()]);
     let headers = vec![("x-hub-signature-256", format!("sha256={}", hex(&mac)))];
     ("/hooks/meta", headers, body.as_bytes().to_vec())
 }
 
 /// Twilio's form POST; the signature covers the public URL plus sorted params.
-fn twilio(form: &[(&str, &str)]) -> Call {
+pub(crate) fn twilio(form: &[(&str, &str)]) -> Call {
     let mut sorted = form.to_vec();
     sorted.sort();
     let mut signed = TWILIO_URL.as_bytes().to_vec();
@@ -304,7 +305,7 @@ fn basic(user: &str, password: &str, body: &str) -> Call {
     )
 }
 
-async fn send(relay: &TestRelay, call: &Call) -> Answer {
+pub(crate) async fn send(relay: &TestRelay, call: &Call) -> Answer {
     let (path, headers, body) = call;
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     post(&client(), &relay.url(path), &h, body.clone())
@@ -327,7 +328,7 @@ fn without(call: &Call, name: &str) -> Call {
 }
 
 /// A copy of `call` with header `name` set to `value`.
-fn with(call: &Call, name: &'static str, value: &str) -> Call {
+pub(crate) fn with(call: &Call, name: &'static str, value: &str) -> Call {
     let mut c = without(call, name);
     c.1.push((name, value.to_string()));
     c
@@ -505,7 +506,10 @@ async fn every_scheme_delivers_valid_requests_and_refuses_the_rest() {
     );
 }
 
-async fn get_text(url: &str, method: http::Method) -> (StatusCode, http::HeaderMap, String) {
+pub(crate) async fn get_text(
+    url: &str,
+    method: http::Method,
+) -> (StatusCode, http::HeaderMap, String) {
     let a = call(method, url).await;
     let text = a.text();
     (a.status, a.headers, text)

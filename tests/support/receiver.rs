@@ -70,8 +70,15 @@ impl Received {
 }
 
 /// What a receiver answers: status, extra headers, and a delay before answering.
-pub type Script =
-    Arc<dyn Fn(&Received) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync>;
+pub type Script = Arc<ScriptFn>;
+
+/// What a script decides for one request.
+type ScriptFn =
+    dyn Fn(&Received) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync;
+/// The body a receiver answers with.
+type BodyFn = dyn Fn(&Received) -> Bytes + Send + Sync;
+/// The body a receiver answers with (`{}` unless a test gives one).
+pub type BodyScript = Arc<BodyFn>;
 
 /// A script answering `status` at once, with no extra headers.
 pub fn answer(status: StatusCode) -> Script {
@@ -126,21 +133,33 @@ impl Receiver {
         Receiver::on(listener, script)
     }
 
+    /// Answers per `script`, with `body` as the answer's body (an app whose
+    /// answer a provider reads).
+    pub fn replying(listener: TcpListener, script: Script, body: BodyScript) -> Receiver {
+        Receiver::serve(listener, None, script, Some(body))
+    }
+
     /// An HTTPS receiver with `tls` as its server config.
     pub async fn tls(tls: Arc<tokio_rustls::rustls::ServerConfig>, script: Script) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Receiver::serve(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), script)
+        Receiver::serve(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            script,
+            None,
+        )
     }
 
     /// Serves on an already bound listener (to come up on a known port).
     pub fn on(listener: TcpListener, script: Script) -> Receiver {
-        Receiver::serve(listener, None, script)
+        Receiver::serve(listener, None, script, None)
     }
 
     fn serve(
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
         script: Script,
+        body: Option<BodyScript>,
     ) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -153,12 +172,22 @@ impl Receiver {
                     r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
                     _ = s.cancelled() => return,
                 };
-                let (l, script, s, a, tls) =
-                    (l.clone(), script.clone(), s.clone(), a.clone(), tls.clone());
+                let (l, script, s, a, tls, body) = (
+                    l.clone(),
+                    script.clone(),
+                    s.clone(),
+                    a.clone(),
+                    tls.clone(),
+                    body.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (l, script, a) = (l.clone(), script.clone(), a.clone());
-                        async move { Ok::<_, Infallible>(answer_one(req, &script, &l, &a).await) }
+                        let (l, script, a, body) =
+                            (l.clone(), script.clone(), a.clone(), body.clone());
+                        async move {
+                            let scripts = (&*script, body.as_deref());
+                            Ok::<_, Infallible>(answer_one(req, scripts, &l, &a).await)
+                        }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
@@ -227,7 +256,7 @@ impl Receiver {
 /// Reads one request, asks the script, records the request once answered.
 async fn answer_one(
     req: Request<Incoming>,
-    script: &Script,
+    (script, body_of): (&ScriptFn, Option<&BodyFn>),
     log: &Mutex<Vec<(Received, StatusCode)>>,
     arrivals: &AtomicUsize,
 ) -> Response<Full<Bytes>> {
@@ -246,9 +275,10 @@ async fn answer_one(
         body: body.to_bytes(),
     };
     let (status, extra, delay) = script(&rec);
+    let body = body_of.map_or(Bytes::from_static(b"{}"), |f| f(&rec));
     tokio::time::sleep(delay).await;
     log.lock().unwrap().push((rec, status));
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     for (k, v) in extra {
         resp.headers_mut().insert(k, v.parse().unwrap());

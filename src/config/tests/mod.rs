@@ -853,3 +853,107 @@ fn configured_header_values_never_show_in_debug_output() {
     let config = load(&text).unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+/// A source `a` whose `reply` is `reply`, and destination `d` (`dest` extra keys).
+fn with_reply(reply: &str, dest: &str) -> String {
+    format!(
+        "[[source]]\nname = \"a\"\npath = \"/a\"\nreply = {{ {reply} }}\n\n[[destination]]\nname = \"d\"\nurl = \"http://127.0.0.1:9000/x\"\nsources = [\"a\"]\n{dest}\n"
+    )
+}
+
+#[test]
+fn a_reply_takes_defaults_and_its_fallback() {
+    let c = load(&with_reply(
+        "destination = \"d\", status = 202, content_type = \"text/xml\", body = \"<Response/>\"",
+        "ordering = \"unordered\"",
+    ))
+    .unwrap();
+    let r = c.sources[0].reply.as_ref().unwrap();
+    assert_eq!(r.destination.as_str(), "d");
+    assert_eq!(r.timeout, Duration::from_secs(2));
+    assert_eq!(r.status, http::StatusCode::ACCEPTED);
+    assert_eq!(r.content_type, "text/xml");
+    assert_eq!(&r.body[..], b"<Response/>");
+    let c = load(&with_reply(
+        "destination = \"d\"",
+        "ordering = \"unordered\"",
+    ))
+    .unwrap();
+    let r = c.sources[0].reply.as_ref().unwrap();
+    assert_eq!((r.status, r.body.len()), (http::StatusCode::OK, 0));
+    assert!(c.sources[0].reply.is_some());
+}
+
+#[test]
+fn a_reply_destination_must_be_unordered_known_and_fed_by_the_source() {
+    let text = with_reply("destination = \"d\"", "");
+    assert_one(
+        &text,
+        "reply",
+        "source[0].reply.destination",
+        "must have ordering = \"unordered\": a synchronous answer cannot wait behind a strict queue",
+    );
+    assert_one(
+        &with_reply("destination = \"nope\"", "ordering = \"unordered\""),
+        "reply",
+        "source[0].reply.destination",
+        "unknown destination \"nope\" (defined: d)",
+    );
+    let text = format!(
+        "{}[[source]]\nname = \"b\"\npath = \"/b\"\n",
+        with_reply("destination = \"d\"", "ordering = \"unordered\"")
+    )
+    .replace("sources = [\"a\"]", "sources = [\"b\"]");
+    assert_one(
+        &text,
+        "reply",
+        "source[0].reply.destination",
+        "destination \"d\" does not list source \"a\" in its sources",
+    );
+}
+
+#[test]
+fn a_reply_refuses_bad_values_each_at_its_key() {
+    let unordered = "ordering = \"unordered\"";
+    let cases = [
+        ("timeout = \"1s\"", "reply.destination", "missing"),
+        (
+            "destination = \"d\", timeout = \"0s\"",
+            "reply.timeout",
+            "more than zero",
+        ),
+        (
+            "destination = \"d\", timeout = \"2m\"",
+            "reply.timeout",
+            "at most 60s",
+        ),
+        (
+            "destination = \"d\", status = 99",
+            "reply.status",
+            "from 200 to 599",
+        ),
+        (
+            "destination = \"d\", status = 101",
+            "reply.status",
+            "from 200 to 599",
+        ),
+        (
+            "destination = \"d\", content_type = \"a\\nb\"",
+            "reply.content_type",
+            "header value",
+        ),
+        (
+            "destination = \"d\", colour = \"red\"",
+            "reply.colour",
+            "unknown key",
+        ),
+    ];
+    for (reply, key, msg) in cases {
+        let ps = problems(&with_reply(reply, unordered));
+        assert!(
+            ps.iter()
+                .any(|p| p.key == format!("source[0].{key}") && p.message.contains(msg)),
+            "{reply}: {ps:#?}"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Sync replies, the delivery side: the providers waiting on one
+//! destination's answer, by seq. Ingest registers a waiter while the
+//! appender stages the message (before any worker can see it, so no
+//! delivery of it can miss the waiter), then asks the worker to start it at
+//! once. The lane takes the waiter when it makes the message's attempt and
+//! hands it the answer. A waiter dropped unanswered means "use the
+//! fallback": a routing skip, an attempt that failed, a paused or stopped
+//! destination.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
+
+use crate::model::Seq;
+
+/// A destination's 2xx answer to a sync reply's attempt, as the provider gets it.
+#[derive(Debug)]
+pub struct AppAnswer {
+    pub status: http::StatusCode,
+    pub content_type: Option<http::HeaderValue>,
+    /// At most [`crate::config::MAX_REPLY_BYTES`].
+    pub body: Bytes,
+}
+
+/// Where the answer for one waiting provider goes.
+pub type Waiter = oneshot::Sender<AppAnswer>;
+
+/// One destination's waiting providers and the seqs to start at once.
+#[derive(Default)]
+pub struct SyncReplies {
+    inner: Mutex<Inner>,
+    /// Waiters registered: lets every other delivery skip the lock.
+    waiting: AtomicUsize,
+    /// Wakes the worker when a seq is to be started.
+    pub wake: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiters: HashMap<Seq, Waiter>,
+    starts: VecDeque<Seq>,
+    /// The worker stopped (reload, shutdown): nothing will answer.
+    closed: bool,
+}
+
+impl SyncReplies {
+    /// Registers the provider waiting on `seq`; a stopped worker drops it
+    /// (the fallback at once).
+    pub fn register(&self, seq: Seq, waiter: Waiter) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.closed {
+            return;
+        }
+        // A seq staged for a batch that failed is used again by a later one:
+        // the old waiter's provider got an error, so it is replaced.
+        if inner.waiters.insert(seq, waiter).is_none() {
+            self.waiting.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Asks the worker to start `seq` now that it is durable.
+    pub fn start(&self, seq: Seq) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.closed {
+                return;
+            }
+            inner.starts.push_back(seq);
+        }
+        self.wake.notify_one();
+    }
+
+    /// The next seq to start at once, for the worker.
+    pub fn next_start(&self) -> Option<Seq> {
+        self.inner.lock().ok()?.starts.pop_front()
+    }
+
+    /// The waiter of `seq`, taken by the lane as it makes the attempt (or
+    /// dropped to send the fallback).
+    pub fn take(&self, seq: Seq) -> Option<Waiter> {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let waiter = self.inner.lock().ok()?.waiters.remove(&seq);
+        if waiter.is_some() {
+            self.waiting.fetch_sub(1, Ordering::Release);
+        }
+        waiter
+    }
+
+    /// Drops the waiter of `seq` if its provider no longer waits (answered
+    /// with the fallback after the timeout, or gone).
+    pub fn forget(&self, seq: Seq) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.waiters.get(&seq).is_some_and(|w| w.is_closed()) {
+            inner.waiters.remove(&seq);
+            self.waiting.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// The worker stops: every waiting provider gets the fallback now, and
+    /// later ones at once. (The messages are delivered by the next worker.)
+    pub fn close(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.closed = true;
+            inner.starts.clear();
+            let n = inner.waiters.len();
+            inner.waiters.clear();
+            self.waiting.fetch_sub(n, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_is_taken_once_and_forgotten_only_when_its_provider_left() {
+        let r = SyncReplies::default();
+        let (tx, rx) = oneshot::channel();
+        r.register(Seq(3), tx);
+        r.start(Seq(3));
+        assert_eq!(r.next_start(), Some(Seq(3)));
+        assert_eq!(r.next_start(), None);
+        r.forget(Seq(3));
+        assert!(r.take(Seq(4)).is_none());
+        let w = r.take(Seq(3)).expect("still waiting");
+        assert!(r.take(Seq(3)).is_none());
+        drop(rx);
+        assert!(w.is_closed());
+
+        let (tx, rx) = oneshot::channel();
+        r.register(Seq(5), tx);
+        drop(rx);
+        r.forget(Seq(5));
+        assert!(r.take(Seq(5)).is_none());
+        assert_eq!(r.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn closing_answers_every_waiter_with_the_fallback() {
+        let r = SyncReplies::default();
+        let (tx, mut rx) = oneshot::channel();
+        r.register(Seq(1), tx);
+        r.close();
+        assert!(rx.try_recv().is_err(), "dropped: the fallback");
+        let (tx, mut rx) = oneshot::channel();
+        r.register(Seq(2), tx);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        r.start(Seq(2));
+        assert_eq!(r.next_start(), None);
+    }
+}
