@@ -7,8 +7,12 @@
 //! cargo bench --bench load -- [--requests N] [--connections C] [--body-bytes B]
 //!     [--durability fsync|buffered] [--destinations D] [--rate R]
 //!     [--baseline | --no-baseline] [--backlog [--data-dir DIR]] [--perf FILE]
-//!     [--filter JQ]
+//!     [--filter JQ] [--sync-reply]
 //!
+//! `--sync-reply` (open loop, 100/s unless `--rate`): the source answers
+//! with its destination's answer (`reply`); prints the ack latency of the
+//! same requests sent straight to the app and through the relay, and what
+//! the relay adds (a fallback, status 202 here, counts as failed).
 //! `--filter JQ` puts that jq `filter` on every destination (routing's
 //! cost; the bodies are not JSON, so `.body` is a string).
 //! `--destinations 0` measures ingest alone. `--rate R` switches to an open
@@ -70,6 +74,8 @@ pub struct Args {
     perf: Option<PathBuf>,
     /// A jq `filter` on every destination (routing's cost).
     filter: Option<String>,
+    /// The source waits for its destination's answer (`reply`).
+    sync_reply: bool,
 }
 
 impl Args {
@@ -91,6 +97,7 @@ fn args() -> Args {
         data_dir: None,
         perf: None,
         filter: None,
+        sync_reply: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -109,6 +116,7 @@ fn args() -> Args {
             "--perf" => a.perf = Some(value("FILE").into()),
             "--filter" => a.filter = Some(value("JQ")),
             "--backlog" => a.backlog = true,
+            "--sync-reply" => a.sync_reply = true,
             "--baseline" => a.baseline = Some(true),
             "--no-baseline" => a.baseline = Some(false),
             // Passed by `cargo bench`.
@@ -133,10 +141,16 @@ fn config_text(a: &Args, sink: SocketAddr) -> String {
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"1MiB\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\ndurability = \"{}\"\n\n[[source]]\nname = \"bench\"\npath = \"/hooks/bench\"\n",
         a.durability
     );
+    if a.sync_reply {
+        t.push_str("reply = { destination = \"d0\", timeout = \"2s\", status = 202 }\n");
+    }
     for d in 0..a.destinations {
         t.push_str(&format!(
             "\n[[destination]]\nname = \"d{d}\"\nurl = \"http://{sink}/d{d}\"\nsources = [\"bench\"]\n"
         ));
+        if a.sync_reply && d == 0 {
+            t.push_str("ordering = \"unordered\"\n");
+        }
         if let Some(f) = &a.filter {
             t.push_str(&format!("filter = '{f}'\n"));
         }
@@ -303,6 +317,44 @@ async fn run(a: Args) {
     thread_table("relay threads, per webhook", &relay_m).print();
 }
 
+/// `--sync-reply`: the same open-loop load sent straight to the app (the
+/// sink), then through the relay with the source's `reply` on that app.
+async fn run_sync_reply(mut a: Args) {
+    a.destinations = a.destinations.max(1);
+    let rate = *a.rate.get_or_insert(100);
+    println!(
+        "scenario: sync replies, {} requests at {rate}/s over {} connections, {} B bodies, durability {}, relay in its own process",
+        a.requests, a.connections, a.body, a.durability
+    );
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let direct_sink = start_sink(a.requests).await;
+    let mut direct = drive(direct_sink.addr, "/d0", &a).await;
+    print_ingest("app direct", &mut direct);
+
+    let sink = start_sink(a.requests * a.destinations).await;
+    let file = tmp.path().join("relay.toml");
+    std::fs::write(&file, config_text(&a, sink.addr)).expect("write relay.toml");
+    let mut relay = spawn_relay(&file);
+    let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
+    relay.stop("-TERM");
+    print_ingest("via relay", &mut r);
+    let mut e2e = std::mem::take(&mut *sink.e2e.lock().expect("e2e lock"));
+    println!(
+        "at the app : send to arrival p50 {:>8.2?} p99 {:>8.2?} (through the relay)",
+        pct(&mut e2e, 0.50),
+        pct(&mut e2e, 0.99)
+    );
+    let mut added = |p: f64| {
+        let (via, app) = (pct(&mut r.acks, p), pct(&mut direct.acks, p));
+        via.saturating_sub(app)
+    };
+    println!(
+        "added      : p50 {:>8.2?} p99 {:>8.2?} (the relay's ack latency minus the app's, same quantile)",
+        added(0.50),
+        added(0.99)
+    );
+}
+
 /// `--backlog`: the relay with its destinations paused; ingest N, read its RSS
 /// with N messages waiting, restart it (after `kill -9`, then clean) and time
 /// until it listens, then resume and time the drain.
@@ -451,6 +503,7 @@ const SUITE: &[&str] = &[
     "--requests 5000 --body-bytes 65536",
     "--requests 5000 --body-bytes 65536 --destinations 0",
     "--requests 10000 --rate 1000",
+    "--sync-reply --requests 3000 --connections 8",
     "--backlog --requests 1000000",
     "--backlog --requests 50000 --destinations 10",
 ];
@@ -492,6 +545,8 @@ fn main() {
         .expect("bench runtime");
     if a.backlog {
         rt.block_on(run_backlog(a));
+    } else if a.sync_reply {
+        rt.block_on(run_sync_reply(a));
     } else {
         rt.block_on(run(a));
     }

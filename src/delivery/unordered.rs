@@ -597,6 +597,33 @@ mod tests {
     }
 
     #[test]
+    fn a_seq_started_early_holds_the_cursor_and_the_scan_passes_over_it() {
+        let mut w = Window::new(Seq(10));
+        assert!(w.start_early(Seq(14)));
+        assert!(!w.start_early(Seq(14)), "once");
+        assert!(!w.start_early(Seq(9)), "the scan passed it");
+        assert_eq!(w.cursor(), Seq(10), "11..13 are not scanned yet");
+        w.finish(Seq(14));
+        assert_eq!(w.cursor(), Seq(10));
+        assert!(w.start(Seq(12)));
+        assert!(!w.start(Seq(14)), "already delivered: not started again");
+        w.finish(Seq(12));
+        assert_eq!(w.cursor(), Seq(14));
+        // One still running when the scan passes it keeps the cursor below it.
+        assert!(w.start_early(Seq(20)));
+        w.skipped(Seq(19));
+        assert!(!w.start(Seq(20)));
+        assert_eq!(w.cursor(), Seq(19));
+        let (_, scanned, open) = w.snapshot();
+        assert_eq!((scanned, open), (Seq(20), vec![Seq(20)]));
+        w.finish(Seq(20));
+        assert_eq!(w.cursor(), Seq(20));
+        // Early seqs above what the snapshot covers are left to the next scan.
+        assert!(w.start_early(Seq(30)));
+        assert_eq!(w.snapshot(), (Seq(20), Seq(20), vec![]));
+    }
+
+    #[test]
     fn resume_ignores_seqs_outside_the_window() {
         let w = Window::resume(Seq(10), Seq(12), &[Seq(3), Seq(11), Seq(40)]);
         assert_eq!(w.snapshot(), (Seq(10), Seq(12), vec![Seq(11)]));

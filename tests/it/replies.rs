@@ -311,3 +311,26 @@ async fn an_app_that_is_down_gets_the_fallback_then_everything_once_it_is_back_a
     );
     assert_eq!(app.count(), 3, "each delivered once");
 }
+
+#[tokio::test]
+async fn a_paused_reply_destination_means_the_fallback_at_once_and_delivery_on_resume() {
+    let app = app().await;
+    let audit = Receiver::ok().await;
+    let relay = relay(&app.url("/"), &audit.url("/"), "20s").await;
+    let (status, _) = relay.api_post("/api/v1/destinations/app/pause", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let started = Instant::now();
+    let a = send(&relay, &discord(now(), r#"{"type":2,"id":"p1"}"#)).await;
+    assert_eq!(a.json, serde_json::json!({"type": 5}));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not at the timeout"
+    );
+    assert_eq!(app.arrivals(), 0);
+    let (status, _) = relay
+        .api_post("/api/v1/destinations/app/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = app.wait_delivered(1, Duration::from_secs(10)).await;
+    assert!(got[0].text().contains("p1"));
+}
