@@ -76,6 +76,14 @@ pub(super) fn reply(cx: &mut Ctx<'_>, base: &str, raw: &Spanned<RawReply>) -> Op
         .body
         .as_ref()
         .map_or(String::new(), |b| b.get_ref().clone());
+    let bodiless = [204, 205, 304].contains(&status.as_u16());
+    if let (Some(b), true) = (&r.body, bodiless && !body.is_empty()) {
+        cx.at(
+            b,
+            &key("body"),
+            format!("status {} has no body", status.as_u16()),
+        );
+    }
     if let Some(b) = r
         .body
         .as_ref()

@@ -220,6 +220,7 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>, keep_answer: bool)
             None
         };
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let content_encoding = resp.headers().get(header::CONTENT_ENCODING).cloned();
     // Read (a bounded part of) the body so the connection can go back to the pool.
     let limit = if keep_answer && status.is_success() {
         MAX_REPLY_BYTES
@@ -234,6 +235,7 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>, keep_answer: bool)
             Ok(b) if keep_answer => Some(AppAnswer {
                 status,
                 content_type,
+                content_encoding,
                 body: b.to_bytes(),
             }),
             _ => None,

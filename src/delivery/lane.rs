@@ -331,6 +331,21 @@ impl Lane {
         Ok(())
     }
 
+    /// A message just written (a sync reply's): read on this thread when
+    /// small enough to still be in sled's cache (as in [`Lane::read_ahead`]),
+    /// else on the blocking pool.
+    pub async fn fresh_message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
+        let before = Seq(seq.0.saturating_sub(1));
+        let hot = self
+            .store
+            .log()
+            .next_routed_within(before, seq, 1, HOT_BYTES, |_| true)?;
+        match hot {
+            Scan::Found(found, msg) if found == seq => Ok(Some(*msg)),
+            _ => self.message(seq).await,
+        }
+    }
+
     /// One message, read on the blocking pool.
     pub async fn message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
         Ok(self.store.blocking(move |s| s.log().message(seq)).await?)

@@ -21,6 +21,9 @@ use crate::model::Seq;
 pub struct AppAnswer {
     pub status: http::StatusCode,
     pub content_type: Option<http::HeaderValue>,
+    /// Passed on with the body it describes (no relay header asks for it,
+    /// but a forwarded `Accept-Encoding` may).
+    pub content_encoding: Option<http::HeaderValue>,
     /// At most [`crate::config::MAX_REPLY_BYTES`].
     pub body: Bytes,
 }
@@ -53,11 +56,10 @@ impl SyncReplies {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if inner.closed {
+        // Closed: its provider left while the message was being stored.
+        if inner.closed || waiter.is_closed() {
             return;
         }
-        // A seq staged for a batch that failed is used again by a later one:
-        // the old waiter's provider got an error, so it is replaced.
         if inner.waiters.insert(seq, waiter).is_none() {
             self.waiting.fetch_add(1, Ordering::Release);
         }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::lane::{Finished, Lane};
 use super::{DeliveryError, SCAN_BUDGET, STORE_ERROR_BACKOFF};
 use crate::model::Seq;
-use crate::store::{Message, ReplayEnd, Scan};
+use crate::store::{Message, ReplayEnd, Scan, UnorderedWindow};
 
 /// Which seqs above the cursor are finished, in flight, or waiting to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +50,27 @@ impl Window {
         }
     }
 
-    /// A window saved by [`Window::snapshot`]: its open seqs wait to be sent again.
-    pub fn resume(cursor: Seq, scanned: Seq, open: &[Seq]) -> Window {
-        let scanned = scanned.max(cursor);
-        let open: BTreeSet<Seq> = open
+    /// A window saved by [`Window::snapshot`]: its open seqs wait to be
+    /// sent again, and the scan passes over those finished early.
+    pub fn resume(saved: &UnorderedWindow) -> Window {
+        let (cursor, scanned) = (saved.cursor, saved.scanned.max(saved.cursor));
+        let open: BTreeSet<Seq> = saved
+            .open
             .iter()
             .copied()
             .filter(|s| *s > cursor && *s <= scanned)
+            .collect();
+        let early = saved
+            .early_done
+            .iter()
+            .copied()
+            .filter(|s| *s > scanned)
             .collect();
         Window {
             scanned,
             queued: open.clone(),
             open,
-            early: BTreeSet::new(),
+            early,
         }
     }
 
@@ -128,11 +136,20 @@ impl Window {
         self.queued.remove(&seq);
     }
 
-    /// (cursor, scanned, open) for [`Window::resume`]; seqs started early
-    /// are left to the next scan.
-    pub fn snapshot(&self) -> (Seq, Seq, Vec<Seq>) {
-        let open = self.open.range(..=self.scanned).copied().collect();
-        (self.cursor(), self.scanned, open)
+    /// What [`Window::resume`] takes back. Seqs started early and still
+    /// running are left to the next scan, which delivers them again.
+    pub fn snapshot(&self) -> UnorderedWindow {
+        UnorderedWindow {
+            cursor: self.cursor(),
+            scanned: self.scanned,
+            open: self.open.range(..=self.scanned).copied().collect(),
+            early_done: self.early.difference(&self.open).copied().collect(),
+        }
+    }
+
+    /// Seqs started early and not finished.
+    fn early_running(&self) -> usize {
+        self.early.intersection(&self.open).count()
     }
 }
 
@@ -154,7 +171,7 @@ struct Scheduler {
     reset: bool,
     /// The window saved at the last graceful stop, for the first load; an
     /// operator acting before that makes it stale.
-    saved: Option<(Seq, Seq, Vec<Seq>)>,
+    saved: Option<UnorderedWindow>,
     messages: JoinSet<MessageTask>,
     redeliveries: JoinSet<()>,
 }
@@ -246,6 +263,12 @@ impl Scheduler {
                     self.restart_window();
                 }
             }
+            // Before completions: a provider is waiting on this one.
+            _ = control.replies.wake.notified() => {
+                // During a bounded replay the scan delivers it after the range.
+                let held = stopped || state.replay_end.is_some();
+                self.start_sync(held, state.retry_epoch);
+            }
             Some(done) = self.messages.join_next(), if !self.messages.is_empty() => {
                 self.finished(done)?;
             }
@@ -254,11 +277,6 @@ impl Scheduler {
                     tracing::error!(destination = %self.lane.dest.name, error = %e, "redelivery task failed");
                 }
             }
-            _ = control.replies.wake.notified() => {
-                // During a bounded replay the scan delivers it after the range.
-                let held = stopped || state.replay_end.is_some();
-                self.start_sync(held, state.retry_epoch);
-            }
             Ok(()) = self.head.changed(), if room && !more => {}
             _ = tokio::task::yield_now(), if more => {}
         }
@@ -266,40 +284,26 @@ impl Scheduler {
     }
 
     /// Starts at once the messages waiting providers asked for (sync
-    /// replies), beyond `max_in_flight`; when that cannot be, their
-    /// providers get the fallback now and the scan delivers them later.
+    /// replies), ahead of the scan and beyond `max_in_flight`, up to
+    /// `max_in_flight` of them running at once; when one cannot start, its
+    /// provider gets the fallback now and the scan delivers it later.
     fn start_sync(&mut self, held: bool, epoch: u64) {
         let replies = &self.lane.control.replies;
         while let Some(seq) = replies.next_start() {
-            let window = self
-                .window
-                .as_mut()
-                .filter(|_| !held && !self.reset && !self.generation.is_cancelled());
+            let window = self.window.as_mut().filter(|w| {
+                !held
+                    && !self.reset
+                    && !self.generation.is_cancelled()
+                    && w.early_running() < self.max_in_flight
+            });
             let Some(window) = window else {
                 drop(replies.take(seq));
                 continue;
             };
-            if seq <= window.scanned() {
-                // Found by the scan first: its delivery takes the waiter.
-                continue;
-            }
-            // Just written, so in sled's cache: read here, not on the
-            // blocking pool, whose queue is the wait a provider must not see.
-            let msg = match self.lane.store.log().message(seq) {
-                Ok(Some(msg)) => msg,
-                Ok(None) => {
-                    drop(replies.take(seq));
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(destination = %self.lane.dest.name, seq = seq.0, error = %e, "cannot read a message to start it at once; the scan will deliver it");
-                    drop(replies.take(seq));
-                    continue;
-                }
-            };
+            // At or below `scanned`: the scan started it, and its delivery takes the waiter.
             if window.start_early(seq) {
                 let task = (seq, epoch, &self.generation);
-                spawn_message(&mut self.messages, &self.lane, task, msg);
+                spawn_fresh(&mut self.messages, &self.lane, task);
             }
         }
     }
@@ -333,7 +337,7 @@ impl Scheduler {
     fn load(&mut self) -> Result<(), DeliveryError> {
         let cursor = self.lane.store.cursors().get(&self.lane.dest.name)?;
         let window = match self.saved.take() {
-            Some((at, scanned, open)) if at == cursor => Window::resume(cursor, scanned, &open),
+            Some(saved) if saved.cursor == cursor => Window::resume(&saved),
             _ => Window::new(cursor),
         };
         self.window = Some(window);
@@ -472,9 +476,9 @@ impl Scheduler {
         }
         while self.redeliveries.join_next().await.is_some() {}
         let store = &self.lane.store;
-        if let Some((cursor, scanned, open)) = self.saved.take() {
+        if let Some(saved) = self.saved.take() {
             // Never loaded (stopped all along): keep it for the next start.
-            if let Err(e) = store.cursors().save_window(&name, cursor, scanned, &open) {
+            if let Err(e) = store.cursors().save_window(&name, &saved) {
                 tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
             }
             return;
@@ -483,14 +487,41 @@ impl Scheduler {
             return;
         }
         let Some(window) = &self.window else { return };
-        let (cursor, scanned, open) = window.snapshot();
-        if cursor != self.persisted {
+        let saved = window.snapshot();
+        if saved.cursor != self.persisted {
             return;
         }
-        if let Err(e) = store.cursors().save_window(&name, cursor, scanned, &open) {
+        if let Err(e) = store.cursors().save_window(&name, &saved) {
             tracing::error!(destination = %name, error = %e, "cannot save the delivery window");
         }
     }
+}
+
+/// Reads `seq`, just written, and delivers it in a task (the scheduler
+/// never waits for the read): `(seq, retry epoch, interrupt)`.
+fn spawn_fresh(
+    tasks: &mut JoinSet<MessageTask>,
+    lane: &Arc<Lane>,
+    (seq, epoch, interrupt): (Seq, u64, &CancellationToken),
+) {
+    let lane = lane.clone();
+    let interrupt = interrupt.clone();
+    tasks.spawn(async move {
+        let msg = match lane.fresh_message(seq).await {
+            Ok(Some(msg)) => msg,
+            // Gone from the log (retention): nothing left to deliver.
+            Ok(None) => {
+                drop(lane.control.replies.take(seq));
+                return (seq, Ok(Finished::Done));
+            }
+            Err(e) => {
+                drop(lane.control.replies.take(seq));
+                return (seq, Err(e));
+            }
+        };
+        let r = lane.deliver(seq, &msg, epoch, &interrupt).await;
+        (seq, r)
+    });
 }
 
 /// Delivers `seq` in a task: `(seq, retry epoch, interrupt)`.
@@ -511,6 +542,21 @@ fn spawn_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saved_window(
+        cursor: u64,
+        scanned: u64,
+        open: &[u64],
+        early_done: &[u64],
+    ) -> UnorderedWindow {
+        let seqs = |v: &[u64]| v.iter().copied().map(Seq).collect();
+        UnorderedWindow {
+            cursor: Seq(cursor),
+            scanned: Seq(scanned),
+            open: seqs(open),
+            early_done: seqs(early_done),
+        }
+    }
 
     #[test]
     fn cursor_is_lowest_unfinished_minus_one() {
@@ -552,12 +598,9 @@ mod tests {
             w.start(Seq(s));
         }
         w.finish(Seq(7));
-        let (cursor, scanned, open) = w.snapshot();
-        assert_eq!(
-            (cursor, scanned, open.clone()),
-            (Seq(4), Seq(9), vec![Seq(5), Seq(9)])
-        );
-        let mut r = Window::resume(cursor, scanned, &open);
+        let saved = w.snapshot();
+        assert_eq!(saved, saved_window(4, 9, &[5, 9], &[]));
+        let mut r = Window::resume(&saved);
         assert_eq!(r.cursor(), Seq(4));
         assert_eq!(r.next_queued(), Some(Seq(5)));
         assert_eq!(r.next_queued(), Some(Seq(9)));
@@ -574,14 +617,9 @@ mod tests {
         let store = crate::store::Store::open(dir.path()).unwrap();
         let d: crate::model::DestinationName = "d".parse().unwrap();
         assert_eq!(store.cursors().take_window(&d).unwrap(), None);
-        store
-            .cursors()
-            .save_window(&d, Seq(4), Seq(9), &[Seq(5), Seq(9)])
-            .unwrap();
-        assert_eq!(
-            store.cursors().take_window(&d).unwrap(),
-            Some((Seq(4), Seq(9), vec![Seq(5), Seq(9)]))
-        );
+        let saved = saved_window(4, 9, &[5, 9], &[12]);
+        store.cursors().save_window(&d, &saved).unwrap();
+        assert_eq!(store.cursors().take_window(&d).unwrap(), Some(saved));
         assert_eq!(store.cursors().take_window(&d).unwrap(), None, "taken once");
 
         assert!(store.cursors().advance(&d, Seq(0), Seq(3)).unwrap());
@@ -614,20 +652,28 @@ mod tests {
         w.skipped(Seq(19));
         assert!(!w.start(Seq(20)));
         assert_eq!(w.cursor(), Seq(19));
-        let (_, scanned, open) = w.snapshot();
-        assert_eq!((scanned, open), (Seq(20), vec![Seq(20)]));
+        assert_eq!(w.snapshot(), saved_window(19, 20, &[20], &[]));
         w.finish(Seq(20));
         assert_eq!(w.cursor(), Seq(20));
-        // Early seqs above what the snapshot covers are left to the next scan.
+        // Saved: those finished early, so that the next scan passes over
+        // them; not those still running, which it delivers again.
         assert!(w.start_early(Seq(30)));
-        assert_eq!(w.snapshot(), (Seq(20), Seq(20), vec![]));
+        assert!(w.start_early(Seq(32)));
+        w.finish(Seq(32));
+        let saved = w.snapshot();
+        assert_eq!(saved, saved_window(20, 20, &[], &[32]));
+        let mut r = Window::resume(&saved);
+        assert!(r.start(Seq(30)), "was running: delivered again");
+        assert!(!r.start(Seq(32)), "was finished: not again");
+        r.finish(Seq(30));
+        assert_eq!(r.cursor(), Seq(32));
     }
 
     #[test]
     fn resume_ignores_seqs_outside_the_window() {
-        let w = Window::resume(Seq(10), Seq(12), &[Seq(3), Seq(11), Seq(40)]);
-        assert_eq!(w.snapshot(), (Seq(10), Seq(12), vec![Seq(11)]));
-        let w = Window::resume(Seq(10), Seq(2), &[]);
+        let w = Window::resume(&saved_window(10, 12, &[3, 11, 40], &[12, 15]));
+        assert_eq!(w.snapshot(), saved_window(10, 12, &[11], &[15]));
+        let w = Window::resume(&saved_window(10, 2, &[], &[]));
         assert_eq!(w.cursor(), Seq(10));
     }
 }

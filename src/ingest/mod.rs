@@ -281,9 +281,14 @@ async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Response<Full<Bytes>
 /// What became of a request that was not refused.
 enum Outcome {
     Appended(AppendOutcome),
-    /// Appended for a source with `reply`: the destination's answer, if it
-    /// gave one in time (the fallback otherwise).
-    Replied(AppendOutcome, Option<crate::delivery::reply::AppAnswer>),
+    /// Appended for a source with `reply` (durable that long after the
+    /// request's start): the destination's answer, if it gave one in time
+    /// (the fallback otherwise).
+    Replied(
+        AppendOutcome,
+        Duration,
+        Option<crate::delivery::reply::AppAnswer>,
+    ),
     /// A handshake answered by the verifier; nothing stored.
     Answered(Reply),
 }
@@ -301,7 +306,7 @@ async fn accept(
     let stats = &route.stats;
     let started = tokio::time::Instant::now();
     let result = receive(ingest, route, req, started).await;
-    if let Ok(Outcome::Replied(_, answer)) = &result {
+    if let Ok(Outcome::Replied(_, _, answer)) = &result {
         let counter = match answer {
             Some(_) => &stats.replied_by_app,
             None => &stats.replied_with_fallback,
@@ -309,9 +314,14 @@ async fn accept(
         counter.fetch_add(1, Ordering::Relaxed);
     }
     match &result {
-        Ok(Outcome::Appended(a) | Outcome::Replied(a, _)) => match a {
+        Ok(Outcome::Appended(a) | Outcome::Replied(a, _, _)) => match a {
             AppendOutcome::Stored { .. } => {
-                stats.ingest_duration.observe(started.elapsed());
+                // Time to the durable answer, without a sync reply's wait.
+                let stored_in = match &result {
+                    Ok(Outcome::Replied(_, stored_in, _)) => *stored_in,
+                    _ => started.elapsed(),
+                };
+                stats.ingest_duration.observe(stored_in);
                 stats.received.fetch_add(1, Ordering::Relaxed);
             }
             AppendOutcome::Duplicate { .. } => {
@@ -340,8 +350,8 @@ async fn accept(
         }
     }
     result.map(|outcome| match (outcome, &route.reply) {
-        (Outcome::Replied(_, answer), Some(sync)) => reply::response(answer, &sync.config),
-        (Outcome::Appended(a) | Outcome::Replied(a, _), _) => response::accepted(a),
+        (Outcome::Replied(_, _, answer), Some(sync)) => reply::response(answer, &sync.config),
+        (Outcome::Appended(a) | Outcome::Replied(a, _, _), _) => response::accepted(a),
         (Outcome::Answered(reply), _) => response::answered(reply),
     })
 }
@@ -416,6 +426,7 @@ async fn receive(
     };
     let (hook, claim) = sync.claim();
     let outcome = store(ingest, route, &parts, body, verified, Some(hook)).await?;
+    let stored_in = started.elapsed();
     let answer = match &outcome {
         AppendOutcome::Stored { seq, .. } => {
             claim.answer(*seq, started + sync.config.timeout).await
@@ -423,7 +434,7 @@ async fn receive(
         // Its first delivery is not this request's to wait for.
         AppendOutcome::Duplicate { .. } => None,
     };
-    Ok(Outcome::Replied(outcome, answer))
+    Ok(Outcome::Replied(outcome, stored_in, answer))
 }
 
 /// Reads and drops what is left of an HTTP/1 request body refused with 413,

@@ -4,7 +4,7 @@
 //! fallback otherwise. The webhook is stored durably first, as any other;
 //! waiting changes only what the provider is told, never what is delivered.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{header, Response};
@@ -30,10 +30,16 @@ impl SyncRoute {
     pub fn claim(&self) -> (OnStaged, Claim) {
         let (tx, rx) = oneshot::channel();
         let control = self.control.clone();
-        let hook = OnStaged(Box::new(move |seq| control.replies.register(seq, tx)));
+        let staged = Arc::new(OnceLock::new());
+        let seq = staged.clone();
+        let hook = OnStaged(Box::new(move |s| {
+            let _ = seq.set(s);
+            control.replies.register(s, tx);
+        }));
         let claim = Claim {
             rx: Some(rx),
             control: self.control.clone(),
+            staged,
         };
         (hook, claim)
     }
@@ -43,12 +49,17 @@ impl SyncRoute {
 pub(super) struct Claim {
     rx: Option<oneshot::Receiver<AppAnswer>>,
     control: Arc<Control>,
+    /// The seq the hook registered the waiter under, once it ran.
+    staged: Arc<OnceLock<Seq>>,
 }
 
 impl Claim {
     /// Asks the worker to start `seq` (now durable) at once and waits for
     /// its answer until `deadline`; `None`: answer with the fallback.
     pub async fn answer(mut self, seq: Seq, deadline: Instant) -> Option<AppAnswer> {
+        if Instant::now() >= deadline {
+            return None;
+        }
         let rx = self.rx.take()?;
         let waiting = Waiting {
             rx,
@@ -57,6 +68,19 @@ impl Claim {
         };
         self.control.replies.start(seq);
         waiting.wait(deadline).await
+    }
+}
+
+/// A claim never waited on (a failed append, a duplicate, a provider gone
+/// during the append) leaves no waiter behind.
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Some(seq) = self.staged.get() {
+                self.control.replies.forget(*seq);
+            }
+        }
     }
 }
 
@@ -87,18 +111,25 @@ impl Drop for Waiting<'_> {
 /// The answer the provider gets: the app's (status, `content-type`, body;
 /// nothing hop-by-hop) or the fallback.
 pub(super) fn response(answer: Option<AppAnswer>, fallback: &ReplyConfig) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match answer {
-        Some(a) => (a.status, a.content_type, a.body),
+    let (status, content_type, content_encoding, body) = match answer {
+        Some(a) => (a.status, a.content_type, a.content_encoding, a.body),
         None => (
             fallback.status,
             Some(fallback.content_type.clone()),
+            None,
             fallback.body.clone(),
         ),
     };
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    if let Some(ct) = content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_ENCODING, content_encoding),
+    ] {
+        if let Some(v) = value {
+            headers.insert(name, v);
+        }
     }
     resp
 }

@@ -52,8 +52,9 @@ pub struct NewMessage {
     pub body: Vec<u8>,
     /// Idempotency key and how long it stays remembered.
     pub dedup: Option<(String, Duration)>,
-    /// Told the message's seq as it is staged, before any reader can see
-    /// it (the head moves only once it is durable); not for a duplicate.
+    /// Told the message's seq once its batch is written, before any reader
+    /// can see it (the head moves only once it is durable); not for a
+    /// duplicate, nor when the write fails.
     pub on_staged: Option<OnStaged>,
 }
 
@@ -275,11 +276,18 @@ async fn apply(
     let mut records = Vec::with_capacity(pending.len());
     let mut index = BatchIndex::default();
     let mut replies: Vec<(Reply, AppendOutcome)> = Vec::with_capacity(pending.len());
+    let mut hooks = Vec::new();
 
     for mut req in pending.drain(..) {
         let outcome = match stage(store, &mut req.msg, now, &mut next, &mut index) {
-            Ok(Staged::New { seq, id, bytes }) => {
+            Ok(Staged::New {
+                seq,
+                id,
+                bytes,
+                on_staged,
+            }) => {
                 records.push((seq, bytes));
+                hooks.extend(on_staged.map(|hook| (hook, seq)));
                 AppendOutcome::Stored { seq, id }
             }
             Ok(Staged::Duplicate { seq, id }) => AppendOutcome::Duplicate { seq, id },
@@ -308,6 +316,10 @@ async fn apply(
             return next;
         }
     }
+    // Written, not yet visible: the head moves after the sync.
+    for (OnStaged(hook), seq) in hooks {
+        hook(seq);
+    }
     store.commit_stats().batch_size.observe(count);
     applied.send(Applied { last, replies });
     next
@@ -318,6 +330,7 @@ enum Staged {
         seq: Seq,
         id: MessageId,
         bytes: Vec<u8>,
+        on_staged: Option<OnStaged>,
     },
     Duplicate {
         seq: Seq,
@@ -356,12 +369,15 @@ fn stage(
     let bytes = codec::encode_message(&record)?;
     let seq = *next;
     *next = seq.next();
-    if let Some(OnStaged(hook)) = msg.on_staged.take() {
-        hook(seq);
-    }
     if let Some((k, window)) = new_key {
         let expires_at_ms = now.saturating_add(window.as_millis() as u64);
         index.remember(k, seq, id.clone(), expires_at_ms)?;
     }
-    Ok(Staged::New { seq, id, bytes })
+    let on_staged = msg.on_staged.take();
+    Ok(Staged::New {
+        seq,
+        id,
+        bytes,
+        on_staged,
+    })
 }

@@ -27,8 +27,8 @@ pub enum CodecError {
 const V1: u8 = 1;
 /// [`Message`] with `event_type` and `query`; [`DestinationState`] with
 /// `replay_end`; an [`Attempt`] followed by its [`RetryRun`] (a failed
-/// attempt of a retry run; other attempts are still written as V1). Other
-/// records are still written as V1.
+/// attempt of a retry run; other attempts are still written as V1);
+/// [`UnorderedWindow`] with `early_done`. Other records are still written as V1.
 const V2: u8 = 2;
 /// [`DestinationState`] with `retry_epoch`.
 const V3: u8 = 3;
@@ -481,12 +481,42 @@ pub struct DedupEntry {
 }
 
 /// An unordered destination's delivery window, saved at a clean stop: every seq
-/// in (`cursor`, `scanned`] not in `open` is finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// in (`cursor`, `scanned`] not in `open` is finished, and so is every seq
+/// in `early_done` (above `scanned`: started ahead of the scan for a sync
+/// reply). Written as version 2.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnorderedWindow {
     pub cursor: Seq,
     pub scanned: Seq,
     pub open: Vec<Seq>,
+    pub early_done: Vec<Seq>,
+}
+
+/// A window as version 1 wrote it (no sync replies).
+#[derive(Deserialize)]
+struct UnorderedWindowV1 {
+    cursor: Seq,
+    scanned: Seq,
+    open: Vec<Seq>,
+}
+
+/// Encodes an [`UnorderedWindow`].
+pub fn encode_window(v: &UnorderedWindow) -> Result<Vec<u8>, CodecError> {
+    encode_as(V2, v)
+}
+
+/// Decodes an [`UnorderedWindow`] of either version.
+pub fn decode_window(bytes: &[u8]) -> Result<UnorderedWindow, CodecError> {
+    match version(bytes)? {
+        (V1, rest) => decode_body::<UnorderedWindowV1>(rest).map(|w| UnorderedWindow {
+            cursor: w.cursor,
+            scanned: w.scanned,
+            open: w.open,
+            early_done: Vec::new(),
+        }),
+        (V2, rest) => decode_body(rest),
+        (v, _) => Err(CodecError::UnknownVersion(v)),
+    }
 }
 
 /// Error strings stored in attempts and dead letters are cut to this many bytes.
@@ -507,7 +537,6 @@ macro_rules! record_codec {
 
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
-record_codec!(UnorderedWindow, encode_window, decode_window);
 
 /// Reads a big-endian seq value (cursors, meta).
 pub fn decode_seq(v: &[u8]) -> Result<Seq, CodecError> {
@@ -697,8 +726,17 @@ mod tests {
             cursor: Seq(0),
             scanned: Seq(0),
             open: vec![Seq(1); 100_000],
+            early_done: vec![Seq(2); 1000],
         };
         assert_eq!(decode_window(&encode_window(&w).unwrap()).unwrap(), w);
+        // Version 1 (before sync replies) still reads, with nothing done early.
+        let v1 = encode(&(Seq(3), Seq(9), vec![Seq(5)])).unwrap();
+        let old = decode_window(&v1).unwrap();
+        assert_eq!(
+            (old.cursor, old.scanned, old.open),
+            (Seq(3), Seq(9), vec![Seq(5)])
+        );
+        assert!(old.early_done.is_empty());
         let mut m = sample();
         m.headers = vec![(String::new(), Vec::new()); 50_000];
         m.body = vec![7; 3 << 20];

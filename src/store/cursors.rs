@@ -105,36 +105,25 @@ impl Cursors {
         Ok(swapped.is_ok())
     }
 
-    /// Saves an unordered destination's window at a graceful stop: every seq
-    /// in (`cursor`, `scanned`] not in `open` is finished.
+    /// Saves an unordered destination's window at a graceful stop.
     pub fn save_window(
         &self,
         dest: &DestinationName,
-        cursor: Seq,
-        scanned: Seq,
-        open: &[Seq],
+        w: &UnorderedWindow,
     ) -> Result<(), StoreError> {
-        let w = UnorderedWindow {
-            cursor,
-            scanned,
-            open: open.to_vec(),
-        };
         self.windows
-            .insert(dest.as_str(), codec::encode_window(&w)?)?;
+            .insert(dest.as_str(), codec::encode_window(w)?)?;
         Ok(())
     }
 
-    /// Takes (reads and deletes) what [`Cursors::save_window`] saved:
-    /// `(cursor, scanned, open)`.
-    #[allow(clippy::type_complexity)]
+    /// Takes (reads and deletes) what [`Cursors::save_window`] saved.
     pub fn take_window(
         &self,
         dest: &DestinationName,
-    ) -> Result<Option<(Seq, Seq, Vec<Seq>)>, StoreError> {
+    ) -> Result<Option<UnorderedWindow>, StoreError> {
         let Some(v) = self.windows.remove(dest.as_str())? else {
             return Ok(None);
         };
-        let w = codec::decode_window(&v)?;
-        Ok(Some((w.cursor, w.scanned, w.open)))
+        Ok(Some(codec::decode_window(&v)?))
     }
 }

@@ -154,6 +154,7 @@ pub use appender::{spawn_appender, AppendOutcome, Appender, NewMessage, OnStaged
 pub use attempts::{Attempts, Latest};
 pub use codec::{
     Attempt, CodecError, DeadLetter, DestinationState, Message, MessageHead, ReplayEnd, RetryRun,
+    UnorderedWindow,
 };
 pub use cursors::Cursors;
 pub use dead::DeadLetters;

@@ -141,6 +141,20 @@ async fn attempts(relay: &TestRelay, seq: u64, dest: &str) -> Vec<serde_json::Va
     .await
 }
 
+/// Waits until `dest`'s cursor is at `seq`: nothing up to it is sent again.
+async fn wait_cursor(relay: &TestRelay, dest: &str, seq: u64) {
+    let path = format!("/api/v1/destinations/{dest}");
+    wait_for(
+        "the cursor to pass the messages",
+        Duration::from_secs(10),
+        || async {
+            let d = relay.admin_get(&path).await;
+            (d["cursor"].as_u64()? >= seq).then_some(())
+        },
+    )
+    .await
+}
+
 fn content_type(a: &Answer) -> &str {
     a.headers
         .get("content-type")
@@ -176,6 +190,12 @@ async fn twilio_gets_the_apps_twiml_and_the_other_destinations_keep_their_order(
     let order: Vec<u64> = got.iter().map(Received::seq).collect();
     assert_eq!(order, seqs, "the strict destination gets them in order");
     assert_eq!(app.count(), 3, "each delivered to the app once");
+    wait_cursor(&relay, "app", *seqs.iter().max().unwrap()).await;
+    assert_eq!(
+        app.count(),
+        3,
+        "still once each, now that the app's cursor is past them"
+    );
     for seq in seqs {
         let tried = attempts(&relay, seq, "app").await;
         assert_eq!(
@@ -269,7 +289,6 @@ async fn an_app_that_is_down_gets_the_fallback_then_everything_once_it_is_back_a
     let addr = placeholder.local_addr().unwrap();
     drop(placeholder);
     let audit = Receiver::ok().await;
-    let timeout = Duration::from_secs(20);
     let relay = relay(&format!("http://{addr}/"), &audit.url("/"), "20s").await;
 
     let started = Instant::now();
@@ -278,7 +297,7 @@ async fn an_app_that_is_down_gets_the_fallback_then_everything_once_it_is_back_a
     assert_eq!(content_type(&a), "text/xml");
     assert_eq!(a.text(), TWIML_FALLBACK);
     assert!(
-        started.elapsed() < timeout,
+        started.elapsed() < Duration::from_secs(5),
         "a refused attempt answers with the fallback at once, not at the timeout"
     );
     // The fallback is no delivery: stored, and still owed to the app.
@@ -309,6 +328,8 @@ async fn an_app_that_is_down_gets_the_fallback_then_everything_once_it_is_back_a
         a.text(),
         "<Response><Message>You said third</Message></Response>"
     );
+    let third = app.delivered().last().unwrap().seq();
+    wait_cursor(&relay, "app", third).await;
     assert_eq!(app.count(), 3, "each delivered once");
 }
 
@@ -323,7 +344,7 @@ async fn a_paused_reply_destination_means_the_fallback_at_once_and_delivery_on_r
     let a = send(&relay, &discord(now(), r#"{"type":2,"id":"p1"}"#)).await;
     assert_eq!(a.json, serde_json::json!({"type": 5}));
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        started.elapsed() < Duration::from_secs(5),
         "not at the timeout"
     );
     assert_eq!(app.arrivals(), 0);
@@ -333,4 +354,50 @@ async fn a_paused_reply_destination_means_the_fallback_at_once_and_delivery_on_r
     assert_eq!(status, StatusCode::OK);
     let got = app.wait_delivered(1, Duration::from_secs(10)).await;
     assert!(got[0].text().contains("p1"));
+}
+
+#[tokio::test]
+async fn a_reply_starts_at_once_beside_a_full_window_and_is_not_sent_again_after_a_restart() {
+    // The app refuses "hold" until the gate opens; `max_in_flight` is 1, so
+    // its retries fill the window.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let script = move |r: &Received| {
+        let (status, headers, delay) = app_answers(r);
+        let held = r.text().contains("hold") && !gate.load(std::sync::atomic::Ordering::SeqCst);
+        let status = if held {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            status
+        };
+        (status, headers, delay)
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Receiver::replying(listener, Arc::new(script), Arc::new(app_body));
+    let audit = Receiver::ok().await;
+    let relay = relay(&app.url("/"), &audit.url("/"), "5s").await;
+
+    let a = send(&relay, &twilio(&[("From", "+1"), ("Body", "hold")])).await;
+    assert_eq!(a.text(), TWIML_FALLBACK, "a 503 is no answer");
+    let a = send(&relay, &twilio(&[("From", "+1"), ("Body", "now")])).await;
+    assert_eq!(
+        a.text(),
+        "<Response><Message>You said now</Message></Response>",
+        "not held up behind the retrying message"
+    );
+    let now_seq = app.delivered()[0].seq();
+
+    let relay = relay.restart().await;
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_cursor(&relay, "app", now_seq).await;
+    let said: Vec<String> = app
+        .delivered()
+        .iter()
+        .filter_map(|r| form_value(&r.text(), "Body"))
+        .collect();
+    assert_eq!(
+        said,
+        ["now", "hold"],
+        "each delivered once, the early one not again"
+    );
 }

@@ -938,6 +938,11 @@ fn a_reply_refuses_bad_values_each_at_its_key() {
             "from 200 to 599",
         ),
         (
+            "destination = \"d\", status = 204, body = \"x\"",
+            "reply.body",
+            "status 204 has no body",
+        ),
+        (
             "destination = \"d\", content_type = \"a\\nb\"",
             "reply.content_type",
             "header value",
