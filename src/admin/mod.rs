@@ -6,6 +6,7 @@
 mod api;
 mod health;
 mod metrics;
+mod ops;
 mod stream;
 
 use std::convert::Infallible;
