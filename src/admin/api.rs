@@ -36,17 +36,22 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub(super) fn into_response(self) -> Response<Full<Bytes>> {
-        let status = match &self {
+    /// The status this error answers with (the API's and the console's).
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(e) => {
-                tracing::error!(error = %e, "admin request failed in storage");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        if let ApiError::Store(e) = &self {
+            tracing::error!(error = %e, "admin request failed in storage");
+        }
         let mut resp = listen::error(status, &self.to_string());
         if let ApiError::MethodNotAllowed(allow) = self {
             resp.headers_mut()
