@@ -41,6 +41,8 @@ pub fn layout(title: &str, nav: Nav, ctx: Option<&Ctx>, content: Markup) -> Mark
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · hookrelay" }
+                // No favicon request (and no 404 in the browser's console).
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href={ "/ui/assets/console.css?v=" (ASSET_VERSION) };
                 script src={ "/ui/assets/console.js?v=" (ASSET_VERSION) } defer {}
             }
