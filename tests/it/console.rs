@@ -601,9 +601,13 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     }
     let open = Arc::new(AtomicBool::new(false));
     let rx = Receiver::gated(&open, StatusCode::SERVICE_UNAVAILABLE).await;
+    // A second destination that takes everything, so the overview (and
+    // its screenshot) shows a healthy one beside the failing one.
+    let audit = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let file = config(&rx.url("/hook"))
         .source(Source::new("other", "/other").set("event_type", ".body.type"))
+        .destination(Dest::new("audit", &audit.url("/audit")).sources(["s", "other"]))
         .token(TOKEN)
         .write(dir.path());
     let relay = RelayProcess::start(&file).await;
@@ -645,7 +649,7 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
         serde_json::json!({
             "binary": binary,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,900"],
+                     "--disable-dev-shm-usage", "--window-size=1280,1000"],
         }),
     );
     caps.insert(
