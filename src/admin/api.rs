@@ -259,7 +259,7 @@ async fn replay(admin: &Admin, name: &str, body: &[u8]) -> ApiResult {
     let plan = ops::plan_replay(admin, name, &req).await?;
     let d = &plan.entry.0;
     if req.dry_run {
-        let (count, complete) = ops::count_replay(admin, &plan).await?;
+        let (count, complete) = ops::count_replay(admin, &plan, ops::COUNT_CAP).await?;
         return Ok((
             StatusCode::OK,
             json!({

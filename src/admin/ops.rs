@@ -17,8 +17,8 @@ use crate::model::{DestinationName, Seq, SourceName};
 use crate::route::Decision;
 use crate::store::{Message, ReplayEnd, Store, StoreError};
 
-/// Most messages a dry run's count examines (about a second of reading).
-const COUNT_CAP: usize = 2_000_000;
+/// Most messages the API's dry run examines (about two seconds of reading).
+pub(super) const COUNT_CAP: usize = 2_000_000;
 
 /// The destination named `name` in the running config.
 pub(super) fn find_destination(admin: &Admin, name: &str) -> Result<DestEntry, ApiError> {
@@ -262,10 +262,12 @@ pub(super) async fn plan_replay(
 }
 
 /// How many messages of the plan's range the destination would get again,
-/// and whether the count is complete (it stops at [`COUNT_CAP`]).
+/// and whether the count is complete: it reads at most `cap` messages'
+/// heads ([`COUNT_CAP`] for the API's dry run).
 pub(super) async fn count_replay(
     admin: &Admin,
     plan: &ReplayPlan,
+    cap: usize,
 ) -> Result<(u64, bool), ApiError> {
     let sources = plan.entry.0.sources.clone();
     let (from, to) = (plan.from, plan.to);
@@ -273,7 +275,7 @@ pub(super) async fn count_replay(
         .store
         .blocking(move |s| {
             s.log()
-                .count_routed(from, to, |src| sources.contains(src), COUNT_CAP)
+                .count_routed(from, to, |src| sources.contains(src), cap)
         })
         .await?)
 }

@@ -702,6 +702,23 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     let dl = format!(r#"#dead-letters tr[data-seq="{dead_seq}"] a"#);
     assert_clean(&b, "destination").await;
     screenshot(&b, "destination").await;
+    // "Redeliver all" asks first (the script's confirm); saying no sends nothing.
+    b.find(Id("redeliver-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = b.get_alert_text().await.unwrap();
+    assert_eq!(question, "Redeliver all 1 dead letters of d?");
+    b.dismiss_alert().await.unwrap();
+    assert!(b
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/ui/destinations/d"));
+    assert_eq!(rx.count(), 1, "only the first attempt reached the receiver");
     b.find(Css(&dl)).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#deliveries")).await.unwrap();
     let status = r#"article[data-destination="d"] .badge"#;

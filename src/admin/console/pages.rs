@@ -419,8 +419,10 @@ pub struct ReplayConfirm<'a> {
     pub destination: &'a DestinationName,
     pub from: Seq,
     pub to: Seq,
+    /// Messages counted that will go again.
     pub count: u64,
-    pub complete: bool,
+    /// When the count stopped early: the most there can be.
+    pub at_most: Option<u64>,
     /// The form fields to send again, as given.
     pub fields: &'a [(&'static str, String)],
 }
@@ -435,16 +437,22 @@ pub fn replay_confirm(ctx: &Ctx, r: &ReplayConfirm<'_>) -> Markup {
         html! {
             p.crumbs { a href="/ui/" { "Overview" } " / " a href=(base) { (r.destination) } " / replay" }
             h1 { "Replay to " (r.destination) "?" }
-            p.confirm-count {
-                strong #replay-count { (r.count) @if !r.complete { "+" } }
-                " message(s) of seqs " (r.from) " to " (r.to) " will be sent again."
-                @if !r.complete { " (The count stopped early; there are more.)" }
+            @match r.at_most {
+                None => p.confirm-count {
+                    strong #replay-count { (r.count) }
+                    " message(s) of seqs " (r.from) " to " (r.to) " will be sent again."
+                },
+                Some(most) => p.confirm-count {
+                    "At least " strong #replay-count { (r.count) } " and at most " strong { (most) }
+                    " message(s) of seqs " (r.from) " to " (r.to) " will be sent again: the count stopped early, "
+                    "to keep this page fast on a long range (the API's dry run counts them all)."
+                },
             }
-            p.muted { "The destination's cursor moves back to seq " (r.from.0.saturating_sub(1)) "; messages after the range that were already delivered are not sent again when an end seq is given." }
+            p.muted { "The destination's cursor moves back to seq " (r.from.0.saturating_sub(1)) ". With an end seq, messages after it that were already delivered are not sent again." }
             form method="post" action={ (base) "/replay" } {
                 (csrf_field(ctx))
                 @for (k, v) in r.fields { input type="hidden" name=(k) value=(v); }
-                button #confirm-replay type="submit" { "Replay " (r.count) " message(s)" }
+                button #confirm-replay type="submit" { "Replay seqs " (r.from) " to " (r.to) }
                 " "
                 a href=(base) { "Cancel" }
             }
