@@ -466,36 +466,40 @@ fn chromium() -> Option<&'static str> {
         .find(|c| runs(c))
 }
 
-/// Starts chromedriver and waits until it answers `/status` (no fixed sleep).
+/// Starts chromedriver and waits until it answers `/status` (no fixed
+/// sleep). The port is free when asked and taken right after; should
+/// another process take it in between, chromedriver exits and the next
+/// try asks for another port.
 async fn start_driver() -> Driver {
-    // The port is free when asked; chromedriver takes it right after.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let status = format!("{}/status", driver.url);
-    wait_for("chromedriver to answer", Duration::from_secs(30), || {
-        let status = status.clone();
-        async move {
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", driver.url);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             let req = Request::get(&status).body(Full::new(Bytes::new())).unwrap();
-            match send(&client(), req).await {
-                Ok(a) if a.status == StatusCode::OK => Some(()),
-                _ => None,
+            if matches!(send(&client(), req).await, Ok(a) if a.status == StatusCode::OK) {
+                return driver;
             }
+            if driver.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    })
-    .await;
-    driver
+    }
+    panic!("chromedriver did not come up on any of three ports");
 }
 
 /// chromedriver's browser log (`POST /session/{id}/se/log`), which holds
