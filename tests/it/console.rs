@@ -694,6 +694,26 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     assert!(row.text().await.unwrap().contains("503"));
     assert_clean(&b, "overview").await;
     screenshot(&b, "overview").await;
+    // The script refreshes the counters in place: one more webhook shows
+    // up without a reload.
+    let received = r#"tr[data-source="other"] td.num"#;
+    assert_eq!(
+        b.find(Css(received)).await.unwrap().text().await.unwrap(),
+        "3"
+    );
+    let body = r#"{"type":"customer.created"}"#;
+    post(&c, &relay.url("/other"), &json, body).await.unwrap();
+    wait_for(
+        "the received count to refresh",
+        Duration::from_secs(20),
+        || async {
+            let cell = b.find(Css(received)).await.ok()?;
+            (cell.text().await.ok()? == "4").then_some(())
+        },
+    )
+    .await;
+    let root = b.find(Css("html")).await.unwrap();
+    assert!(root.attr("data-refreshed").await.unwrap().is_some());
 
     // Its page lists the dead letter; open it.
     b.find(Css(r#"tr[data-destination="d"] a"#))
@@ -814,6 +834,8 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
         types.push(c.text().await.unwrap());
     }
     assert_eq!(types, vec!["invoice.paid", "invoice.paid"]);
+    let all = b.find_all(Css("#message-list tr[data-seq]")).await.unwrap();
+    assert_eq!(all.len(), 2, "the other types are left out");
     assert_clean(&b, "message search").await;
 
     b.close().await.unwrap();

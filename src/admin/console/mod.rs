@@ -478,7 +478,7 @@ async fn destination(
     let mut dead = ops::dead_letters(admin, name, dl_after, DEST_ROWS + 1).await?;
     let dead_next = if dead.len() > DEST_ROWS {
         dead.truncate(DEST_ROWS);
-        dead.last().map(|d| d.seq)
+        dead.last().map(|d| Seq(d.seq))
     } else {
         None
     };
@@ -535,15 +535,18 @@ async fn replay_confirm(
             from: plan.from,
             to: plan.to,
             count,
-            // Past the cap every seq left in the range may count (retention
-            // gaps only make it fewer).
-            at_most: (!complete).then(|| {
-                let seqs = (plan.to.0 + 1).saturating_sub(plan.from.0);
-                count + seqs.saturating_sub(CONFIRM_COUNT_CAP as u64)
-            }),
+            at_most: at_most((plan.from, plan.to), count, complete, CONFIRM_COUNT_CAP),
             fields: &fields,
         },
     ))
+}
+
+/// The most messages a replay of `[from, to]` can send when its count of
+/// `count` stopped at `cap` heads (`None`: the count is complete). Every
+/// seq past the counted ones may count; retention gaps only make it fewer.
+fn at_most((from, to): (Seq, Seq), count: u64, complete: bool, cap: usize) -> Option<u64> {
+    let seqs = (to.0 + 1).saturating_sub(from.0);
+    (!complete).then(|| count + seqs.saturating_sub(cap as u64))
 }
 
 /// `POST …/replay`: the confirmed replay.
@@ -587,4 +590,17 @@ async fn message(
     let seq = parse_seq(seq)?;
     let (m, deliveries) = ops::message_detail(admin, seq).await?;
     Ok(pages::message(ctx, seq, &m, &deliveries, notice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_stopped_count_is_bounded_by_the_seqs_it_did_not_read() {
+        assert_eq!(at_most((Seq(1), Seq(100)), 40, true, 50), None);
+        // 50 of 100 seqs read, 40 routed: the other 50 may all be.
+        assert_eq!(at_most((Seq(1), Seq(100)), 40, false, 50), Some(90));
+        assert_eq!(at_most((Seq(51), Seq(60)), 10, false, 50), Some(10));
+    }
 }

@@ -280,7 +280,7 @@ pub struct DestPage<'a> {
     pub attempts: &'a [(Seq, Attempt)],
     pub dead: &'a [DeadLetterView],
     /// The `dl_after` of the next page of dead letters.
-    pub dead_next: Option<u64>,
+    pub dead_next: Option<Seq>,
     pub notice: Option<&'static str>,
 }
 
