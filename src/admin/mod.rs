@@ -219,15 +219,8 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
         }
         return api::handle(admin, req).await;
     }
-    if path == "/ui" || path.starts_with("/ui/") {
+    if path == "/" || path == "/ui" || path.starts_with("/ui/") {
         return console::handle(admin, req).await;
-    }
-    if path == "/" {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::SEE_OTHER;
-        resp.headers_mut()
-            .insert(header::LOCATION, http::HeaderValue::from_static("/ui/"));
-        return resp.map(BodyExt::boxed_unsync);
     }
     probes(admin, req).await.map(BodyExt::boxed_unsync)
 }

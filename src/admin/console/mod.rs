@@ -108,7 +108,7 @@ pub async fn sample_rates(admin: std::sync::Arc<Admin>, stop: tokio_util::sync::
     }
 }
 
-/// Routes one request under `/ui`.
+/// Routes one request under `/ui` (and `/`, which leads there).
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
     let resp = route(admin, req).await;
     secure_headers(resp).map(BodyExt::boxed_unsync)
@@ -166,6 +166,14 @@ fn with_cookie(mut resp: Html, cookie: &str) -> Html {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// A `403` page saying `why`.
+fn forbidden(ctx: Option<&Ctx>, why: &str) -> Html {
+    html(
+        StatusCode::FORBIDDEN,
+        pages::error(ctx, StatusCode::FORBIDDEN, why),
+    )
 }
 
 fn error_page(ctx: Option<&Ctx>, e: ApiError) -> Html {
@@ -235,7 +243,7 @@ fn query_param(req: &Request<Incoming>, k: &str) -> Option<String> {
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
     let path = req.uri().path().to_owned();
-    if path == "/ui" {
+    if path == "/" || path == "/ui" {
         return redirect("/ui/");
     }
     let segs = segments(&path);
@@ -258,10 +266,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
             return if method == Method::GET {
                 redirect("/ui/login")
             } else {
-                html(
-                    StatusCode::FORBIDDEN,
-                    pages::error(None, StatusCode::FORBIDDEN, "Log in first."),
-                )
+                forbidden(None, "Log in first.")
             };
         }
         // Open console: a session only to carry the CSRF token. A POST
@@ -272,13 +277,9 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
             (id, s, Some(cookie))
         }
         None => {
-            return html(
-                StatusCode::FORBIDDEN,
-                pages::error(
-                    None,
-                    StatusCode::FORBIDDEN,
-                    "Your session has expired: reload the page and try again.",
-                ),
+            return forbidden(
+                None,
+                "Your session has expired: reload the page and try again.",
             )
         }
     };
@@ -289,13 +290,9 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
     let resp = if method == Method::POST {
         if !same_origin(&req, admin.console.secure) {
             tracing::warn!(path, "console POST from another site refused");
-            return html(
-                StatusCode::FORBIDDEN,
-                pages::error(
-                    Some(&ctx),
-                    StatusCode::FORBIDDEN,
-                    "This action must come from the console's own pages.",
-                ),
+            return forbidden(
+                Some(&ctx),
+                "This action must come from the console's own pages.",
             );
         }
         let segs: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
@@ -305,13 +302,9 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
             }
             Ok(_) => {
                 tracing::warn!(path, "console POST without its CSRF token refused");
-                html(
-                    StatusCode::FORBIDDEN,
-                    pages::error(
-                        Some(&ctx),
-                        StatusCode::FORBIDDEN,
-                        "The form's security token is missing or stale: reload the page and try again.",
-                    ),
+                forbidden(
+                    Some(&ctx),
+                    "The form's security token is missing or stale: reload the page and try again.",
                 )
             }
             Err(e) => error_page(Some(&ctx), e),
@@ -343,14 +336,7 @@ async fn login(admin: &Admin, req: Request<Incoming>) -> Html {
         return error_page(None, ApiError::MethodNotAllowed("GET, POST"));
     }
     if !same_origin(&req, admin.console.secure) {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error(
-                None,
-                StatusCode::FORBIDDEN,
-                "Log in from the console's own page.",
-            ),
-        );
+        return forbidden(None, "Log in from the console's own page.");
     }
     let form = match Form::read(req).await {
         Ok(f) => f,
