@@ -533,10 +533,8 @@ pub fn messages(
 /// The body as shown: pretty JSON when it parses, else text (invalid
 /// UTF-8 replaced), cut at [`BODY_SHOWN`].
 fn body_text(body: &[u8]) -> (String, &'static str) {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Ok(pretty) = serde_json::to_string_pretty(&v) {
-            return (cut(pretty), "JSON, pretty-printed");
-        }
+    if let Some(pretty) = pretty_json(body) {
+        return (cut(pretty), "JSON, pretty-printed");
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(BODY_SHOWN)]).into_owned();
     let what = if std::str::from_utf8(body).is_ok() {
@@ -545,6 +543,67 @@ fn body_text(body: &[u8]) -> (String, &'static str) {
         "not UTF-8: invalid bytes shown as �"
     };
     (text, what)
+}
+
+/// `body` re-indented when it is valid JSON, keeping its keys' order and
+/// its numbers as written (parsing into a map would sort the keys and could
+/// round numbers): checked by serde_json, then re-spaced token by token.
+fn pretty_json(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    };
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on its line.
+                while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                    chars.next();
+                }
+                if let Some(&close @ ('}' | ']')) = chars.peek() {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 fn cut(mut s: String) -> String {
@@ -636,4 +695,21 @@ pub fn message(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_reindented_keeping_key_order_numbers_and_strings() {
+        let body = br#"{"z":1,"a":[1.50,{}, [ ]],"s":"a,b:{\"c\"}","n":null}"#;
+        let want = "{\n  \"z\": 1,\n  \"a\": [\n    1.50,\n    {},\n    []\n  ],\n  \"s\": \"a,b:{\\\"c\\\"}\",\n  \"n\": null\n}";
+        assert_eq!(pretty_json(body).unwrap(), want);
+        assert_eq!(pretty_json(b"  7 ").unwrap(), "7");
+        assert_eq!(pretty_json(b"{\"a\":"), None, "not JSON");
+        assert_eq!(pretty_json(b"<b>hi</b>"), None);
+        let (text, kind) = body_text(b"<b>hi</b>");
+        assert_eq!((text.as_str(), kind), ("<b>hi</b>", "text"));
+    }
 }
