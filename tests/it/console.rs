@@ -619,10 +619,11 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     let json = [("content-type", "application/json")];
     // One webhook the destination refuses (a dead letter after one
     // attempt), and a few of two types to search.
+    let headers = [json[0], ("x-evil", EVIL_HEADER)];
     let evil = post(
         &c,
         &format!("{}?q=%3Cb%3E", relay.url("/s")),
-        &json,
+        &headers,
         EVIL_BODY,
     )
     .await

@@ -680,6 +680,7 @@ pub fn message(
             }
             section #headers {
                 h2 { "Headers" }
+                @if m.headers.is_empty() { p.muted { "None kept." } }
                 table {
                     tbody {
                         @for (k, v) in &m.headers {
