@@ -19,7 +19,9 @@
 //! loop at R requests/s (for latency). `--backlog` pauses the destinations
 //! while it ingests N, reports the relay's RSS with that backlog, times a
 //! restart after `kill -9` and then a clean one, then resumes and times the
-//! drain; `--data-dir DIR` keeps its config and data in DIR.
+//! drain; `--data-dir DIR` keeps its config and data in DIR. Before the
+//! drain it times a GET of each web console page (`/ui/`) with the whole
+//! backlog stored.
 //! `--baseline` (the default, except with `--backlog`) first runs the bare
 //! hyper server with the same client, requests, body size and connections.
 //! `--perf FILE` records the relay's measured windows with `perf record -a -g`
@@ -51,7 +53,9 @@ use http::StatusCode;
 use client::{drive, nanos, pct, print_ingest, start_sink, Drive};
 use cost::{dir_bytes, Cost, Sampler};
 use report::{cost_table, mb, thousands, thread_table, times, Measured};
-use servers::{admin_post, spawn_bare, spawn_relay, Perf, Server, BARE_SERVER_ENV};
+use servers::{
+    admin_get_timed, admin_post, spawn_bare, spawn_relay, Perf, Server, BARE_SERVER_ENV,
+};
 
 /// How long a relay window stays open after the last answer or delivery, so
 /// that the periodic syncs (100 ms with `buffered`) and the cursor flush
@@ -425,6 +429,7 @@ async fn run_backlog(a: Args) {
         relay.ready_after
     );
 
+    console_times(&relay, &a).await;
     let drain = drain(&relay, &a, &sink).await;
     println!(
         "drain      : {:>9.0} deliveries/s (all {} in {:.2?}); relay RSS {:.1} MiB after, peak {:.1} MiB since the restart",
@@ -455,6 +460,86 @@ async fn run_backlog(a: Args) {
         thread_table(&format!("relay threads, {} per {per}", m.name), m).print();
     }
 }
+
+/// Times of each console page (`/ui/`) of a relay holding the backlog
+/// (destinations still paused): one warm-up GET, then the median and the
+/// slowest of [`CONSOLE_TRIES`] more, each on a fresh connection.
+async fn console_times(relay: &Server, a: &Args) {
+    // Seqs of a fresh data dir run from 1 to the number of webhooks.
+    let head = a.requests;
+    let mut pages = vec![
+        ("overview".to_owned(), "/ui/".to_owned()),
+        ("message browser, newest page".into(), "/ui/messages".into()),
+        (
+            "browser, event type matching none (scan cap)".into(),
+            "/ui/messages?event_type=none".into(),
+        ),
+        (
+            "browser, body substring matching none (scan cap)".into(),
+            "/ui/messages?body=not-in-any-body".into(),
+        ),
+        (
+            "browser, oldest page (to_seq=50)".into(),
+            "/ui/messages?to_seq=50".into(),
+        ),
+        (
+            "browser, last hour by time".into(),
+            format!(
+                "/ui/messages?from_time={}",
+                humantime::format_rfc3339_seconds(
+                    std::time::SystemTime::now() - Duration::from_secs(3600)
+                )
+            ),
+        ),
+        ("message, newest".into(), format!("/ui/messages/{head}")),
+        ("message, oldest".into(), "/ui/messages/1".into()),
+    ];
+    if a.destinations > 0 {
+        pages.extend([
+            (
+                "destination d0".to_owned(),
+                "/ui/destinations/d0".to_owned(),
+            ),
+            (
+                "browser, d0 pending".into(),
+                "/ui/messages?destination=d0&status=pending".into(),
+            ),
+            (
+                "replay confirm, last 10k seqs (dry-run count)".into(),
+                format!(
+                    "/ui/destinations/d0/replay?from_seq={}",
+                    head.saturating_sub(9_999).max(1)
+                ),
+            ),
+            (
+                "replay confirm, whole log (dry-run count)".into(),
+                "/ui/destinations/d0/replay?from_seq=1".into(),
+            ),
+        ]);
+    }
+    println!("console    : GET of each page with the backlog stored, median / slowest of {CONSOLE_TRIES} (after one warm-up)");
+    for (what, path) in pages {
+        let (status, _, _) = admin_get_timed(relay.admin(), &path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}");
+        let mut times = Vec::with_capacity(CONSOLE_TRIES);
+        let mut bytes = 0;
+        for _ in 0..CONSOLE_TRIES {
+            let (_, len, t) = admin_get_timed(relay.admin(), &path).await;
+            times.push(t);
+            bytes = len;
+        }
+        times.sort();
+        println!(
+            "  {what:<48} {:>8.1} / {:>8.1} ms  {:>7} B  {path}",
+            times[CONSOLE_TRIES / 2].as_secs_f64() * 1e3,
+            times[CONSOLE_TRIES - 1].as_secs_f64() * 1e3,
+            bytes
+        );
+    }
+}
+
+/// Timed GETs of each console page.
+const CONSOLE_TRIES: usize = 5;
 
 /// Resumes every destination and waits until the sink has all deliveries; the
 /// units are the deliveries, the cost the relay's meanwhile.

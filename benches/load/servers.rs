@@ -131,19 +131,42 @@ fn spawn(mut cmd: Command, ready_file: &Path, what: &str) -> Server {
 
 /// POSTs to the relay's admin API; the status.
 pub async fn admin_post(addr: SocketAddr, path: &str) -> StatusCode {
+    admin_send(addr, http::Method::POST, path).await.0
+}
+
+/// One request to the relay's admin listener on a fresh connection: its
+/// status and how many body bytes came back.
+async fn admin_send(addr: SocketAddr, method: http::Method, path: &str) -> (StatusCode, usize) {
     let stream = TcpStream::connect(addr).await.expect("connect to admin");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("admin handshake");
     tokio::spawn(conn);
-    let req = Request::post(format!("http://{addr}{path}"))
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
         .body(Full::new(Bytes::new()))
         .expect("admin request");
-    sender
+    let resp = sender
         .send_request(req)
         .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-        .status()
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .to_bytes();
+    (status, body.len())
+}
+
+/// GETs `path` from the relay's admin listener (a console page, say): the
+/// status, the body's size, and the time to the whole answer.
+pub async fn admin_get_timed(addr: SocketAddr, path: &str) -> (StatusCode, usize, Duration) {
+    let t = Instant::now();
+    let (status, len) = admin_send(addr, http::Method::GET, path).await;
+    (status, len, t.elapsed())
 }
 
 /// The bare server's process: a multi-thread tokio runtime as the relay's,

@@ -1,11 +1,14 @@
 //! Admin HTTP on `admin.listen`: health and readiness probes, Prometheus
-//! metrics, and the operator API under `/api/v1/` (bearer token when one is
-//! configured). Reads relay state and flips destination state in the store;
-//! never writes the log.
+//! metrics, the operator API under `/api/v1/` (bearer token when one is
+//! configured), and the web console under `/ui/` (`/` leads there). Reads
+//! relay state and flips destination state in the store; never writes the
+//! log.
 
 mod api;
+mod console;
 mod health;
 mod metrics;
+mod ops;
 mod stream;
 
 use std::convert::Infallible;
@@ -53,6 +56,8 @@ pub struct Admin {
     metrics: metrics::Metrics,
     /// Where `POST /api/v1/reload` asks the relay to reload.
     reloads: Option<mpsc::Sender<crate::reload::Request>>,
+    /// The web console's sessions, rates and disk budget.
+    console: console::Console,
 }
 
 impl Admin {
@@ -72,6 +77,10 @@ impl Admin {
             token: config.admin.token.clone(),
             metrics: metrics::Metrics::new(),
             reloads,
+            console: console::Console::new(
+                config.storage.max_disk_bytes,
+                config.admin.tls.is_some(),
+            ),
         }
     }
 
@@ -99,6 +108,7 @@ impl Admin {
                 Some(Arc::new((d.clone(), c.1.clone())))
             })
             .collect();
+        self.console.set_budget(config.storage.max_disk_bytes);
         if let Ok(mut s) = self.sources.write() {
             *s = Arc::new(sources);
         }
@@ -149,6 +159,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let sampler = tokio::spawn(console::sample_rates(admin.clone(), shutdown.clone()));
     let mut conns = JoinSet::new();
     while let Some((stream, peer)) =
         listen::next_connection(&listener, &mut conns, &shutdown, "admin").await
@@ -175,6 +186,8 @@ pub async fn serve(
         }
     }
     conns.shutdown().await;
+    // It stops on `shutdown` too; only its end is awaited here.
+    let _ = sampler.await;
 }
 
 /// Serves one admin connection, plain or TLS, until it ends.
@@ -205,6 +218,9 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
             return resp.map(BodyExt::boxed_unsync);
         }
         return api::handle(admin, req).await;
+    }
+    if path == "/" || path == "/ui" || path.starts_with("/ui/") {
+        return console::handle(admin, req).await;
     }
     probes(admin, req).await.map(BodyExt::boxed_unsync)
 }

@@ -80,6 +80,30 @@ impl Attempts {
             .collect()
     }
 
+    /// The `limit` last recorded attempts at `dest` in key order (highest
+    /// seq first, a message's latest attempt before its earlier ones): one
+    /// seek to the end of the destination's range and a short walk back,
+    /// whatever the history's size.
+    pub fn recent(
+        &self,
+        dest: &DestinationName,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Attempt)>, StoreError> {
+        let prefix = per_dest::prefix(dest);
+        self.tree
+            .scan_prefix(&prefix)
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = per_dest::parse_seq(&prefix, &k, 4).ok_or_else(|| {
+                    CodecError::Corrupt(format!("attempts key of {} bytes", k.len()))
+                })?;
+                Ok((seq, codec::decode_attempt(&v)?))
+            })
+            .collect()
+    }
+
     /// The highest seq with any recorded attempt at `dest` (0 when none): one
     /// seek to the end of the destination's range.
     pub fn last_attempted(&self, dest: &DestinationName) -> Result<Seq, StoreError> {

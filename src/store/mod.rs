@@ -161,7 +161,7 @@ pub use dead::DeadLetters;
 pub use dedup::Dedup;
 pub use destinations::Destinations;
 pub use error::StoreError;
-pub use log::{Log, MessageMeta, Scan};
+pub use log::{BackPage, Log, MessageMeta, Scan};
 pub use retention::{spawn_retention, DiskGuard, Limits};
 
 /// The on-disk format this build writes (`meta/format`); format 1 data dirs

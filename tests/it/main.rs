@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod budgets;
 mod cli;
+mod console;
 mod disk;
 mod dist;
 mod health;

@@ -24,7 +24,7 @@ use super::codec::{self, LogValue, Message};
 use super::StoreError;
 use crate::model::{Seq, SourceName};
 
-pub use query::MessageMeta;
+pub use query::{BackPage, MessageMeta};
 use segments::Segments;
 use walk::Walk;
 

@@ -15,6 +15,20 @@ const SCAN_CAP: usize = 100_000;
 /// a segment, and waiting for a whole scan would hold back every ack.
 const WALK_CHUNK: usize = 4096;
 
+/// Seqs one step of a backwards listing walks forward through.
+const BACK_CHUNK: u64 = 512;
+
+/// One page of a newest-first listing ([`Log::list_messages_back`]).
+#[derive(Debug, Default)]
+pub struct BackPage {
+    /// Newest first.
+    pub found: Vec<MessageMeta>,
+    /// The `before` of the next, older page; `None` when the range is done.
+    pub next_before: Option<Seq>,
+    /// How many messages were looked at.
+    pub examined: usize,
+}
+
 /// What the admin API shows of a message without its body.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageMeta {
@@ -91,6 +105,56 @@ impl Log {
             out.push(MessageMeta::of(entry.seq, &m));
         }
         Ok(out)
+    }
+
+    /// Newest first: messages below `before` and at or above `floor` that
+    /// pass `head_ok` (on the head alone, cheap) and then `whole_ok` (on the
+    /// decoded message), at most `limit` of them, examining about `cap`
+    /// messages at most (a chunk more). The log only walks forward, so this
+    /// walks it in chunks of [`BACK_CHUNK`] seqs, each from further down.
+    /// Blocking.
+    pub fn list_messages_back(
+        &self,
+        (floor, before): (Seq, Seq),
+        (limit, cap): (usize, usize),
+        head_ok: impl Fn(&codec::MessageHead) -> bool,
+        mut whole_ok: impl FnMut(Seq, &codec::Message) -> Result<bool, StoreError>,
+    ) -> Result<BackPage, StoreError> {
+        let mut page = BackPage::default();
+        let Some(first) = self.first_seq()? else {
+            return Ok(page);
+        };
+        let floor = floor.max(first);
+        let mut hi = before;
+        while hi > floor && page.examined < cap {
+            let lo = Seq(hi.0.saturating_sub(BACK_CHUNK).max(floor.0));
+            let mut chunk = Vec::new();
+            let mut walk = self.walk(lo)?;
+            while let Some(entry) = walk.next()? {
+                if entry.seq >= hi {
+                    break;
+                }
+                page.examined += 1;
+                if !head_ok(&entry.head()?) {
+                    continue;
+                }
+                let m = walk.message(&entry)?;
+                if whole_ok(entry.seq, &m)? {
+                    chunk.push(MessageMeta::of(entry.seq, &m));
+                }
+            }
+            for meta in chunk.into_iter().rev() {
+                if page.found.len() == limit {
+                    // The next page goes on below the last one shown.
+                    page.next_before = page.found.last().map(|m| Seq(m.seq));
+                    return Ok(page);
+                }
+                page.found.push(meta);
+            }
+            hi = lo;
+        }
+        page.next_before = (hi > floor).then_some(hi);
+        Ok(page)
     }
 
     /// How many messages in [`from`, `to`] come from a source `routes`
@@ -195,6 +259,44 @@ mod tests {
                 .len(),
             10
         );
+    }
+
+    #[test]
+    fn backwards_listing_pages_newest_first_within_a_range_and_a_cap() {
+        let (_dir, store) = open();
+        for seq in 1..=2000 {
+            let source = if seq % 2 == 0 { "b" } else { "a" };
+            put(&store, seq, &message(source, seq, vec![7; 10]));
+        }
+        let log = store.log();
+        let is_b = |h: &codec::MessageHead| h.source.as_str() == "b";
+        let all = |_: Seq, _: &codec::Message| Ok(true);
+        let p = log
+            .list_messages_back((Seq(0), Seq(2001)), (3, 10_000), is_b, all)
+            .unwrap();
+        let seqs: Vec<u64> = p.found.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![2000, 1998, 1996]);
+        assert_eq!(p.next_before, Some(Seq(1996)));
+        let p = log
+            .list_messages_back((Seq(1990), Seq(1996)), (10, 10_000), is_b, all)
+            .unwrap();
+        let seqs: Vec<u64> = p.found.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1994, 1992, 1990]);
+        assert_eq!(p.next_before, None, "the floor ends the range");
+        // Nothing matches: the cap stops the walk and says where to go on.
+        let p = log
+            .list_messages_back((Seq(0), Seq(2001)), (10, 600), |_| false, all)
+            .unwrap();
+        assert!(p.found.is_empty());
+        assert!(p.examined >= 600 && p.examined < 600 + BACK_CHUNK as usize);
+        let next = p.next_before.unwrap();
+        assert_eq!(next.0, 2001 - p.examined as u64);
+        let body_has_8 = |_: Seq, m: &codec::Message| Ok(m.body.contains(&8));
+        let p = log
+            .list_messages_back((Seq(0), Seq(2001)), (10, 10_000), |_| true, body_has_8)
+            .unwrap();
+        assert!(p.found.is_empty() && p.next_before.is_none());
+        assert_eq!(p.examined, 2000);
     }
 
     #[test]
