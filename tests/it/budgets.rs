@@ -180,12 +180,12 @@ async fn after_a_restart_the_next_attempt_waits_for_the_stored_retry_time() {
         retry_at - at,
         retry_at - restarted
     );
-    let d = relay.admin_get("/api/v1/destinations/d").await;
-    assert_eq!(
-        (d["state"].as_str(), d["retrying"].as_bool()),
-        (Some("failing"), Some(true)),
-        "{d}"
-    );
+    // The receiver sees the attempt just before the relay records it.
+    relay
+        .wait_admin("/api/v1/destinations/d", |_, d| {
+            (d["state"].as_str(), d["retrying"].as_bool()) == (Some("failing"), Some(true))
+        })
+        .await;
 }
 
 #[tokio::test]
