@@ -23,7 +23,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -137,7 +136,7 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .unwrap_or_default();
-        bool::from(presented.ct_eq(token.expose()))
+        console::session::token_matches(presented, token)
     }
 }
 
@@ -208,6 +207,15 @@ where
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_owned();
+    let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    if admin.token.is_none() && !probe && !addressed_to_this_machine(&req) {
+        // Without a token, a page of any site whose name an attacker points
+        // at 127.0.0.1 (DNS rebinding) would be same-origin with the API
+        // and the console: only requests naming an address or localhost.
+        let msg = "without an admin token the admin listener answers only requests addressed \
+                   to an IP address or localhost (Host header); set a token to use a name";
+        return error(StatusCode::FORBIDDEN, msg).map(BodyExt::boxed_unsync);
+    }
     if path.starts_with("/api/v1/") || path == "/api/v1" {
         if !admin.authorized(&req) {
             let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -223,6 +231,23 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
         return console::handle(admin, req).await;
     }
     probes(admin, req).await.map(BodyExt::boxed_unsync)
+}
+
+/// Whether the request's `Host` (or, over HTTP/2, its authority) is an IP
+/// address or `localhost`, which no DNS answer can rebind.
+fn addressed_to_this_machine(req: &Request<Incoming>) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .or_else(|| req.uri().authority().cloned());
+    let Some(host) = host else {
+        // HTTP/1.0 without Host: not a browser's request.
+        return true;
+    };
+    let name = host.host().trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Health, readiness and metrics, which need no token.

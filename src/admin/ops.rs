@@ -406,6 +406,33 @@ pub(super) fn delivery_status(
     })
 }
 
+/// Whether message `seq` stands as `want` at `d` ([`delivery_status`]'s
+/// words), trying the cheap tests first: the cursor, then one point read,
+/// and the routing rules (a body parse) only when nothing else decides.
+/// Blocking.
+pub(super) fn has_delivery_status(
+    store: &Store,
+    d: &DestinationConfig,
+    (cursor, seq, m): (Seq, Seq, &Message),
+    want: &str,
+) -> Result<bool, StoreError> {
+    let past = cursor >= seq;
+    let cursor_says = match want {
+        "pending" => !past,
+        "delivered" => past,
+        _ => true,
+    };
+    if !cursor_says {
+        return Ok(false);
+    }
+    let dead = store.dead_letters().get(&d.name, seq)?.is_some();
+    if want == "dead" || dead {
+        return Ok(want == "dead" && dead);
+    }
+    let skipped = !d.rules.is_empty() && d.rules.decide(seq, m) == Decision::Skip;
+    Ok(skipped == (want == "skipped"))
+}
+
 /// One recorded delivery attempt.
 #[derive(Debug, Serialize)]
 pub(super) struct AttemptView {

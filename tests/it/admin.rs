@@ -520,3 +520,42 @@ async fn replay_beyond_head_is_refused() {
         "head + 1 is allowed"
     );
 }
+
+/// GET `path` on `relay`'s admin listener with `host` as the Host header.
+async fn get_as_host(relay: &TestRelay, path: &str, host: &str) -> StatusCode {
+    let req = http::Request::get(relay.admin_url(path))
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    crate::support::requests::send(&client(), req)
+        .await
+        .unwrap()
+        .status
+}
+
+#[tokio::test]
+async fn without_a_token_only_requests_addressed_to_an_address_or_localhost_are_answered() {
+    let rx = Receiver::ok().await;
+    let relay = TestRelay::start(&RelayConfig::one_route(&rx.url("/"))).await;
+    let port = relay.admin.port();
+    // A page of a rebound name (evil.example -> 127.0.0.1) is refused, API and console alike.
+    for path in ["/api/v1/destinations", "/ui/", "/"] {
+        let s = get_as_host(&relay, path, &format!("evil.example:{port}")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let s = get_as_host(&relay, "/api/v1/destinations", &host).await;
+        assert_eq!(s, StatusCode::OK, "{host}");
+    }
+    // Probes answer whatever the name (a balancer's health check).
+    let s = get_as_host(&relay, "/healthz", "relay.internal").await;
+    assert_eq!(s, StatusCode::OK);
+    // With a token, names are fine: the token is what guards it.
+    let (_rx, relay) = started().await;
+    let s = get_as_host(&relay, "/api/v1/destinations", "relay.internal").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -176,9 +176,7 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
                     }
                 }
                 match (&dest, status) {
-                    (Some(d), Some(want)) => {
-                        Ok(ops::delivery_status(s, d, cursor, seq, m)? == want)
-                    }
+                    (Some(d), Some(want)) => ops::has_delivery_status(s, d, (cursor, seq, m), want),
                     _ => Ok(true),
                 }
             };

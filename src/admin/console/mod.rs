@@ -22,7 +22,7 @@
 mod browse;
 mod pages;
 pub mod rate;
-mod session;
+pub(super) mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -256,10 +256,15 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Html {
         (_, ["login"]) => return login(admin, req).await,
         _ => {}
     }
+    // HTTP/2 browsers may split cookies over several `cookie` fields.
     let cookies = req
         .headers()
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok());
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let cookies = Some(cookies.as_str()).filter(|c| !c.is_empty());
     let (session_id, session, new_cookie) = match admin.console.sessions.find(cookies) {
         Some((id, s)) => (id, s, None),
         None if admin.token.is_some() => {

@@ -531,10 +531,11 @@ pub fn messages(
 }
 
 /// The body as shown: pretty JSON when it parses, else text (invalid
-/// UTF-8 replaced), cut at [`BODY_SHOWN`].
-fn body_text(body: &[u8]) -> (String, &'static str) {
+/// UTF-8 replaced), cut at [`BODY_SHOWN`]; whether it was cut.
+fn body_text(body: &[u8]) -> (String, &'static str, bool) {
     if let Some(pretty) = pretty_json(body) {
-        return (cut(pretty), "JSON, pretty-printed");
+        let was_cut = pretty.len() > BODY_SHOWN;
+        return (cut(pretty), "JSON, pretty-printed", was_cut);
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(BODY_SHOWN)]).into_owned();
     let what = if std::str::from_utf8(body).is_ok() {
@@ -542,7 +543,7 @@ fn body_text(body: &[u8]) -> (String, &'static str) {
     } else {
         "not UTF-8: invalid bytes shown as �"
     };
-    (text, what)
+    (text, what, body.len() > BODY_SHOWN)
 }
 
 /// `body` re-indented when it is valid JSON, keeping its keys' order and
@@ -560,6 +561,11 @@ fn pretty_json(body: &[u8]) -> Option<String> {
     let (mut in_string, mut escaped) = (false, false);
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
+        // Indentation can make a small body huge (a 1 MiB body nested 128
+        // deep would take 130 MB): no more than is shown is built.
+        if out.len() > BODY_SHOWN {
+            break;
+        }
         if in_string {
             out.push(c);
             match c {
@@ -625,7 +631,7 @@ pub fn message(
     deliveries: &[DeliveryView],
     notice: Option<&'static str>,
 ) -> Markup {
-    let (body, kind) = body_text(&m.body);
+    let (body, kind, was_cut) = body_text(&m.body);
     layout(
         &format!("Message {seq}"),
         Nav::Messages,
@@ -692,7 +698,7 @@ pub fn message(
             section {
                 h2 { "Body " span.muted { "(" (kind) ")" } }
                 pre #body { (body) }
-                @if m.body.len() > BODY_SHOWN { p.muted { "Cut at " (bytes(BODY_SHOWN as u64)) "; the API has the whole body." } }
+                @if was_cut { p.muted { "Cut at " (bytes(BODY_SHOWN as u64)) "; the API has the whole body." } }
             }
         },
     )
@@ -710,7 +716,15 @@ mod tests {
         assert_eq!(pretty_json(b"  7 ").unwrap(), "7");
         assert_eq!(pretty_json(b"{\"a\":"), None, "not JSON");
         assert_eq!(pretty_json(b"<b>hi</b>"), None);
-        let (text, kind) = body_text(b"<b>hi</b>");
+        // Deep nesting: indentation would multiply the size; no more than
+        // is shown is built, and the page says it is cut.
+        let mut deep = "[".repeat(100);
+        deep.push_str(&"0,".repeat(100_000));
+        deep.push('0');
+        deep.push_str(&"]".repeat(100));
+        let (text, _, was_cut) = body_text(deep.as_bytes());
+        assert!(was_cut && text.len() <= BODY_SHOWN);
+        let (text, kind, _) = body_text(b"<b>hi</b>");
         assert_eq!((text.as_str(), kind), ("<b>hi</b>", "text"));
     }
 }
