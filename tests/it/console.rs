@@ -559,6 +559,24 @@ async fn assert_clean(b: &fantoccini::Client, when: &str) {
     assert!(severe.is_empty(), "{when}: browser errors {severe:?}");
 }
 
+/// The text of `css`, read again if the page's refresh replaced the
+/// element between finding it and reading it.
+async fn text_of(b: &fantoccini::Client, css: &str) -> String {
+    wait_for(
+        &format!("the text of {css}"),
+        Duration::from_secs(10),
+        || async {
+            b.find(fantoccini::Locator::Css(css))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        },
+    )
+    .await
+}
+
 /// Polls: reloads the page until `css` has text `want` (the relay works
 /// in the background; the page shows what is there when loaded).
 async fn wait_text(b: &fantoccini::Client, css: &str, want: &str) {
@@ -697,17 +715,14 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
 
     // The overview shows the destination failing, with its last error.
     wait_text(&b, r#"tr[data-destination="d"] .badge"#, "failing").await;
-    let row = b.find(Css(r#"tr[data-destination="d"]"#)).await.unwrap();
-    assert!(row.text().await.unwrap().contains("503"));
+    let row = text_of(&b, r#"tr[data-destination="d"]"#).await;
+    assert!(row.contains("503"));
     assert_clean(&b, "overview").await;
     screenshot(&b, "overview").await;
     // The script refreshes the counters in place: one more webhook shows
     // up without a reload.
     let received = r#"tr[data-source="other"] td.num"#;
-    assert_eq!(
-        b.find(Css(received)).await.unwrap().text().await.unwrap(),
-        "3"
-    );
+    assert_eq!(text_of(&b, received).await, "3");
     let body = r#"{"type":"customer.created"}"#;
     post(&c, &relay.url("/other"), &json, body).await.unwrap();
     wait_for(
@@ -753,10 +768,7 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     b.find(Css(&dl)).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#deliveries")).await.unwrap();
     let status = r#"article[data-destination="d"] .badge"#;
-    assert_eq!(
-        b.find(Css(status)).await.unwrap().text().await.unwrap(),
-        "dead"
-    );
+    assert_eq!(text_of(&b, status).await, "dead");
     // What the webhook carried is text on the page, never markup.
     let body = b.find(Id("body")).await.unwrap().text().await.unwrap();
     assert!(body.contains("<img src=x onerror=alert(1)>"), "{body}");
@@ -796,16 +808,10 @@ async fn a_real_browser_logs_in_redelivers_a_dead_letter_pauses_resumes_and_sear
     b.find(Id("pause")).await.unwrap().click().await.unwrap();
     b.wait().for_element(Id("resume")).await.unwrap();
     let state = r#"dd[data-field="state"] .badge"#;
-    assert_eq!(
-        b.find(Css(state)).await.unwrap().text().await.unwrap(),
-        "paused"
-    );
+    assert_eq!(text_of(&b, state).await, "paused");
     b.find(Id("resume")).await.unwrap().click().await.unwrap();
     b.wait().for_element(Id("pause")).await.unwrap();
-    assert_eq!(
-        b.find(Css(state)).await.unwrap().text().await.unwrap(),
-        "active"
-    );
+    assert_eq!(text_of(&b, state).await, "active");
     assert_clean(&b, "destination after pause and resume").await;
 
     // Search by event type.
