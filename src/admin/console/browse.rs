@@ -169,7 +169,7 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
                         .is_none_or(|t| h.event_type.as_deref() == Some(t))
                     && dest.as_ref().is_none_or(|d| d.sources.contains(&h.source))
             };
-            let whole_ok = |seq: Seq, m: &crate::store::Message| {
+            let mut whole_ok = |seq: Seq, m: &crate::store::Message| {
                 if let Some(n) = &needle {
                     if memchr::memmem::find(&m.body, n).is_none() {
                         return Ok(false);
@@ -180,8 +180,12 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
                     _ => Ok(true),
                 }
             };
+            // Bodies are decoded only for a test that needs them.
+            let needs_whole = needle.is_some() || (dest.is_some() && status.is_some());
+            let whole: Option<crate::store::log::WholeOk<'_>> =
+                needs_whole.then_some(&mut whole_ok as _);
             s.log()
-                .list_messages_back((floor, ceiling), (PAGE, SCAN_CAP), head_ok, whole_ok)
+                .list_messages_back((floor, ceiling), (PAGE, SCAN_CAP), head_ok, whole)
         })
         .await?)
 }

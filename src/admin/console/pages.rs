@@ -10,8 +10,22 @@ use super::browse::{Filters, STATUSES};
 use crate::model::{DestinationName, Seq, SourceName};
 use crate::store::{Attempt, BackPage, Message};
 
-/// Bump with any change to the assets, so browsers fetch them again.
-const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Changes with the assets' contents, so browsers fetch them again after
+/// any change (they are cached for a day).
+const ASSET_VERSION: u64 =
+    fnv1a(super::CSS.as_bytes()) ^ fnv1a(super::JS.as_bytes()).rotate_left(1);
+
+/// FNV-1a, at compile time: a cache key, not a security measure.
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
 
 /// Largest body shown on a message page; the rest is cut (the API has it all).
 const BODY_SHOWN: usize = 256 * 1024;

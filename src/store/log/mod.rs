@@ -24,7 +24,7 @@ use super::codec::{self, LogValue, Message};
 use super::StoreError;
 use crate::model::{Seq, SourceName};
 
-pub use query::{BackPage, MessageMeta};
+pub use query::{BackPage, MessageMeta, WholeOk};
 use segments::Segments;
 use walk::Walk;
 

@@ -60,6 +60,16 @@ impl MessageMeta {
     }
 }
 
+/// A test on a whole (decoded) message, for [`Log::list_messages_back`].
+pub type WholeOk<'a> = &'a mut dyn FnMut(Seq, &codec::Message) -> Result<bool, StoreError>;
+
+/// A message a chunk of [`Log::list_messages_back`] found: already decoded
+/// (a whole-message test needed it) or only its seq.
+enum Found {
+    Meta(MessageMeta),
+    Seq(Seq),
+}
+
 impl Log {
     /// The first message at or after `from` (its seq and head).
     fn head_at_or_after(&self, from: Seq) -> Result<Option<(Seq, codec::MessageHead)>, StoreError> {
@@ -108,17 +118,18 @@ impl Log {
     }
 
     /// Newest first: messages below `before` and at or above `floor` that
-    /// pass `head_ok` (on the head alone, cheap) and then `whole_ok` (on the
-    /// decoded message), at most `limit` of them, examining about `cap`
-    /// messages at most (a chunk more). The log only walks forward, so this
-    /// walks it in chunks of [`BACK_CHUNK`] seqs, each from further down.
+    /// pass `head_ok` (on the head alone, cheap) and then `whole_ok`, if
+    /// given (on the decoded message), at most `limit` of them, examining
+    /// about `cap` messages at most (a chunk more). The log only walks
+    /// forward, so this walks it in chunks of [`BACK_CHUNK`] seqs, each from
+    /// further down. Without `whole_ok` only the messages shown are decoded.
     /// Blocking.
     pub fn list_messages_back(
         &self,
         (floor, before): (Seq, Seq),
         (limit, cap): (usize, usize),
         head_ok: impl Fn(&codec::MessageHead) -> bool,
-        mut whole_ok: impl FnMut(Seq, &codec::Message) -> Result<bool, StoreError>,
+        mut whole_ok: Option<WholeOk<'_>>,
     ) -> Result<BackPage, StoreError> {
         let mut page = BackPage::default();
         let Some(first) = self.first_seq()? else {
@@ -138,17 +149,29 @@ impl Log {
                 if !head_ok(&entry.head()?) {
                     continue;
                 }
-                let m = walk.message(&entry)?;
-                if whole_ok(entry.seq, &m)? {
-                    chunk.push(MessageMeta::of(entry.seq, &m));
+                match whole_ok.as_mut() {
+                    Some(ok) => {
+                        let m = walk.message(&entry)?;
+                        if ok(entry.seq, &m)? {
+                            chunk.push(Found::Meta(MessageMeta::of(entry.seq, &m)));
+                        }
+                    }
+                    None => chunk.push(Found::Seq(entry.seq)),
                 }
             }
-            for meta in chunk.into_iter().rev() {
+            for found in chunk.into_iter().rev() {
                 if page.found.len() == limit {
                     // The next page goes on below the last one shown.
                     page.next_before = page.found.last().map(|m| Seq(m.seq));
                     return Ok(page);
                 }
+                let meta = match found {
+                    Found::Meta(meta) => meta,
+                    Found::Seq(seq) => match self.message(seq)? {
+                        Some(m) => MessageMeta::of(seq, &m),
+                        None => continue,
+                    },
+                };
                 page.found.push(meta);
             }
             hi = lo;
@@ -270,30 +293,44 @@ mod tests {
         }
         let log = store.log();
         let is_b = |h: &codec::MessageHead| h.source.as_str() == "b";
-        let all = |_: Seq, _: &codec::Message| Ok(true);
         let p = log
-            .list_messages_back((Seq(0), Seq(2001)), (3, 10_000), is_b, all)
+            .list_messages_back((Seq(0), Seq(2001)), (3, 10_000), is_b, None)
             .unwrap();
         let seqs: Vec<u64> = p.found.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![2000, 1998, 1996]);
         assert_eq!(p.next_before, Some(Seq(1996)));
         let p = log
-            .list_messages_back((Seq(1990), Seq(1996)), (10, 10_000), is_b, all)
+            .list_messages_back((Seq(1990), Seq(1996)), (10, 10_000), is_b, None)
             .unwrap();
         let seqs: Vec<u64> = p.found.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![1994, 1992, 1990]);
         assert_eq!(p.next_before, None, "the floor ends the range");
         // Nothing matches: the cap stops the walk and says where to go on.
         let p = log
-            .list_messages_back((Seq(0), Seq(2001)), (10, 600), |_| false, all)
+            .list_messages_back((Seq(0), Seq(2001)), (10, 600), |_| false, None)
             .unwrap();
         assert!(p.found.is_empty());
         assert!(p.examined >= 600 && p.examined < 600 + BACK_CHUNK as usize);
         let next = p.next_before.unwrap();
         assert_eq!(next.0, 2001 - p.examined as u64);
-        let body_has_8 = |_: Seq, m: &codec::Message| Ok(m.body.contains(&8));
+        let mut all = |_: Seq, _: &codec::Message| Ok(true);
         let p = log
-            .list_messages_back((Seq(0), Seq(2001)), (10, 10_000), |_| true, body_has_8)
+            .list_messages_back((Seq(0), Seq(2001)), (3, 10_000), is_b, Some(&mut all))
+            .unwrap();
+        let seqs: Vec<u64> = p.found.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![2000, 1998, 1996],
+            "the same with a whole-message test"
+        );
+        let mut body_has_8 = |_: Seq, m: &codec::Message| Ok(m.body.contains(&8));
+        let p = log
+            .list_messages_back(
+                (Seq(0), Seq(2001)),
+                (10, 10_000),
+                |_| true,
+                Some(&mut body_has_8),
+            )
             .unwrap();
         assert!(p.found.is_empty() && p.next_before.is_none());
         assert_eq!(p.examined, 2000);
