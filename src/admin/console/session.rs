@@ -44,19 +44,35 @@ impl Session {
 }
 
 /// The live sessions by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// [`LIFETIME`], but for tests.
+    lifetime: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::lasting(LIFETIME)
+    }
 }
 
 impl Sessions {
+    /// No sessions yet; each will last `lifetime`.
+    fn lasting(lifetime: Duration) -> Sessions {
+        Sessions {
+            map: Mutex::default(),
+            lifetime,
+        }
+    }
+
     /// A new session: its id (for the cookie) and itself.
     pub fn create(&self) -> (String, Session) {
         let (id, session) = (
             random_hex(),
             Session {
                 csrf: random_hex(),
-                expires: Instant::now() + LIFETIME,
+                expires: Instant::now() + self.lifetime,
             },
         );
         if let Ok(mut map) = self.map.lock() {
@@ -142,6 +158,16 @@ mod tests {
         assert!(sessions.find(None).is_none());
         sessions.remove(&id);
         assert!(sessions.find(Some(&header)).is_none());
+    }
+
+    #[test]
+    fn a_session_expires_whether_or_not_it_is_used() {
+        let sessions = Sessions::lasting(Duration::ZERO);
+        let (id, _) = sessions.create();
+        assert!(sessions.find(Some(&format!("{COOKIE}={id}"))).is_none());
+        let sessions = Sessions::lasting(Duration::from_secs(60));
+        let (id, _) = sessions.create();
+        assert!(sessions.find(Some(&format!("{COOKIE}={id}"))).is_some());
     }
 
     #[test]
