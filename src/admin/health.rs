@@ -37,17 +37,22 @@ pub async fn pending(
     store
         .blocking(move |s| {
             let routes = |src: &SourceName| sources.contains(src);
-            let (counted, complete) =
+            // The first message counted is the oldest pending: seqs follow
+            // arrival, and its head says when it came (no body decoded).
+            let (counted, complete, oldest) =
                 s.log()
-                    .count_routed(cursor.next(), head, routes, LAG_SCAN)?;
+                    .count_routed_from(cursor.next(), head, routes, LAG_SCAN)?;
             // Past the scan, every seq of the gap counts (an upper bound).
             let lag = if complete {
                 counted
             } else {
                 head.0.saturating_sub(cursor.0)
             };
-            let mut oldest: Option<u64> = None;
-            for src in &sources {
+            // None of its sources among the first LAG_SCAN: look further,
+            // source by source (each listing bounded).
+            let look_further = oldest.is_none() && !complete;
+            let mut oldest = oldest;
+            for src in sources.iter().filter(|_| look_further) {
                 if let Some(m) = s.log().list_messages(Some(src), None, cursor, 1)?.first() {
                     if m.seq <= head.0 {
                         oldest = Some(oldest.map_or(m.received_at_ms, |o| o.min(m.received_at_ms)));

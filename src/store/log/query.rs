@@ -190,9 +190,23 @@ impl Log {
         routes: impl Fn(&SourceName) -> bool,
         cap: usize,
     ) -> Result<(u64, bool), StoreError> {
+        let (count, complete, _) = self.count_routed_from(from, to, routes, cap)?;
+        Ok((count, complete))
+    }
+
+    /// [`Log::count_routed`], and when the first message counted was
+    /// received (read from its head).
+    pub fn count_routed_from(
+        &self,
+        from: Seq,
+        to: Seq,
+        routes: impl Fn(&SourceName) -> bool,
+        cap: usize,
+    ) -> Result<(u64, bool, Option<u64>), StoreError> {
         let mut count = 0;
+        let mut first = None;
         if from > to {
-            return Ok((0, true));
+            return Ok((0, true, None));
         }
         let mut walk = self.walk(from)?;
         let mut last = from;
@@ -202,20 +216,22 @@ impl Log {
                 walk = self.walk(last.next())?;
             }
             let Some(entry) = walk.next()? else {
-                return Ok((count, true));
+                return Ok((count, true, first));
             };
             last = entry.seq;
             if entry.seq > to {
-                return Ok((count, true));
+                return Ok((count, true, first));
             }
-            if routes(&entry.head()?.source) {
+            let head = entry.head()?;
+            if routes(&head.source) {
                 count += 1;
+                first.get_or_insert(head.received_at_ms);
             }
         }
         // The cap is reached: done only if nothing else is in the range.
         match walk.next()? {
-            Some(entry) if entry.seq <= to => Ok((count, false)),
-            _ => Ok((count, true)),
+            Some(entry) if entry.seq <= to => Ok((count, false, first)),
+            _ => Ok((count, true, first)),
         }
     }
 
@@ -348,6 +364,11 @@ mod tests {
         assert_eq!(
             log.count_routed(Seq(3), Seq(8), is_b, 1000).unwrap(),
             (3, true)
+        );
+        // The first one counted, by its head: when the oldest pending came.
+        assert_eq!(
+            log.count_routed_from(Seq(3), Seq(8), is_b, 1000).unwrap(),
+            (3, true, Some(4))
         );
         assert_eq!(
             log.count_routed(Seq(1), Seq(10), |_| true, 1000).unwrap(),
