@@ -179,6 +179,8 @@ pub struct Store {
     dead: DeadLetters,
     dedup: Dedup,
     db_file: Arc<File>,
+    /// The data dir's lock ([`open::lock_data_dir`]), held while any clone lives.
+    _lock: Arc<File>,
     dir: PathBuf,
     commit: Arc<CommitStats>,
     /// Set by the first failed sync; see [`Store::sync`].
@@ -213,6 +215,7 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = open::lock_data_dir(dir)?;
         migrate::prepare(dir)?;
         let db = open::open_sled(dir)?;
         let file_path = dir.join("db");
@@ -230,6 +233,7 @@ impl Store {
             dedup: Dedup::new(db.open_tree("dedup")?),
             db,
             db_file: Arc::new(db_file),
+            _lock: Arc::new(lock),
             dir: dir.to_path_buf(),
             commit: Arc::default(),
             poisoned: Arc::default(),

@@ -19,6 +19,52 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// rare, so a small cache keeps RSS low even with a large backlog.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The data dir's own lock file: see [`lock_data_dir`].
+const LOCK_FILE: &str = "hookrelay.lock";
+
+/// Takes the data dir's lock, before anything touches the dir (a format
+/// migration included, which runs before sled takes its own lock), held
+/// for as long as the returned file is open. Waits [`LOCK_WAIT`] for a
+/// previous holder, like [`open_sled`]. Blocking.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut waited = false;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse {
+                        dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                        pid: lock_holder(&path),
+                    });
+                }
+                if !waited {
+                    waited = true;
+                    tracing::info!(
+                        data_dir = %dir.display(),
+                        "data dir locked; waiting up to {LOCK_WAIT:?} for its holder to let go"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+    }
+}
+
 /// Opens sled under `dir` with the relay's settings. Blocking.
 pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     open_sled_with(dir, SEGMENT_SIZE)
