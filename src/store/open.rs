@@ -39,29 +39,53 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(io)?;
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let mut waited = false;
+    let mut wait = LockWait::new(dir);
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::InUse {
-                        dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
-                        pid: lock_holder(&path),
-                    });
-                }
-                if !waited {
-                    waited = true;
-                    tracing::info!(
-                        data_dir = %dir.display(),
-                        "data dir locked; waiting up to {LOCK_WAIT:?} for its holder to let go"
-                    );
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => wait.again(&path)?,
             Err(e) => return Err(io(e.into())),
         }
+    }
+}
+
+/// Waiting for a data dir's lock: up to [`LOCK_WAIT`], said once in the
+/// log, then [`StoreError::InUse`] naming the holder of `locked` (the
+/// locked file) when the system says.
+struct LockWait<'a> {
+    dir: &'a Path,
+    deadline: std::time::Instant,
+    said: bool,
+}
+
+impl<'a> LockWait<'a> {
+    fn new(dir: &'a Path) -> Self {
+        LockWait {
+            dir,
+            deadline: std::time::Instant::now() + LOCK_WAIT,
+            said: false,
+        }
+    }
+
+    /// Sleeps a little before the next try, or gives up.
+    fn again(&mut self, locked: &Path) -> Result<(), StoreError> {
+        let dir = self.dir;
+        if std::time::Instant::now() >= self.deadline {
+            return Err(StoreError::InUse {
+                // Absolute, so that the operator knows which one.
+                dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                pid: lock_holder(locked),
+            });
+        }
+        if !self.said {
+            self.said = true;
+            tracing::info!(
+                data_dir = %dir.display(),
+                "data dir locked; waiting up to {LOCK_WAIT:?} for its holder to let go"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(())
     }
 }
 
@@ -75,9 +99,8 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
 /// `conf` file), so a format 1 data dir (sled's default, 512 KiB) is opened
 /// with its own to be migrated. Blocking.
 pub fn open_sled_with(dir: &Path, segment_size: usize) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut wait = LockWait::new(dir);
     let mut cleared_partial_snapshots = false;
-    let mut waited = false;
     loop {
         let opened = sled::Config::new()
             .path(dir)
@@ -88,21 +111,7 @@ pub fn open_sled_with(dir: &Path, segment_size: usize) -> Result<sled::Db, Store
             .open();
         match opened {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::InUse {
-                        // Absolute, so that the operator knows which one.
-                        dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
-                        pid: lock_holder(&dir.join("db")),
-                    });
-                }
-                if !waited {
-                    waited = true;
-                    tracing::info!(
-                        data_dir = %dir.display(),
-                        "data dir locked; waiting up to {LOCK_WAIT:?} for its holder to let go"
-                    );
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                wait.again(&dir.join("db"))?;
             }
             Err(e @ sled::Error::Corruption { .. }) if !cleared_partial_snapshots => {
                 cleared_partial_snapshots = true;
