@@ -493,3 +493,54 @@ pub(super) async fn message_detail(
     }
     Ok((m, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{message, open};
+    use crate::store::DeadLetter;
+
+    /// The cheap-first test of one status answers as the full status does,
+    /// for every status and every kind of message (dead, skipped, before and
+    /// after the cursor).
+    #[test]
+    fn the_status_filter_agrees_with_the_status() {
+        let text = r#"
+[[source]]
+name = "s"
+path = "/s"
+[[destination]]
+name = "d"
+url = "http://127.0.0.1:1/"
+sources = ["s"]
+event_types = ["keep"]
+"#;
+        let cfg =
+            crate::config::Config::from_str(text, std::path::Path::new("relay.toml")).unwrap();
+        let d = &cfg.destinations[0];
+        let (_dir, store) = open();
+        let dead = DeadLetter {
+            at_ms: 1,
+            attempts: 1,
+            last_error: "x".into(),
+        };
+        store.dead_letters().add(&d.name, Seq(2), &dead).unwrap();
+        store.dead_letters().add(&d.name, Seq(6), &dead).unwrap();
+        let cursor = Seq(4);
+        for seq in 1..=8u64 {
+            let mut m = message("s", seq, vec![]);
+            m.event_type = Some(if seq % 3 == 0 { "drop" } else { "keep" }.into());
+            let seq = Seq(seq);
+            let status = delivery_status(&store, d, cursor, seq, &m).unwrap();
+            for want in ["pending", "delivered", "dead", "skipped"] {
+                let got = has_delivery_status(&store, d, (cursor, seq, &m), want).unwrap();
+                assert_eq!(
+                    got,
+                    status == want,
+                    "seq {} is {status}, asked {want}",
+                    seq.0
+                );
+            }
+        }
+    }
+}
