@@ -155,6 +155,11 @@ impl Window {
 
 type MessageTask = (Seq, Result<Finished, DeliveryError>);
 
+/// Most seqs a window keeps as started early (running or done, until the
+/// scan passes them): bounds it, and the saved window, while the scan is
+/// held up (a message retrying in a full window) and replies keep coming.
+const MAX_EARLY: usize = 4096;
+
 /// The scheduler's state between wake-ups.
 struct Scheduler {
     lane: Arc<Lane>,
@@ -295,6 +300,7 @@ impl Scheduler {
                     && !self.reset
                     && !self.generation.is_cancelled()
                     && w.early_running() < self.max_in_flight
+                    && w.early.len() < MAX_EARLY
             });
             let Some(window) = window else {
                 drop(replies.take(seq));
