@@ -162,6 +162,24 @@ fn config_text(a: &Args, sink: SocketAddr) -> String {
     t
 }
 
+/// The sink for every delivery of the scenario, and the relay's config
+/// (`dir/relay.toml`) pointing its destinations at it.
+async fn sink_and_config(a: &Args, dir: &Path) -> (std::sync::Arc<client::Sink>, PathBuf) {
+    let sink = start_sink(a.requests * a.destinations).await;
+    let file = dir.join("relay.toml");
+    std::fs::write(&file, config_text(a, sink.addr)).expect("write relay.toml");
+    (sink, file)
+}
+
+/// The bare server's run when `a` asks for the baseline.
+async fn baseline(a: &Args, dir: &Path) -> Option<Run> {
+    if a.baseline() {
+        Some(run_bare(a, dir).await)
+    } else {
+        None
+    }
+}
+
 /// VmHWM of the bench process itself (load generator and sink), in MiB.
 fn own_peak_rss_mib() -> f64 {
     cost::rss_mib(std::process::id()).1
@@ -232,16 +250,10 @@ async fn run(a: Args) {
         a.requests, a.connections, a.body, a.durability, a.destinations
     );
     let tmp = tempfile::tempdir().expect("temp dir");
-    let bare = if a.baseline() {
-        Some(run_bare(&a, tmp.path()).await)
-    } else {
-        None
-    };
+    let bare = baseline(&a, tmp.path()).await;
 
     let expected = a.requests * a.destinations;
-    let sink = start_sink(expected).await;
-    let file = tmp.path().join("relay.toml");
-    std::fs::write(&file, config_text(&a, sink.addr)).expect("write relay.toml");
+    let (sink, file) = sink_and_config(&a, tmp.path()).await;
     let mut relay = spawn_relay(&file);
     let perf = a.perf.as_ref().map(|file| Perf::start(relay.pid(), file));
     let sampler = Sampler::start(relay.pid());
@@ -335,9 +347,7 @@ async fn run_sync_reply(mut a: Args) {
     let mut direct = drive(direct_sink.addr, "/d0", &a).await;
     print_ingest("app direct", &mut direct);
 
-    let sink = start_sink(a.requests * a.destinations).await;
-    let file = tmp.path().join("relay.toml");
-    std::fs::write(&file, config_text(&a, sink.addr)).expect("write relay.toml");
+    let (sink, file) = sink_and_config(&a, tmp.path()).await;
     let mut relay = spawn_relay(&file);
     let mut r = drive(relay.ingest, "/hooks/bench", &a).await;
     relay.stop("-TERM");
@@ -380,15 +390,8 @@ async fn run_backlog(a: Args) {
         "{} already holds a data dir; give --data-dir an empty or new directory",
         dir.display()
     );
-    let bare = if a.baseline() {
-        Some(run_bare(&a, tmp.path()).await)
-    } else {
-        None
-    };
-    let expected = a.requests * a.destinations;
-    let sink = start_sink(expected).await;
-    let file = dir.join("relay.toml");
-    std::fs::write(&file, config_text(&a, sink.addr)).expect("write relay.toml");
+    let bare = baseline(&a, tmp.path()).await;
+    let (sink, file) = sink_and_config(&a, &dir).await;
 
     let mut relay = spawn_relay(&file);
     let (rss0, _) = cost::rss_mib(relay.pid());
