@@ -34,6 +34,7 @@ mod cli;
 pub mod config;
 mod delivery;
 mod events;
+mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -99,6 +99,65 @@ pub struct StorageConfig {
     pub max_disk_bytes: u64,
     /// Inbound is refused while the data dir's file system has less free.
     pub min_free_bytes: u64,
+    /// Where the log and the delivery state live.
+    pub backend: Backend,
+}
+
+/// `storage.backend`: one relay on its own sled database, or a fleet on NATS JetStream.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    #[default]
+    Sled,
+    Nats(NatsConfig),
+}
+
+/// `storage.nats`: the JetStream cluster a fleet of relays shares.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:port`, or `tls://`), tried in turn.
+    pub urls: Vec<String>,
+    /// The stream holding the log; also names the fleet's state bucket and consumers.
+    pub stream: StreamName,
+    /// How many servers keep each message (1, 3 or 5).
+    pub replicas: usize,
+    /// How long a delivery may go without a sign of life (the relay sends
+    /// one every third of it) before another relay takes the message over.
+    pub ack_wait: Duration,
+    pub auth: NatsAuth,
+}
+
+/// A JetStream stream name: `[A-Za-z0-9_-]{1,32}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamName(String);
+
+impl StreamName {
+    /// `None` unless `[A-Za-z0-9_-]{1,32}`.
+    pub fn parse(s: &str) -> Option<StreamName> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| StreamName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StreamName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a relay authenticates to NATS.
+#[derive(Debug, Clone)]
+pub enum NatsAuth {
+    None,
+    Token(Secret),
+    UserPassword { user: String, password: Secret },
+    /// A `.creds` file (JWT and NKey seed), read at connect.
+    CredentialsFile(PathBuf),
 }
 
 /// When an inbound webhook counts as stored.

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use super::ctx::{line_of, show_key};
 use super::raw::{
     fields, RawAdmin, RawConfig, RawDestination, RawReply, RawRetry, RawServer, RawSigning,
-    RawSource, RawStorage, RawVerify,
+    RawNats, RawSource, RawStorage, RawVerify,
 };
 use super::{scheme, Problem, Scheme};
 
@@ -212,6 +212,7 @@ enum Shape {
     Signing,
     Retry,
     Reply,
+    Nats,
 }
 
 impl Shape {
@@ -227,6 +228,7 @@ impl Shape {
             Shape::Signing => fields::<RawSigning>(),
             Shape::Retry => fields::<RawRetry>(),
             Shape::Reply => fields::<RawReply>(),
+            Shape::Nats => fields::<RawNats>(),
         }
     }
 
@@ -241,6 +243,7 @@ impl Shape {
             (Shape::Config, "destination") => (Shape::Destination, true),
             (Shape::Source, "verify") => (Shape::Verify, false),
             (Shape::Source, "reply") => (Shape::Reply, false),
+            (Shape::Storage, "nats") => (Shape::Nats, false),
             (Shape::Destination, "signing") => (Shape::Signing, false),
             (Shape::Destination, "retry") => (Shape::Retry, false),
             _ => return None,

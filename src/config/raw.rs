@@ -59,6 +59,43 @@ pub(super) struct RawStorage {
     pub retention: Text,
     pub max_disk_bytes: Option<Spanned<RawSize>>,
     pub min_free_bytes: Option<Spanned<RawSize>>,
+    pub backend: Option<Spanned<StorageBackend>>,
+    pub nats: Option<Spanned<RawNats>>,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum StorageBackend {
+    Sled,
+    Nats,
+}
+
+/// `storage.nats`: a JetStream cluster the fleet shares.
+#[derive(Deserialize)]
+#[serde(expecting = "a table")]
+pub(super) struct RawNats {
+    /// One server URL or a list of them.
+    pub url: Option<Spanned<OneOrMany>>,
+    pub stream: Text,
+    pub replicas: Option<Spanned<i64>>,
+    pub ack_wait: Text,
+    pub token: Text,
+    pub token_env: Text,
+    pub token_file: Text,
+    pub user: Text,
+    pub password: Text,
+    pub password_env: Text,
+    pub password_file: Text,
+    pub credentials_file: Text,
+}
+
+/// A string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]

@@ -12,10 +12,12 @@ use toml::Spanned;
 
 use super::ctx::{unique_name, Ctx, SecretKeys, Seen};
 use super::destination::destinations;
-use super::raw::{RawAdmin, RawConfig, RawServer, RawSource, RawStorage, Text};
+use super::raw::{
+    OneOrMany, RawAdmin, RawConfig, RawNats, RawServer, RawSource, RawStorage, StorageBackend, Text,
+};
 use super::{
-    scheme, AdminAccess, AdminConfig, Config, Durability, Problem, Secret, ServerConfig,
-    SourceConfig, StorageConfig, TlsConfig,
+    scheme, AdminAccess, AdminConfig, Backend, Config, Durability, NatsAuth, NatsConfig, Problem,
+    Secret, ServerConfig, SourceConfig, StorageConfig, StreamName, TlsConfig,
 };
 use crate::keys::{self, TlsIdentity, TlsKeyError};
 use crate::model::SourceName;
@@ -328,6 +330,7 @@ fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
         retention: Duration::from_secs(7 * 86400),
         max_disk_bytes: 10 << 30,
         min_free_bytes: 1 << 30,
+        backend: Backend::Sled,
     };
     let Some(r) = raw else { return default };
     let data_dir = match &r.data_dir {
@@ -355,6 +358,170 @@ fn storage(cx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> StorageConfig {
             "storage.min_free_bytes",
             default.min_free_bytes,
         ),
+        backend: backend(cx, r),
+    }
+}
+
+/// `storage.backend` and `storage.nats`: the table is required with `nats`
+/// and refused with `sled`, so a half-written fleet config never silently
+/// runs as a lone relay.
+fn backend(cx: &mut Ctx<'_>, r: &RawStorage) -> Backend {
+    let chosen = r.backend.as_ref().map(|b| *b.get_ref());
+    match (chosen, &r.nats) {
+        (None | Some(StorageBackend::Sled), None) => Backend::Sled,
+        (None | Some(StorageBackend::Sled), Some(n)) => {
+            let msg = "is only read with backend = \"nats\"; set that, or remove this table";
+            cx.at(n, "storage.nats", msg);
+            Backend::Sled
+        }
+        (Some(StorageBackend::Nats), None) => {
+            let b = r.backend.as_ref().map(|b| b.span()).unwrap_or_default();
+            let msg = "backend = \"nats\" needs a `nats` table (url, stream, replicas)";
+            cx.problem(b, "storage.nats", msg.to_owned());
+            Backend::Sled
+        }
+        (Some(StorageBackend::Nats), Some(n)) => Backend::Nats(nats(cx, n)),
+    }
+}
+
+fn nats(cx: &mut Ctx<'_>, n: &Spanned<RawNats>) -> NatsConfig {
+    let r = n.get_ref();
+    let mut urls = Vec::new();
+    match &r.url {
+        None => cx.missing(n.span(), "storage.nats.url"),
+        Some(u) => {
+            let given: Vec<&str> = match u.get_ref() {
+                OneOrMany::One(one) => vec![one.as_str()],
+                OneOrMany::Many(many) => many.iter().map(String::as_str).collect(),
+            };
+            if given.is_empty() {
+                cx.at(u, "storage.nats.url", "must list at least one server");
+            }
+            for url in given {
+                match nats_url(url) {
+                    Ok(()) => urls.push(url.to_owned()),
+                    Err(why) => cx.at(u, "storage.nats.url", format!("{url:?}: {why}")),
+                }
+            }
+        }
+    }
+    let stream = match &r.stream {
+        None => StreamName::parse("hookrelay"),
+        Some(s) => {
+            let parsed = StreamName::parse(s.get_ref());
+            if parsed.is_none() {
+                cx.at(s, "storage.nats.stream", "must be 1-32 of A-Z a-z 0-9 _ -");
+            }
+            parsed
+        }
+    };
+    let replicas = match &r.replicas {
+        None => 1,
+        Some(v) => match *v.get_ref() {
+            n @ (1 | 3 | 5) => n as usize,
+            _ => {
+                let msg = "must be 1, 3 or 5 (JetStream keeps a majority; 3 survives one server lost)";
+                cx.at(v, "storage.nats.replicas", msg);
+                1
+            }
+        },
+    };
+    let ack_wait = cx.positive_duration(&r.ack_wait, "storage.nats.ack_wait", Duration::from_secs(30));
+    if ack_wait < Duration::from_secs(1) {
+        if let Some(v) = &r.ack_wait {
+            cx.at(v, "storage.nats.ack_wait", "must be at least 1s");
+        }
+    }
+    NatsConfig {
+        urls,
+        stream: stream.unwrap_or_else(|| StreamName("hookrelay".into())),
+        replicas,
+        ack_wait,
+        auth: nats_auth(cx, r),
+    }
+}
+
+/// `nats://`, `tls://` or `ws(s)://` with a host; the client parses the rest.
+fn nats_url(url: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected nats://host:port");
+    };
+    if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+        return Err("the scheme must be nats, tls, ws or wss");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("no host");
+    }
+    if authority.contains('@') {
+        return Err("put credentials in token, user/password or credentials_file, not the URL");
+    }
+    Ok(())
+}
+
+/// At most one of token, user and password, or credentials file.
+fn nats_auth(cx: &mut Ctx<'_>, r: &RawNats) -> NatsAuth {
+    let token_keys = SecretKeys {
+        prefix: "token",
+        one: &r.token,
+        many: None,
+        env: &r.token_env,
+        many_env: None,
+        file: &r.token_file,
+    };
+    let password_keys = SecretKeys {
+        prefix: "password",
+        one: &r.password,
+        many: None,
+        env: &r.password_env,
+        many_env: None,
+        file: &r.password_file,
+    };
+    let ways = [
+        token_keys.given().first().map(|(k, s)| (k.to_string(), s.clone())),
+        r.user.as_ref().map(|u| ("user".to_string(), u.span())),
+        r.credentials_file
+            .as_ref()
+            .map(|c| ("credentials_file".to_string(), c.span())),
+    ];
+    let ways: Vec<_> = ways.into_iter().flatten().collect();
+    if let [(first, _), rest @ ..] = ways.as_slice() {
+        for (other, span) in rest {
+            let msg = format!("`{first}` and `{other}` are both set; authenticate one way");
+            cx.problem(span.clone(), &format!("storage.nats.{other}"), msg);
+        }
+        if !rest.is_empty() {
+            return NatsAuth::None;
+        }
+    }
+    if !token_keys.given().is_empty() {
+        return cx
+            .read_secrets("storage.nats", &token_keys)
+            .into_iter()
+            .next()
+            .map_or(NatsAuth::None, |g| NatsAuth::Token(g.secret));
+    }
+    if let Some(file) = &r.credentials_file {
+        return cx
+            .existing_file(file, "storage.nats.credentials_file")
+            .map_or(NatsAuth::None, NatsAuth::CredentialsFile);
+    }
+    let password = cx.read_secrets("storage.nats", &password_keys).into_iter().next();
+    match (&r.user, password) {
+        (Some(user), Some(p)) => NatsAuth::UserPassword {
+            user: user.get_ref().clone(),
+            password: p.secret,
+        },
+        (Some(user), None) if password_keys.given().is_empty() => {
+            cx.at(user, "storage.nats.password", "`user` needs `password`, `password_env` or `password_file`");
+            NatsAuth::None
+        }
+        (None, Some(p)) => {
+            cx.problem(p.span, "storage.nats.user", "a password needs `user`".to_owned());
+            NatsAuth::None
+        }
+        _ => NatsAuth::None,
     }
 }
 

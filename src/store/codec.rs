@@ -401,6 +401,16 @@ pub fn decode_attempt(b: &[u8]) -> Result<Attempt, CodecError> {
     decode_attempt_in(b).map(|(a, _)| a)
 }
 
+/// Every attempt of one message at one destination, in one record (the
+/// fleet's bucket keeps a message's history in one key; attempt `n` is
+/// entry `n - 1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptHistory {
+    pub attempts: Vec<Attempt>,
+    /// The retry run the latest attempt left, if it failed in one.
+    pub run: Option<RetryRun>,
+}
+
 /// A message given up on for one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -537,6 +547,7 @@ macro_rules! record_codec {
 
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
+record_codec!(AttemptHistory, encode_history, decode_history);
 
 /// Reads a big-endian seq value (cursors, meta).
 pub fn decode_seq(v: &[u8]) -> Result<Seq, CodecError> {

@@ -1,0 +1,199 @@
+//! A destination's durable pull consumer, shared by every relay of the
+//! fleet: its ack floor is the destination's cursor, and `max_ack_pending`
+//! bounds what is in flight across the whole fleet (1 for strict order).
+//! A relay holding a message keeps it with progress acks; if the relay dies,
+//! JetStream hands the message to another after `ack_wait`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::AckKind;
+use futures_util::StreamExt;
+
+use super::{Fleet, FleetError};
+use crate::model::{DestinationName, Seq};
+use crate::store::codec::decode_message;
+use crate::store::Message;
+
+/// A destination's consumer, as one relay pulls from it.
+pub struct Feed {
+    consumer: consumer::Consumer<pull::Config>,
+    /// How often a held message is marked in progress.
+    pub progress_every: Duration,
+}
+
+/// One message handed to this relay, not yet finished.
+pub struct Delivery {
+    msg: async_nats::jetstream::Message,
+    pub seq: Seq,
+    /// JetStream's count of hand-outs of it to this consumer (1 the first time).
+    pub handed_out: i64,
+}
+
+/// The durable consumer's name for a destination.
+fn consumer_name(stream: &str, dest: &DestinationName) -> String {
+    format!("{stream}_{dest}")
+}
+
+impl Fleet {
+    /// The destination's consumer, created on first use. `from_now`: a
+    /// destination added while the fleet runs receives what arrives from
+    /// now on (as with sled); one there from the start receives the stream.
+    pub async fn feed(
+        &self,
+        dest: &DestinationName,
+        max_in_flight: usize,
+        from_now: bool,
+    ) -> Result<Feed, FleetError> {
+        let name = consumer_name(self.stream_name(), dest);
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("hookrelay destination {dest}")),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
+            deliver_policy: if from_now {
+                DeliverPolicy::New
+            } else {
+                DeliverPolicy::All
+            },
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let consumer = match self.stream.get_consumer::<pull::Config>(&name).await {
+            Ok(c) => {
+                let c: consumer::Consumer<pull::Config> = c;
+                if c.cached_info().config.max_ack_pending != config.max_ack_pending
+                    || c.cached_info().config.ack_wait != config.ack_wait
+                {
+                    // Ordering or max_in_flight changed: the cursor stays.
+                    let update = pull::Config {
+                        deliver_policy: c.cached_info().config.deliver_policy,
+                        ..config
+                    };
+                    self.stream
+                        .create_consumer(update)
+                        .await
+                        .map_err(|e| FleetError::js("consumer update", e))?
+                } else {
+                    c
+                }
+            }
+            Err(_) => self
+                .stream
+                .get_or_create_consumer(&name, config)
+                .await
+                .map_err(|e| FleetError::js("consumer create", e))?,
+        };
+        Ok(Feed {
+            consumer,
+            progress_every: self.ack_wait / 3,
+        })
+    }
+
+    /// Replays a destination from `seq`: its consumer is recreated to
+    /// start there (any relay's next pull gets `seq` first); messages in
+    /// flight on the old one are finished but their acks go nowhere.
+    pub async fn rewind(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+        max_in_flight: usize,
+    ) -> Result<(), FleetError> {
+        let name = consumer_name(self.stream_name(), dest);
+        let _ = self.stream.delete_consumer(&name).await;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("hookrelay destination {dest}")),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: seq.0.max(1),
+            },
+            max_deliver: -1,
+            ..Default::default()
+        };
+        self.stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| FleetError::js("consumer create", e))?;
+        Ok(())
+    }
+
+    /// The destination's cursor (its consumer's ack floor) and its lag
+    /// (messages not yet finished, routed to it or not).
+    pub async fn position(&self, dest: &DestinationName) -> Result<(Seq, u64), FleetError> {
+        let name = consumer_name(self.stream_name(), dest);
+        let mut c: consumer::Consumer<pull::Config> = self
+            .stream
+            .get_consumer(&name)
+            .await
+            .map_err(|e| FleetError::js("consumer", e))?;
+        let info = c.info().await.map_err(|e| FleetError::js("consumer info", e))?;
+        Ok((
+            Seq(info.ack_floor.stream_sequence),
+            info.num_pending + info.num_ack_pending as u64,
+        ))
+    }
+}
+
+impl Feed {
+    /// Up to `max` messages, waiting at most `wait` for the first.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, FleetError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| FleetError::js("fetch", e))?;
+        let mut out = Vec::new();
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| FleetError::js("fetch", e))?;
+            let (seq, handed_out) = {
+                let info = msg.info().map_err(|e| FleetError::js("message info", e))?;
+                (Seq(info.stream_sequence), info.delivered)
+            };
+            out.push(Delivery {
+                msg,
+                seq,
+                handed_out,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Delivery {
+    /// The stored message; an undecodable one is an error for its seq.
+    pub fn message(&self) -> Result<Message, FleetError> {
+        decode_message(&self.msg.payload).map_err(|e| FleetError::js("message decode", e))
+    }
+
+    /// Finished (delivered, dead-lettered or not routed here): the cursor
+    /// may pass it. Waits for JetStream to confirm.
+    pub async fn done(&self) -> Result<(), FleetError> {
+        self.msg
+            .double_ack()
+            .await
+            .map_err(|e| FleetError::js("ack", e))
+    }
+
+    /// Still being worked on: JetStream restarts its `ack_wait`.
+    pub async fn in_progress(&self) -> Result<(), FleetError> {
+        self.msg
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| FleetError::js("progress ack", e))
+    }
+
+    /// Not finished here (shutdown, a pause): handed out again, to any relay, after `delay`.
+    pub async fn release(&self, delay: Option<Duration>) -> Result<(), FleetError> {
+        self.msg
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| FleetError::js("nak", e))
+    }
+}

@@ -1,0 +1,273 @@
+//! The fleet's state bucket: each destination's operator state, each
+//! message's attempt history and each dead letter, one key each, so every
+//! relay reads and changes the same state. Read-modify-write goes through the
+//! key's revision (compare-and-set), so two relays never lose each other's
+//! change.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{Fleet, FleetError};
+use crate::model::{DestinationName, Seq};
+use crate::store::codec::{self, AttemptHistory};
+use crate::store::{Attempt, DeadLetter, DestinationState, Latest, RetryRun};
+
+/// Compare-and-set rounds before a write gives up (each loses only to
+/// another relay's write of the same key).
+const CAS_ROUNDS: usize = 16;
+
+fn state_key(dest: &DestinationName) -> String {
+    format!("state.{dest}")
+}
+
+fn attempts_key(dest: &DestinationName, seq: Seq) -> String {
+    format!("att.{dest}.{}", seq.0)
+}
+
+fn dead_key(dest: &DestinationName, seq: Seq) -> String {
+    format!("dead.{dest}.{}", seq.0)
+}
+
+impl Fleet {
+    async fn entry(&self, key: &str) -> Result<Option<(Bytes, u64)>, FleetError> {
+        let entry = self
+            .bucket
+            .entry(key)
+            .await
+            .map_err(|e| FleetError::js("state read", e))?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Changes one key with `f` (given its decoded value, `None` if absent),
+    /// retrying on a concurrent change; returns what was written.
+    async fn modify<T>(
+        &self,
+        key: &str,
+        decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+        encode: fn(&T) -> Result<Vec<u8>, codec::CodecError>,
+        mut f: impl FnMut(Option<T>) -> T,
+    ) -> Result<T, FleetError> {
+        for _ in 0..CAS_ROUNDS {
+            let current = self.entry(key).await?;
+            let (old, revision) = match current {
+                Some((bytes, rev)) => (
+                    Some(decode(&bytes).map_err(|e| FleetError::js("state decode", e))?),
+                    rev,
+                ),
+                None => (None, 0),
+            };
+            let new = f(old);
+            let bytes: Bytes = encode(&new)
+                .map_err(|e| FleetError::js("state encode", e))?
+                .into();
+            // Revision 0 means "absent": `update` then acts as a create
+            // that fails if another relay created the key meanwhile.
+            match self.bucket.update(key, bytes, revision).await {
+                Ok(_) => return Ok(new),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(FleetError::js("state write", e)),
+            }
+        }
+        Err(FleetError::JetStream {
+            what: "state write",
+            detail: format!("{key} kept changing under {CAS_ROUNDS} tries"),
+        })
+    }
+
+    /// A destination's operator state (the default until first changed).
+    pub async fn state(&self, dest: &DestinationName) -> Result<DestinationState, FleetError> {
+        match self.entry(&state_key(dest)).await? {
+            None => Ok(DestinationState::default()),
+            Some((bytes, _)) => {
+                codec::decode_state(&bytes).map_err(|e| FleetError::js("state decode", e))
+            }
+        }
+    }
+
+    /// Changes a destination's state; returns the new one.
+    pub async fn update_state(
+        &self,
+        dest: &DestinationName,
+        mut f: impl FnMut(&mut DestinationState),
+    ) -> Result<DestinationState, FleetError> {
+        self.modify(
+            &state_key(dest),
+            codec::decode_state,
+            codec::encode_state,
+            |old| {
+                let mut st = old.unwrap_or_default();
+                f(&mut st);
+                st
+            },
+        )
+        .await
+    }
+
+    /// Every attempt of `seq` at `dest`, and the run the latest one left.
+    pub async fn history(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<AttemptHistory, FleetError> {
+        match self.entry(&attempts_key(dest, seq)).await? {
+            None => Ok(AttemptHistory::default()),
+            Some((bytes, _)) => {
+                codec::decode_history(&bytes).map_err(|e| FleetError::js("attempts decode", e))
+            }
+        }
+    }
+
+    /// The latest attempt of `seq` at `dest`, with its number and run.
+    pub async fn latest(&self, dest: &DestinationName, seq: Seq) -> Result<Option<Latest>, FleetError> {
+        let h = self.history(dest, seq).await?;
+        let n = h.attempts.len() as u32;
+        Ok(h.attempts.last().map(|a| Latest {
+            n,
+            attempt: a.clone(),
+            run: h.run,
+        }))
+    }
+
+    /// Appends attempt `n` of `seq` (with the run it leaves, if it failed in one).
+    pub async fn record(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+        n: u32,
+        attempt: &Attempt,
+        run: Option<&RetryRun>,
+    ) -> Result<(), FleetError> {
+        self.modify(
+            &attempts_key(dest, seq),
+            codec::decode_history,
+            codec::encode_history,
+            |old| {
+                let mut h = old.unwrap_or_default();
+                // Numbers key the history: attempt n is entry n - 1, even
+                // if an earlier record was lost to a crash.
+                let at = (n as usize).saturating_sub(1);
+                h.attempts.truncate(at);
+                h.attempts.resize(at, attempt.clone());
+                h.attempts.push(attempt.clone());
+                h.run = run.copied();
+                h
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn dead_letter(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<Option<DeadLetter>, FleetError> {
+        self.entry(&dead_key(dest, seq))
+            .await?
+            .map(|(bytes, _)| {
+                codec::decode_dead_letter(&bytes).map_err(|e| FleetError::js("dead letter decode", e))
+            })
+            .transpose()
+    }
+
+    pub async fn add_dead_letter(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+        dead: &DeadLetter,
+    ) -> Result<(), FleetError> {
+        let bytes = codec::encode_dead_letter(dead).map_err(|e| FleetError::js("encode", e))?;
+        self.bucket
+            .put(dead_key(dest, seq), bytes.into())
+            .await
+            .map_err(|e| FleetError::js("dead letter write", e))?;
+        Ok(())
+    }
+
+    pub async fn remove_dead_letter(&self, dest: &DestinationName, seq: Seq) -> Result<(), FleetError> {
+        self.bucket
+            .purge(dead_key(dest, seq))
+            .await
+            .map_err(|e| FleetError::js("dead letter removal", e))
+    }
+
+    /// Every dead letter of `dest`, oldest seq first: one pass over the
+    /// bucket's keys of that destination.
+    pub async fn dead_letters(
+        &self,
+        dest: &DestinationName,
+    ) -> Result<Vec<(Seq, DeadLetter)>, FleetError> {
+        let prefix = format!("dead.{dest}.");
+        let mut out = BTreeMap::new();
+        let mut watch = self
+            .bucket
+            .watch_with_history(format!("{prefix}*"))
+            .await
+            .map_err(|e| FleetError::js("dead letter list", e))?;
+        // A watch of no keys yields nothing at all: the count of keys
+        // first says whether to wait for any.
+        if !self.any_key(&format!("{prefix}*")).await? {
+            return Ok(Vec::new());
+        }
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| FleetError::js("dead letter list", e))?;
+            let seq = entry
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse().ok())
+                .map(Seq);
+            if let Some(seq) = seq {
+                if entry.operation == Operation::Put {
+                    let dead = codec::decode_dead_letter(&entry.value)
+                        .map_err(|e| FleetError::js("dead letter decode", e))?;
+                    out.insert(seq, dead);
+                } else {
+                    out.remove(&seq);
+                }
+            }
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Whether the bucket holds any message under `pattern` (live or deleted).
+    async fn any_key(&self, pattern: &str) -> Result<bool, FleetError> {
+        let subject = format!("$KV.{}.{pattern}", self.bucket.name);
+        let stream = self.bucket.stream.clone();
+        let info = stream
+            .info_with_subjects(subject)
+            .await
+            .map_err(|e| FleetError::js("dead letter count", e))?;
+        let mut any = false;
+        futures_util::pin_mut!(info);
+        while let Some(s) = info.next().await {
+            s.map_err(|e| FleetError::js("dead letter count", e))?;
+            any = true;
+            break;
+        }
+        Ok(any)
+    }
+
+    /// Names of destinations whose state another relay (or this one) changes,
+    /// as it happens; ends when the connection does.
+    pub async fn state_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = DestinationName> + Send + use<>, FleetError> {
+        let watch = self
+            .bucket
+            .watch("state.*")
+            .await
+            .map_err(|e| FleetError::js("state watch", e))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            entry.key.strip_prefix("state.")?.parse().ok()
+        }))
+    }
+}

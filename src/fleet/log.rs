@@ -1,0 +1,89 @@
+//! The fleet's log: one stream, one subject. A message is published with its
+//! idempotency key as `Nats-Msg-Id` and counts as stored once JetStream
+//! acknowledges it (stored on a majority of `replicas`).
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+
+use super::{Fleet, FleetError};
+use crate::model::{MessageId, Seq};
+use crate::store::codec::{decode_message, encode_message};
+use crate::store::{Message, NewMessage};
+
+/// What the stream made of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Stored { seq: Seq, id: MessageId },
+    /// JetStream saw the `Nats-Msg-Id` inside its duplicate window: the first message's seq and id.
+    Duplicate { seq: Seq, id: MessageId },
+}
+
+impl Fleet {
+    /// Publishes one webhook and waits for JetStream's acknowledgement.
+    pub async fn publish(&self, mut msg: NewMessage) -> Result<Published, FleetError> {
+        let now = crate::time::now_ms();
+        let id = MessageId::generate(now);
+        let key = msg.dedup.take().map(|(k, _)| k);
+        let msg_id = key.as_ref().map(|k| format!("{}:{k}", msg.source));
+        let record = Message {
+            id: id.clone(),
+            source: msg.source,
+            received_at_ms: now,
+            event_type: msg.event_type,
+            content_type: msg.content_type,
+            idempotency_key: key,
+            query: msg.query,
+            headers: msg.headers,
+            body: msg.body,
+        };
+        let bytes = encode_message(&record).map_err(|e| FleetError::js("encode", e))?;
+        let mut publish = PublishMessage::build().payload(bytes.into());
+        if let Some(msg_id) = msg_id {
+            publish = publish.message_id(msg_id);
+        }
+        let ack = async {
+            self.js
+                .send_publish(self.subject.clone(), publish)
+                .await?
+                .await
+        };
+        let ack = ack.await.map_err(|e| match e.kind() {
+            // JetStream answers "maximum bytes exceeded" with its own error code.
+            PublishErrorKind::Other if e.to_string().contains("maximum") => FleetError::Full,
+            _ => FleetError::js("publish", e),
+        })?;
+        let seq = Seq(ack.sequence);
+        if !ack.duplicate {
+            return Ok(Published::Stored { seq, id });
+        }
+        // The id the provider already heard is the first message's.
+        let first = self.message(seq).await?;
+        Ok(Published::Duplicate {
+            seq,
+            id: first.map_or(id, |m| m.id),
+        })
+    }
+
+    /// The message stored under `seq`, if it is still in the stream.
+    pub async fn message(&self, seq: Seq) -> Result<Option<Message>, FleetError> {
+        let raw = match self.stream.get_raw_message(seq.0).await {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(FleetError::js("message read", e)),
+        };
+        decode_message(&raw.payload)
+            .map(Some)
+            .map_err(|e| FleetError::js("message decode", e))
+    }
+
+    /// The newest seq in the stream (0 when empty).
+    pub async fn head(&self) -> Result<Seq, FleetError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| FleetError::js("stream info", e))?;
+        Ok(Seq(info.state.last_sequence))
+    }
+}

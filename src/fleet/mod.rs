@@ -1,0 +1,209 @@
+//! The NATS JetStream backend (`storage.backend = "nats"`): the only code
+//! that talks to NATS. Several relays share one replicated stream (the log),
+//! one durable consumer per destination (its cursor, fleet-wide), and one
+//! key-value bucket (destination state, attempts, dead letters). It knows
+//! nothing of HTTP or delivery policy; [`crate::backend`] puts it behind the
+//! same seam as sled.
+//!
+//! | JetStream object              | holds                                            |
+//! |-------------------------------|--------------------------------------------------|
+//! | stream `S`, subject `S.log`   | every message, its [`Message`] record as payload; `Nats-Msg-Id` = source ‖ `:` ‖ idempotency key |
+//! | consumer `S_<dest>`           | a destination's cursor (its ack floor); `max_ack_pending` 1 for strict |
+//! | KV bucket `S-state`           | `state.<dest>`, `att.<dest>.<seq>`, `dead.<dest>.<seq>` (codec records) |
+//!
+//! - `log`: publishing (the inbound `200` waits for JetStream's ack) and reads by seq;
+//! - `ledger`: the bucket (state, attempts, dead letters);
+//! - `feed`: a destination's durable consumer.
+
+mod feed;
+mod ledger;
+mod log;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::config::{NatsAuth, NatsConfig, StorageConfig};
+
+pub use feed::{Delivery, Feed};
+pub use log::Published;
+
+/// How long the fleet remembers an idempotency key at least (JetStream's
+/// default); a source's longer `dedup_window` raises it.
+const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// Most time a call to NATS may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// NATS failures, each with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("cannot connect to NATS ({urls}): {source}")]
+    Connect {
+        urls: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read the NATS credentials file {path}: {source}")]
+    Credentials {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("JetStream {what}: {detail}")]
+    JetStream { what: &'static str, detail: String },
+    /// The server's `max_payload` is below what a webhook may need.
+    #[error("the NATS server's max_payload is {server} bytes, below the {needed} a {body}-byte webhook may need; raise max_payload in the NATS config (at most 64 MiB)")]
+    PayloadTooSmall {
+        server: usize,
+        needed: usize,
+        body: usize,
+    },
+    /// The stream refused the message: `max_disk_bytes` (the stream's `max_bytes`) is reached.
+    #[error("the stream is full (storage.max_disk_bytes)")]
+    Full,
+}
+
+impl FleetError {
+    fn js(what: &'static str, e: impl std::fmt::Display) -> FleetError {
+        FleetError::JetStream {
+            what,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// A relay's connection to the fleet's stream and bucket.
+pub struct Fleet {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    bucket: jetstream::kv::Store,
+    cfg: NatsConfig,
+    subject: String,
+    /// How long a delivery may go without a sign of life before another relay takes it over.
+    ack_wait: Duration,
+}
+
+impl Fleet {
+    /// Connects, then creates the stream and the bucket if they are missing
+    /// (or brings their replicas, window and limits to the config).
+    pub async fn connect(
+        storage: &StorageConfig,
+        cfg: &NatsConfig,
+        dedup_window: Duration,
+        max_body: usize,
+    ) -> Result<Fleet, FleetError> {
+        let client = connect(cfg).await?;
+        // A webhook is its body plus headers and the record's framing.
+        let needed = max_body.saturating_add(64 * 1024);
+        let server = client.server_info().max_payload;
+        if server < needed {
+            return Err(FleetError::PayloadTooSmall {
+                server,
+                needed,
+                body: max_body,
+            });
+        }
+        let js = jetstream::new(client);
+        let subject = format!("{}.log", cfg.stream);
+        let config = jetstream::stream::Config {
+            name: cfg.stream.to_string(),
+            subjects: vec![subject.clone()],
+            storage: jetstream::stream::StorageType::File,
+            retention: jetstream::stream::RetentionPolicy::Limits,
+            // Age only: JetStream cannot know which messages every destination finished.
+            max_age: storage.retention,
+            max_bytes: i64::try_from(storage.max_disk_bytes).unwrap_or(i64::MAX),
+            // A full stream refuses new webhooks (a 503) rather than drop old ones.
+            discard: jetstream::stream::DiscardPolicy::New,
+            num_replicas: cfg.replicas,
+            duplicate_window: dedup_window.max(MIN_DEDUP_WINDOW).min(storage.retention),
+            max_message_size: i32::try_from(needed).unwrap_or(i32::MAX),
+            description: Some("hookrelay's log".into()),
+            ..Default::default()
+        };
+        let stream = match js.get_stream(&config.name).await {
+            Ok(mut s) => {
+                let info = s.info().await.map_err(|e| FleetError::js("stream info", e))?;
+                let c = &info.config;
+                let differs = c.num_replicas != config.num_replicas
+                    || c.duplicate_window != config.duplicate_window
+                    || c.max_age != config.max_age
+                    || c.max_bytes != config.max_bytes
+                    || c.max_message_size != config.max_message_size;
+                if differs {
+                    tracing::info!(stream = %cfg.stream, "updating the stream's replicas, window and limits to the config");
+                    js.update_stream(&config)
+                        .await
+                        .map_err(|e| FleetError::js("stream update", e))?;
+                }
+                s
+            }
+            Err(_) => js
+                .get_or_create_stream(config)
+                .await
+                .map_err(|e| FleetError::js("stream create", e))?,
+        };
+        let bucket_name = format!("{}-state", cfg.stream);
+        let bucket = match js.get_key_value(&bucket_name).await {
+            Ok(b) => b,
+            Err(_) => js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: bucket_name.clone(),
+                    description: "hookrelay's delivery state".into(),
+                    history: 1,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: cfg.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| FleetError::js("state bucket create", e))?,
+        };
+        Ok(Fleet {
+            js,
+            stream,
+            bucket,
+            cfg: cfg.clone(),
+            subject,
+            ack_wait: cfg.ack_wait,
+        })
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        self.cfg.stream.as_str()
+    }
+}
+
+/// Opens the client with the configured servers and credentials; it
+/// reconnects on its own afterwards.
+async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, FleetError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("hookrelay")
+        .request_timeout(Some(REQUEST_TIMEOUT));
+    options = match &cfg.auth {
+        NatsAuth::None => options,
+        NatsAuth::Token(t) => options.token(String::from_utf8_lossy(t.expose()).into_owned()),
+        NatsAuth::UserPassword { user, password } => options.user_and_password(
+            user.clone(),
+            String::from_utf8_lossy(password.expose()).into_owned(),
+        ),
+        NatsAuth::CredentialsFile(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|source| FleetError::Credentials {
+                path: path.clone(),
+                source,
+            })?,
+    };
+    let urls = cfg.urls.join(", ");
+    let addrs: Vec<async_nats::ServerAddr> = cfg
+        .urls
+        .iter()
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    // The first connection must succeed (a relay that cannot reach any
+    // server fails to start, and systemd retries it); later losses are
+    // reconnected by the client.
+    options
+        .connect(addrs)
+        .await
+        .map_err(|source| FleetError::Connect { urls, source })
+}
