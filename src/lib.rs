@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod backend;
 mod cli;
 pub mod config;
 mod delivery;
@@ -128,7 +129,7 @@ pub struct Ready {
 /// the generation.
 #[derive(Clone, Copy)]
 struct Stays<'a> {
-    store: &'a Store,
+    backend: &'a backend::Backend,
     head: &'a watch::Receiver<Seq>,
     ingest: &'a Arc<ingest::Ingest>,
     admin: &'a Arc<admin::Admin>,
@@ -144,7 +145,7 @@ async fn reload(
     stays: &Stays<'_>,
 ) -> reload::Outcome {
     let Stays {
-        store,
+        backend,
         head,
         ingest,
         admin,
@@ -182,6 +183,8 @@ async fn reload(
     new.admin = config.admin.clone();
     new.storage.data_dir = config.storage.data_dir.clone();
     new.storage.durability = config.storage.durability;
+    // The backend is opened once: switching it takes a restart.
+    new.storage.backend = config.storage.backend.clone();
     let clients = match delivery::Clients::build(&new.destinations) {
         Ok(c) => c,
         Err(e) => {
@@ -203,12 +206,18 @@ async fn reload(
         }
     }
     let head_now = *head.borrow();
-    for d in &new.destinations {
-        if !config.destinations.iter().any(|o| o.name == d.name) {
-            // A new destination receives what arrives from now on; one
-            // added back resumes at the cursor it kept.
-            if let Err(e) = store.cursors().init_at(&d.name, head_now) {
-                tracing::warn!(destination = %d.name, error = %e, "cannot start the new destination at the head");
+    let added: Vec<_> = new
+        .destinations
+        .iter()
+        .filter(|d| !config.destinations.iter().any(|o| o.name == d.name))
+        .map(|d| d.name.clone())
+        .collect();
+    // A new destination receives what arrives from now on; one added back
+    // resumes at the cursor it kept (in a fleet: its consumer's).
+    if let backend::Backend::Sled(store) = backend {
+        for d in &added {
+            if let Err(e) = store.cursors().init_at(d, head_now) {
+                tracing::warn!(destination = %d, error = %e, "cannot start the new destination at the head");
             }
         }
     }
@@ -220,10 +229,11 @@ async fn reload(
     *generation = reload::Generation::start(
         &new,
         &clients,
-        store,
+        backend,
         head,
         (&ingest.appender(), &disk),
         shutdown,
+        &added,
     );
     ingest.reconfigure(&new, &generation.controls);
     admin.reconfigure(&new, ingest.stats(), generation.controls.clone());
@@ -241,6 +251,64 @@ async fn reload(
         serde_json::to_value(&changes).unwrap_or_default(),
     );
     Ok(changes)
+}
+
+/// Opens the configured backend: the data dir's sled store, or a
+/// connection to the fleet's JetStream (creating its stream, bucket and
+/// consumers as needed). Returns it with the log's newest seq.
+async fn open_backend(config: &Config) -> Result<(backend::Backend, Seq), Error> {
+    match &config.storage.backend {
+        config::Backend::Sled => {
+            let data_dir = config.storage.data_dir.clone();
+            let store = store::blocking(move || Store::open(&data_dir)).await?;
+            let last = store.log().last_seq()?;
+            Ok((backend::Backend::Sled(store), last))
+        }
+        config::Backend::Nats(nats) => {
+            let window = config
+                .sources
+                .iter()
+                .map(|s| s.dedup_window)
+                .max()
+                .unwrap_or_default();
+            let fleet = fleet::Fleet::connect(
+                &config.storage,
+                nats,
+                window,
+                usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+            )
+            .await
+            .map_err(StoreError::from)?;
+            let last = fleet.head().await.map_err(StoreError::from)?;
+            Ok((backend::Backend::Fleet(Arc::new(fleet)), last))
+        }
+    }
+}
+
+/// How often a fleet relay reads the stream's newest seq (which any relay
+/// moves) for its admin views.
+const FLEET_HEAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `head` at the fleet stream's newest seq until `shutdown`.
+async fn follow_fleet_head(
+    fleet: Arc<fleet::Fleet>,
+    head: watch::Sender<Seq>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FLEET_HEAD_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(last) = fleet.head().await {
+            head.send_if_modified(|h| {
+                let moved = last > *h;
+                *h = (*h).max(last);
+                moved
+            });
+        }
+    }
 }
 
 /// `SIGHUP` asks for a reload, answered in the log.
@@ -323,29 +391,33 @@ pub async fn run_notify<G>(
     };
     let ingest_addr = local(&listeners.ingest, config.server.listen)?;
     let admin_addr = local(&listeners.admin, config.admin.listen)?;
-    let data_dir = config.storage.data_dir.clone();
-    let store = store::blocking(move || Store::open(&data_dir)).await?;
-    let last = store.log().last_seq()?;
-    let (head_tx, head_rx) = watch::channel(last);
-
     let tracker = TaskTracker::new();
     let disk = Arc::new(store::DiskGuard::default());
-    let appender = store::spawn_appender(
-        store.clone(),
-        config.storage.durability,
-        head_tx,
-        disk.clone(),
-        &tracker,
-        shutdown.clone(),
-    )?;
+    let (backend, last) = open_backend(&config).await?;
+    let (head_tx, head_rx) = watch::channel(last);
+    let appender = match &backend {
+        backend::Backend::Sled(store) => store::spawn_appender(
+            store.clone(),
+            config.storage.durability,
+            head_tx,
+            disk.clone(),
+            &tracker,
+            shutdown.clone(),
+        )?,
+        backend::Backend::Fleet(fleet) => {
+            tracker.spawn(follow_fleet_head(fleet.clone(), head_tx, shutdown.clone()));
+            store::Appender::fleet(fleet.clone())
+        }
+    };
     notify::spawn(&tracker, shutdown.clone());
     let mut generation = reload::Generation::start(
         &config,
         &clients,
-        &store,
+        &backend,
         &head_rx,
         (&appender, &disk),
         &shutdown,
+        &[],
     );
     drop(clients);
     let ingest = Arc::new(ingest::Ingest::new(
@@ -357,7 +429,7 @@ pub async fn run_notify<G>(
     let (reload_tx, mut reloads) = tokio::sync::mpsc::channel(4);
     let admin_state = Arc::new(admin::Admin::new(
         &config,
-        store.clone(),
+        backend.clone(),
         head_rx.clone(),
         Some(reload_tx.clone()),
     ));
@@ -404,7 +476,7 @@ pub async fn run_notify<G>(
             _ = shutdown.cancelled() => break,
             Some(request) = reloads.recv() => {
                 let stays = Stays {
-                    store: &store,
+                    backend: &backend,
                     head: &head_rx,
                     ingest: &ingest,
                     admin: &admin_state,
@@ -431,6 +503,12 @@ pub async fn run_notify<G>(
 
     tracker.close();
     tracker.wait().await;
+    // Everything the fleet was told is already in JetStream.
+    let backend::Backend::Sled(store) = backend else {
+        drop(admin_state);
+        tracing::info!("hookrelay stopped");
+        return Ok(());
+    };
     if store.is_poisoned() {
         return Err(Error::Store(StoreError::Poisoned));
     }

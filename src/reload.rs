@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::delivery::{self, Control};
 use crate::events::{self, Events};
 use crate::model::{DestinationName, Seq};
-use crate::store::{self, Appender, DiskGuard, Store};
+use crate::backend::Backend;
+use crate::store::{self, Appender, DiskGuard};
 
 /// A request to reload; the answer goes back on `reply` when there is one
 /// (the admin API), else only to the log (`SIGHUP`).
@@ -136,10 +137,11 @@ impl Generation {
     pub fn start(
         config: &Config,
         clients: &delivery::Clients,
-        store: &Store,
+        backend: &Backend,
         head: &watch::Receiver<Seq>,
         (appender, disk): (&Appender, &Arc<DiskGuard>),
         shutdown: &CancellationToken,
+        added: &[DestinationName],
     ) -> Generation {
         let token = shutdown.child_token();
         let tracker = TaskTracker::new();
@@ -159,25 +161,28 @@ impl Generation {
         let controls = delivery::spawn_workers(
             &config.destinations,
             clients,
-            store,
+            backend,
             head,
             &events,
             &tracker,
-            &token,
-            shutdown,
+            (&token, shutdown),
+            added,
         );
-        let limits = store::Limits {
-            max: config.storage.max_disk_bytes,
-            min_free: config.storage.min_free_bytes,
-        };
-        store::spawn_retention(
-            store.clone(),
-            config.destinations.iter().map(|d| d.name.clone()).collect(),
-            config.storage.retention,
-            (limits, disk.clone()),
-            &tracker,
-            token.clone(),
-        );
+        // A fleet's stream applies its own age and size limits.
+        if let Backend::Sled(store) = backend {
+            let limits = store::Limits {
+                max: config.storage.max_disk_bytes,
+                min_free: config.storage.min_free_bytes,
+            };
+            store::spawn_retention(
+                store.clone(),
+                config.destinations.iter().map(|d| d.name.clone()).collect(),
+                config.storage.retention,
+                (limits, disk.clone()),
+                &tracker,
+                token.clone(),
+            );
+        }
         events::spawn_watcher(
             events.clone(),
             controls.clone(),

@@ -33,6 +33,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("the relay is stopping")]
     Unavailable,
+    /// Not served with `backend = "nats"` yet.
+    #[error("not available with storage.backend = \"nats\" yet")]
+    NotInFleet,
 }
 
 impl ApiError {
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotInFleet => StatusCode::NOT_IMPLEMENTED,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,7 +108,7 @@ fn stream(admin: &Admin, req: &Request<Incoming>) -> Result<Response<AdminBody>,
         .and_then(|v| v.trim().parse().ok())
         .map(Seq);
     let after = query.after_seq.or(last_event);
-    let tail = super::stream::Tail::new(admin.store.clone(), admin.head.clone(), source, after);
+    let tail = super::stream::Tail::new(admin.store()?.clone(), admin.head.clone(), source, after);
     Ok(tail.into_response())
 }
 
@@ -319,7 +323,7 @@ async fn messages(admin: &Admin, q: &Query) -> ApiResult {
     let (after, limit) = (q.after_seq.unwrap_or_default(), q.limit);
     let event_type = q.event_type.clone();
     let list = admin
-        .store
+        .store()?
         .blocking(move |s| {
             s.log()
                 .list_messages(source.as_ref(), event_type.as_deref(), after, limit)
@@ -372,7 +376,7 @@ async fn route(admin: &Admin, name: &str, seq: &str) -> ApiResult {
     let (d, _) = &*entry;
     let seq = parse_seq(seq)?;
     let m = admin
-        .store
+        .store()?
         .blocking(move |s| s.log().message(seq))
         .await?
         .ok_or(ApiError::NotFound("message"))?;

@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Admin;
+use crate::backend::Backend;
 use crate::ingest::RejectReason;
 
 /// Renders the metrics page.
@@ -65,8 +66,11 @@ impl Metrics {
     /// The current metrics as an HTTP answer.
     pub async fn render(&self, admin: &Admin) -> Response<Full<Bytes>> {
         // sled reads file metadata for this: off the async threads.
-        let size = admin.store.blocking(|s| s.size_on_disk()).await;
-        let snapshot = snapshot(admin, size.unwrap_or(0)).await;
+        let size = match admin.store() {
+            Ok(store) => store.blocking(|s| s.size_on_disk()).await.unwrap_or(0),
+            Err(_) => 0,
+        };
+        let snapshot = snapshot(admin, size).await;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
         let mut text = String::new();
@@ -116,29 +120,41 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         s.deliveries.push((name.clone(), "failed", failed));
         s.deliveries.push((name.clone(), "dead_lettered", dead));
         s.deliveries.push((name.clone(), "skipped", c.skipped()));
-        let cursor = admin.store.cursors().get(&d.name).unwrap_or_default();
-        let pending = super::health::pending(&admin.store, d, cursor, head).await;
-        let (lag, oldest) = match pending {
-            Ok(p) => (p.lag, p.oldest_received_ms),
-            Err(_) => (head.0.saturating_sub(cursor.0), None),
-        };
         let now = crate::time::now_ms();
-        let state = admin.store.destinations().get(&d.name).unwrap_or_default();
+        let state = admin.backend.state(&d.name).await.unwrap_or_default();
+        let (lag, oldest, dead_letters) = match &admin.backend {
+            Backend::Sled(store) => {
+                let cursor = store.cursors().get(&d.name).unwrap_or_default();
+                let pending = super::health::pending(store, d, cursor, head).await;
+                let (lag, oldest) = match pending {
+                    Ok(p) => (p.lag, p.oldest_received_ms),
+                    Err(_) => (head.0.saturating_sub(cursor.0), None),
+                };
+                (lag, oldest, store.dead_letters().count(&d.name) as u64)
+            }
+            // A scrape reads the consumer, not the dead letters (a scan of keys).
+            Backend::Fleet(fleet) => {
+                let lag = fleet.position(&d.name).await.map_or(0, |(_, lag)| lag);
+                (lag, None, 0)
+            }
+        };
         s.destinations.push(DestRow {
             name: name.clone(),
             lag,
             in_flight: c.in_flight() as u64,
-            dead_letters: admin.store.dead_letters().count(&d.name) as u64,
+            dead_letters,
             oldest_pending_seconds: oldest.map_or(0, |at| now.saturating_sub(at) / 1000),
             state: super::health::state_word(&state, c),
         });
     }
-    let first = admin.store.log().first_seq().ok().flatten();
-    s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
     s.storage_bytes = storage_bytes;
-    let commit = admin.store.commit_stats();
-    s.flush_batch_size = Some(commit.batch_size.0.clone());
-    s.sync_duration = Some(commit.sync_duration.0.clone());
+    if let Backend::Sled(store) = &admin.backend {
+        let first = store.log().first_seq().ok().flatten();
+        s.log_entries = first.map_or(0, |f| head.0.saturating_sub(f.0) + 1);
+        let commit = store.commit_stats();
+        s.flush_batch_size = Some(commit.batch_size.0.clone());
+        s.sync_duration = Some(commit.sync_duration.0.clone());
+    }
     s
 }
 

@@ -34,6 +34,7 @@ use crate::delivery::Control;
 use crate::ingest::SourceStats;
 use crate::listen::{self, error, json};
 use crate::model::Seq;
+use crate::backend::Backend;
 use crate::store::Store;
 use crate::tls::TlsAcceptor;
 
@@ -46,7 +47,7 @@ type SourceList = Arc<Vec<(SourceConfig, Arc<SourceStats>)>>;
 pub struct Admin {
     /// True while the relay accepts webhooks.
     pub ready: AtomicBool,
-    store: Store,
+    backend: Backend,
     head: watch::Receiver<Seq>,
     /// Swapped whole by a reload; a request works on the lists it started with.
     sources: RwLock<SourceList>,
@@ -60,16 +61,21 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The sled store; what only it can answer is not there yet in a fleet.
+    fn store(&self) -> Result<&Store, api::ApiError> {
+        self.backend.sled().ok_or(api::ApiError::NotInFleet)
+    }
+
     /// Collects the handles of every stage.
     pub fn new(
         config: &Config,
-        store: Store,
+        backend: Backend,
         head: watch::Receiver<Seq>,
         reloads: Option<mpsc::Sender<crate::reload::Request>>,
     ) -> Admin {
         Admin {
             ready: AtomicBool::new(false),
-            store,
+            backend,
             head,
             sources: RwLock::default(),
             destinations: RwLock::default(),

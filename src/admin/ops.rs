@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
 use super::{health, Admin, DestEntry};
+use crate::backend::Backend;
 use crate::config::DestinationConfig;
 use crate::delivery::status::Activity;
 use crate::model::{DestinationName, Seq, SourceName};
@@ -113,10 +114,30 @@ pub(super) async fn describe(
     admin: &Admin,
     (d, c): &(DestinationConfig, std::sync::Arc<crate::delivery::Control>),
 ) -> Result<DestinationView, ApiError> {
-    let cursor = admin.store.cursors().get(&d.name)?;
     let head = *admin.head.borrow();
-    let st = admin.store.destinations().get(&d.name)?;
-    let pending = health::pending(&admin.store, d, cursor, head).await?;
+    let st = admin.backend.state(&d.name).await?;
+    let (cursor, pending, dead_letters) = match &admin.backend {
+        Backend::Sled(store) => {
+            let cursor = store.cursors().get(&d.name)?;
+            let pending = health::pending(store, d, cursor, head).await?;
+            (cursor, pending, store.dead_letters().count(&d.name))
+        }
+        Backend::Fleet(fleet) => {
+            // The consumer's own figures: its lag counts every message
+            // after its ack floor, routed here or not.
+            let (cursor, lag) = fleet.position(&d.name).await.map_err(StoreError::from)?;
+            let dead = fleet
+                .dead_letters(&d.name)
+                .await
+                .map_err(StoreError::from)?
+                .len();
+            let pending = health::Pending {
+                lag,
+                oldest_received_ms: None,
+            };
+            (cursor, pending, dead)
+        }
+    };
     let now = crate::time::now_ms();
     Ok(DestinationView {
         name: d.name.clone(),
@@ -135,7 +156,7 @@ pub(super) async fn describe(
             .map(|at| now.saturating_sub(at) / 1000),
         in_flight: c.in_flight(),
         retrying: c.activity() == Activity::Retrying,
-        dead_letters: admin.store.dead_letters().count(&d.name),
+        dead_letters,
         last_attempt: c.last_attempt().map(|a| LastAttemptView {
             at: crate::time::rfc3339(a.at_ms),
             seq: a.seq,
@@ -163,7 +184,7 @@ pub(super) async fn set_paused(
 ) -> Result<DestinationView, ApiError> {
     let entry = find_destination(admin, name)?;
     let (d, c) = &*entry;
-    admin.store.destinations().update(&d.name, |st| {
+    let change = |st: &mut crate::store::DestinationState| {
         if !paused && (st.paused || st.blocked_on.is_some()) {
             // Resuming is also how an operator releases a blocked destination:
             // the blocking message, and every message whose retries the
@@ -172,7 +193,8 @@ pub(super) async fn set_paused(
             st.blocked_on = None;
         }
         st.paused = paused;
-    })?;
+    };
+    admin.backend.update_state(&d.name, change).await?;
     c.wake();
     tracing::info!(destination = %d.name, paused, "destination state changed by operator");
     describe(admin, &entry).await
@@ -225,7 +247,7 @@ pub(super) async fn plan_replay(
         (None, Some(t)) => {
             let ms = parse_time(t, "from_time")?;
             admin
-                .store
+                .store()?
                 .blocking(move |s| s.log().seq_at_time(ms))
                 .await?
         }
@@ -272,7 +294,7 @@ pub(super) async fn count_replay(
     let sources = plan.entry.0.sources.clone();
     let (from, to) = (plan.from, plan.to);
     Ok(admin
-        .store
+        .store()?
         .blocking(move |s| {
             s.log()
                 .count_routed(from, to, |src| sources.contains(src), cap)
@@ -288,7 +310,7 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
     let (to, bounded) = (plan.to, plan.bounded);
     let name = d.name.clone();
     let end = admin
-        .store
+        .store()?
         .blocking(move |s| {
             let end = std::cell::Cell::new(None);
             s.cursors()
@@ -333,7 +355,7 @@ pub(super) async fn dead_letters(
     let entry = find_destination(admin, name)?;
     let dest = entry.0.name.clone();
     let list = admin
-        .store
+        .store()?
         .blocking(move |s| s.dead_letters().list(&dest, after, limit))
         .await?;
     Ok(list
@@ -355,10 +377,10 @@ pub(super) async fn redeliver(
 ) -> Result<DestinationName, ApiError> {
     let entry = find_destination(admin, name)?;
     let (d, c) = &*entry;
-    if admin.store.dead_letters().get(&d.name, seq)?.is_none() {
+    if admin.store()?.dead_letters().get(&d.name, seq)?.is_none() {
         return Err(ApiError::NotFound("dead letter"));
     }
-    let stored = admin.store.blocking(move |s| s.log().message(seq)).await?;
+    let stored = admin.store()?.blocking(move |s| s.log().message(seq)).await?;
     if stored.is_none() {
         return Err(ApiError::NotFound("message"));
     }
@@ -377,7 +399,7 @@ pub(super) async fn redeliver_all(
     let (d, c) = &*entry;
     let dest = d.name.clone();
     let seqs = admin
-        .store
+        .store()?
         .blocking(move |s| s.dead_letters().seqs(&dest))
         .await?;
     let queued = c.request_redeliveries(seqs);
@@ -467,9 +489,9 @@ pub(super) async fn message_detail(
     admin: &Admin,
     seq: Seq,
 ) -> Result<(Message, Vec<DeliveryView>), ApiError> {
-    let m = admin
-        .store
-        .blocking(move |s| s.log().message(seq))
+    let backend = &admin.backend;
+    let m = backend
+        .message(seq)
         .await?
         .ok_or(ApiError::NotFound("message"))?;
     let mut out = Vec::new();
@@ -478,13 +500,33 @@ pub(super) async fn message_detail(
         if !d.sources.contains(&m.source) {
             continue;
         }
-        let cursor = admin.store.cursors().get(&d.name)?;
-        let status = delivery_status(&admin.store, d, cursor, seq, &m)?;
-        let name = d.name.clone();
-        let attempts = admin
-            .store
-            .blocking(move |s| s.attempts().list(&name, seq))
-            .await?;
+        let (status, attempts) = match backend {
+            Backend::Sled(store) => {
+                let cursor = store.cursors().get(&d.name)?;
+                let status = delivery_status(store, d, cursor, seq, &m)?;
+                let name = d.name.clone();
+                let attempts = store
+                    .blocking(move |s| s.attempts().list(&name, seq))
+                    .await?;
+                (status, attempts)
+            }
+            Backend::Fleet(fleet) => {
+                // Past the ack floor means finished (delivered, dead or
+                // skipped); unordered messages acked above it show as pending.
+                let (floor, _) = fleet.position(&d.name).await.map_err(StoreError::from)?;
+                let dead = backend.dead_letter(&d.name, seq).await?.is_some();
+                let status = if dead {
+                    "dead"
+                } else if !d.rules.is_empty() && d.rules.decide(seq, &m) == Decision::Skip {
+                    "skipped"
+                } else if floor >= seq {
+                    "delivered"
+                } else {
+                    "pending"
+                };
+                (status, backend.attempts(&d.name, seq).await?)
+            }
+        };
         out.push(DeliveryView {
             destination: d.name.clone(),
             status,

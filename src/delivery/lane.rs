@@ -27,6 +27,7 @@ use super::{DeliveryError, SHUTDOWN_GRACE};
 use crate::config::{DestinationConfig, OnExhausted, RetryPolicy};
 use crate::model::{Seq, SourceName};
 use crate::route::Decision as Route;
+use crate::backend::Backend;
 use crate::store::{Attempt, DeadLetter, Latest, Message, ReplayEnd, RetryRun, Scan, Store};
 use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
@@ -56,7 +57,7 @@ pub enum Finished {
 /// Everything needed to deliver to one destination.
 pub struct Lane {
     pub dest: DestinationConfig,
-    pub store: Store,
+    pub backend: Backend,
     pub control: Arc<Control>,
     client: HttpClient,
     limiter: Limiter,
@@ -147,23 +148,26 @@ fn millis(d: Duration) -> u64 {
 impl Lane {
     pub fn new(
         dest: DestinationConfig,
-        store: Store,
+        backend: Backend,
         control: Arc<Control>,
         client: HttpClient,
         shutdown: CancellationToken,
     ) -> Lane {
-        let attempted_upto = match store.attempts().last_attempted(&dest.name) {
-            Ok(seq) => seq.0,
-            Err(e) => {
+        // The fleet has no such index: its attempts are always looked up.
+        let last = backend.sled().map(|s| s.attempts().last_attempted(&dest.name));
+        let attempted_upto = match last {
+            Some(Ok(seq)) => seq.0,
+            Some(Err(e)) => {
                 tracing::warn!(destination = %dest.name, error = %e, "cannot read the last attempted seq; attempts will be looked up every time");
                 u64::MAX
             }
+            None => u64::MAX,
         };
         Lane {
             attempted_upto: AtomicU64::new(attempted_upto),
             limiter: Limiter::new(dest.rate_limit),
             dest,
-            store,
+            backend,
             control,
             client,
             shutdown,
@@ -198,13 +202,13 @@ impl Lane {
                 self.control.record_skipped();
                 return Ok(Finished::Done);
             }
-            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason),
+            Err(Route::Fail(reason)) => return self.routing_failed(seq, reason).await,
             Err(Route::Deliver(_)) => return Ok(Finished::Done),
         };
         let msg = &*shaped;
         // Attempt numbers continue across restarts, runs and replays (they
         // key the attempt history); the retry budget counts the current run.
-        let latest = self.latest(seq)?;
+        let latest = self.latest(seq).await?;
         let mut n = latest.as_ref().map_or(0, |l| l.n);
         let add_failing = |delta| self.add_failing(delta);
         let mut failing: Option<Counted<'_>> = None;
@@ -225,7 +229,7 @@ impl Lane {
                     }
                 }
                 Decision::Exhausted(why) => {
-                    return self.exhausted(seq, n, why, last.error.unwrap_or_default());
+                    return self.exhausted(seq, n, why, last.error.unwrap_or_default()).await;
                 }
             }
             run = Some(resumed);
@@ -243,7 +247,7 @@ impl Lane {
                 let _ = w.send(answer);
             }
             let Some(error) = sent.record.error.clone() else {
-                self.record(seq, n, &sent, None)?;
+                self.record(seq, n, &sent, None).await?;
                 return Ok(Finished::Done);
             };
             if failing.is_none() {
@@ -262,7 +266,7 @@ impl Lane {
                 Decision::Retry(wait) => Some(now_ms().saturating_add(millis(wait))),
                 Decision::Exhausted(_) => None,
             };
-            self.record(seq, n, &sent, Some(&run.stored))?;
+            self.record(seq, n, &sent, Some(&run.stored)).await?;
             match decision {
                 Decision::Retry(wait) => {
                     tokio::select! {
@@ -270,7 +274,7 @@ impl Lane {
                         _ = interrupt.cancelled() => return Ok(Finished::Interrupted),
                     }
                 }
-                Decision::Exhausted(why) => return self.exhausted(seq, n, why, error),
+                Decision::Exhausted(why) => return self.exhausted(seq, n, why, error).await,
             }
         }
     }
@@ -287,6 +291,7 @@ impl Lane {
     /// (delivery fell behind at 10-11k/s against 12.5k/s read inline).
     pub async fn read_ahead(
         self: &Arc<Self>,
+        store: &Store,
         after: Seq,
         upto: Seq,
         budget: usize,
@@ -294,8 +299,7 @@ impl Lane {
     ) -> Result<Vec<Scan>, DeliveryError> {
         if after < upto && upto.0 - after.0 <= HOT_SEQS {
             let routes = |source: &SourceName| self.dest.sources.contains(source);
-            let hot = self
-                .store
+            let hot = store
                 .log()
                 .next_routed_within(after, upto, HOT_SCAN, HOT_BYTES, routes)?;
             // `Nothing(after)`: the next routed message is larger than that.
@@ -304,7 +308,7 @@ impl Lane {
             }
         }
         let lane = self.clone();
-        let scans = self.store.blocking(move |s| {
+        let scans = store.blocking(move |s| {
             let routes = |source: &SourceName| lane.dest.sources.contains(source);
             let limits = (max_found, READ_AHEAD_BYTES);
             s.log().read_ahead(after, upto, budget, limits, routes)
@@ -315,13 +319,13 @@ impl Lane {
     /// Ends a bounded replay (`replay --to-seq`) whose end the cursor has
     /// reached: the cursor goes back to where it was before the replay, so
     /// what followed the range and was delivered then is not sent again.
-    pub fn end_replay(&self, cursor: Seq, end: ReplayEnd) -> Result<(), DeliveryError> {
+    pub fn end_replay(&self, store: &Store, cursor: Seq, end: ReplayEnd) -> Result<(), DeliveryError> {
         let name = &self.dest.name;
         // Refused if an operator moved the cursor meanwhile (even when it
         // stays put): their replay also replaced `replay_end`.
         let target = end.resume.max(cursor);
-        if self.store.cursors().advance(name, cursor, target)? {
-            self.store.destinations().update(name, |st| {
+        if store.cursors().advance(name, cursor, target)? {
+            store.destinations().update(name, |st| {
                 if st.replay_end == Some(end) {
                     st.replay_end = None;
                 }
@@ -334,10 +338,13 @@ impl Lane {
     /// A message just written (a sync reply's): read on this thread when
     /// small enough to still be in sled's cache (as in [`Lane::read_ahead`]),
     /// else on the blocking pool.
-    pub async fn fresh_message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
+    pub async fn fresh_message(
+        &self,
+        store: &Store,
+        seq: Seq,
+    ) -> Result<Option<Message>, DeliveryError> {
         let before = Seq(seq.0.saturating_sub(1));
-        let hot = self
-            .store
+        let hot = store
             .log()
             .next_routed_within(before, seq, 1, HOT_BYTES, |_| true)?;
         match hot {
@@ -346,9 +353,9 @@ impl Lane {
         }
     }
 
-    /// One message, read on the blocking pool.
+    /// One message (sled: read on the blocking pool).
     pub async fn message(&self, seq: Seq) -> Result<Option<Message>, DeliveryError> {
-        Ok(self.store.blocking(move |s| s.log().message(seq)).await?)
+        Ok(self.backend.message(seq).await?)
     }
 
     /// One more attempt at a dead letter, out of order: success removes the
@@ -359,7 +366,7 @@ impl Lane {
         interrupt: &CancellationToken,
     ) -> Result<(), DeliveryError> {
         let name = &self.dest.name;
-        if self.store.dead_letters().get(name, seq)?.is_none() {
+        if self.backend.dead_letter(name, seq).await?.is_none() {
             return Ok(());
         }
         let Some(msg) = self.message(seq).await? else {
@@ -369,30 +376,30 @@ impl Lane {
         let msg = match self.route(seq, &msg) {
             Ok(shaped) => shaped,
             Err(Route::Fail(last_error)) => {
-                let n = self.attempts_so_far(seq)?.saturating_add(1);
+                let n = self.attempts_so_far(seq).await?.saturating_add(1);
                 let dead = DeadLetter {
                     at_ms: now_ms(),
                     attempts: n,
                     last_error,
                 };
-                self.store.dead_letters().add(name, seq, &dead)?;
+                self.backend.add_dead_letter(name, seq, &dead).await?;
                 return Ok(());
             }
             // Today's rules skip it: nothing is owed to this destination.
             Err(_) => {
-                self.store.dead_letters().remove(name, seq)?;
+                self.backend.remove_dead_letter(name, seq).await?;
                 tracing::info!(destination = %name, seq = seq.0, "dead letter dropped: the routing rules skip it now");
                 return Ok(());
             }
         };
-        let n = self.attempts_so_far(seq)?.saturating_add(1);
+        let n = self.attempts_so_far(seq).await?.saturating_add(1);
         let Some(sent) = self.send(seq, &msg, (n, false), interrupt).await? else {
             return Ok(());
         };
-        self.record(seq, n, &sent, None)?;
+        self.record(seq, n, &sent, None).await?;
         match sent.record.error {
             None => {
-                self.store.dead_letters().remove(name, seq)?;
+                self.backend.remove_dead_letter(name, seq).await?;
                 tracing::info!(destination = %name, seq = seq.0, attempt = n, "dead letter redelivered");
             }
             Some(last_error) => {
@@ -401,7 +408,7 @@ impl Lane {
                     attempts: n,
                     last_error,
                 };
-                self.store.dead_letters().add(name, seq, &dead)?;
+                self.backend.add_dead_letter(name, seq, &dead).await?;
             }
         }
         Ok(())
@@ -410,16 +417,16 @@ impl Lane {
     /// The latest recorded attempt of `seq`; a store read only for a seq
     /// that may have been attempted before (a retry after a restart, a
     /// replay): one seek, on this thread.
-    fn latest(&self, seq: Seq) -> Result<Option<Latest>, DeliveryError> {
+    async fn latest(&self, seq: Seq) -> Result<Option<Latest>, DeliveryError> {
         if seq.0 > self.attempted_upto.load(Ordering::Acquire) {
             return Ok(None);
         }
-        Ok(self.store.attempts().latest(&self.dest.name, seq)?)
+        Ok(self.backend.latest(&self.dest.name, seq).await?)
     }
 
     /// How many attempts of `seq` are recorded (the latest one's number).
-    fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
-        Ok(self.latest(seq)?.map_or(0, |l| l.n))
+    async fn attempts_so_far(&self, seq: Seq) -> Result<u32, DeliveryError> {
+        Ok(self.latest(seq).await?.map_or(0, |l| l.n))
     }
 
     /// Takes a rate permit and sends attempt `n` (keeping its answer for a
@@ -480,7 +487,7 @@ impl Lane {
 
     /// Records attempt `n` (with the retry run it leaves, if it failed in
     /// one), then reports it.
-    fn record(
+    async fn record(
         &self,
         seq: Seq,
         n: u32,
@@ -488,9 +495,9 @@ impl Lane {
         run: Option<&RetryRun>,
     ) -> Result<(), DeliveryError> {
         let record = &sent.record;
-        self.store
-            .attempts()
-            .record_in(&self.dest.name, seq, n, record, run)?;
+        self.backend
+            .record(&self.dest.name, seq, n, record, run)
+            .await?;
         self.attempted_upto.fetch_max(seq.0, Ordering::Release);
         let (at_ms, status, latency_ms) = (record.at_ms, record.status, record.latency_ms);
         let last = LastAttempt {
@@ -556,8 +563,8 @@ impl Lane {
     /// A filter or transform failed: recorded as an attempt that sent
     /// nothing, then straight to `on_exhausted`, since the same program on
     /// the same message fails the same way (fix the config, then redeliver).
-    fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
-        let n = self.attempts_so_far(seq)?.saturating_add(1);
+    async fn routing_failed(&self, seq: Seq, reason: String) -> Result<Finished, DeliveryError> {
+        let n = self.attempts_so_far(seq).await?.saturating_add(1);
         let error = truncate(reason);
         let record = Attempt {
             at_ms: now_ms(),
@@ -565,9 +572,9 @@ impl Lane {
             latency_ms: 0,
             error: Some(error.clone()),
         };
-        self.store
-            .attempts()
-            .record(&self.dest.name, seq, n, &record)?;
+        self.backend
+            .record(&self.dest.name, seq, n, &record, None)
+            .await?;
         self.attempted_upto.fetch_max(seq.0, Ordering::Release);
         let last = LastAttempt {
             at_ms: record.at_ms,
@@ -577,10 +584,10 @@ impl Lane {
         };
         self.control.record(last, AttemptOutcome::Failed);
         tracing::info!(destination = %self.dest.name, seq = seq.0, attempt = n, reason = %error, "routing failed");
-        self.exhausted(seq, n, "routing failed", error)
+        self.exhausted(seq, n, "routing failed", error).await
     }
 
-    fn exhausted(
+    async fn exhausted(
         &self,
         seq: Seq,
         attempts: u32,
@@ -596,16 +603,18 @@ impl Lane {
                     attempts,
                     last_error,
                 };
-                self.store.dead_letters().add(name, seq, &dead)?;
+                self.backend.add_dead_letter(name, seq, &dead).await?;
                 self.control
                     .record_dead_letter(seq, attempts, &dead.last_error);
                 Ok(Finished::Done)
             }
             OnExhausted::Block => {
                 tracing::warn!(destination = %name, seq = seq.0, attempts, why, "destination blocked until an operator acts");
-                self.store.destinations().update(name, |st| {
-                    st.blocked_on.get_or_insert(seq);
-                })?;
+                self.backend
+                    .update_state(name, |st| {
+                        st.blocked_on.get_or_insert(seq);
+                    })
+                    .await?;
                 self.control.record_blocked(seq, &last_error);
                 Ok(Finished::Blocked)
             }

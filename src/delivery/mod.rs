@@ -12,6 +12,7 @@
 //! - [`reply`]: providers waiting on a destination's answer (sync replies).
 
 pub mod client;
+mod fleet;
 mod lane;
 pub mod limit;
 pub mod reply;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::config::{DeliveryOrder, DestinationConfig};
 use crate::model::{DestinationName, Seq};
 use crate::store::{Message, Scan, StoreError};
@@ -58,33 +60,36 @@ pub use status::Control;
 /// `shutdown` stops the workers (a reload or the process's end); only the
 /// process's end (`exit`) cuts an attempt in flight short, after
 /// [`SHUTDOWN_GRACE`]: at a reload it finishes (within its `timeout`) and is
-/// recorded, so it is never sent again beside itself.
+/// recorded, so it is never sent again beside itself. In a fleet, `added`
+/// (destinations new at a reload) start at the stream's end, and one task
+/// wakes the workers whose state another relay changed.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_workers(
     destinations: &[DestinationConfig],
     clients: &Clients,
-    store: &crate::store::Store,
+    backend: &Backend,
     head: &watch::Receiver<Seq>,
     events: &crate::events::Events,
     tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-    exit: &CancellationToken,
+    (shutdown, exit): (&CancellationToken, &CancellationToken),
+    added: &[DestinationName],
 ) -> Vec<(DestinationName, Arc<Control>)> {
-    destinations
+    let controls: Vec<_> = destinations
         .iter()
         .map(|dest| {
             let control = Arc::new(Control::new(dest.name.clone(), events.clone()));
             let lane = Arc::new(Lane::new(
                 dest.clone(),
-                store.clone(),
+                backend.clone(),
                 control.clone(),
                 clients.for_destination(dest),
                 exit.clone(),
             ));
-            match dest.ordering {
-                DeliveryOrder::Strict => {
+            match (backend, dest.ordering) {
+                (Backend::Sled(store), DeliveryOrder::Strict) => {
                     let worker = Strict {
                         lane,
+                        store: store.clone(),
                         head: head.clone(),
                         shutdown: shutdown.clone(),
                         ahead: VecDeque::new(),
@@ -92,23 +97,33 @@ pub fn spawn_workers(
                     };
                     tracker.spawn(worker.run());
                 }
-                DeliveryOrder::Unordered => {
+                (Backend::Sled(store), DeliveryOrder::Unordered) => {
                     tracker.spawn(unordered::run(
                         lane,
+                        store.clone(),
                         head.clone(),
                         shutdown.clone(),
                         dest.max_in_flight,
                     ));
                 }
+                (Backend::Fleet(fleet), _) => {
+                    let from_now = added.contains(&dest.name);
+                    tracker.spawn(fleet::run(lane, fleet.clone(), shutdown.clone(), from_now));
+                }
             }
             (dest.name.clone(), control)
         })
-        .collect()
+        .collect();
+    if let Backend::Fleet(f) = backend {
+        tracker.spawn(fleet::wake_on_changes(f.clone(), controls.clone(), shutdown.clone()));
+    }
+    controls
 }
 
 /// `ordering = "strict"`: one message in flight, the next only after it finished.
 struct Strict {
     lane: Arc<Lane>,
+    store: crate::store::Store,
     head: watch::Receiver<Seq>,
     shutdown: CancellationToken,
     /// Routed messages read ahead, in seq order: the next ones after
@@ -141,18 +156,18 @@ impl Strict {
         if let Some(seq) = lane.control.next_redelivery() {
             return lane.redeliver(seq, &self.shutdown).await;
         }
-        let state = lane.store.destinations().get(name)?;
+        let state = self.store.destinations().get(name)?;
         if state.paused || state.blocked_on.is_some() {
             // A pause can last for days: hold no bodies meanwhile.
             self.ahead.clear();
             self.wait_for_operator().await;
             return Ok(());
         }
-        let cursor = lane.store.cursors().get(name)?;
+        let cursor = self.store.cursors().get(name)?;
         let head = *self.head.borrow_and_update();
         // A bounded replay reads no further than its end, then ends.
         let limit = match state.replay_end {
-            Some(end) if cursor >= end.to => return lane.end_replay(cursor, end),
+            Some(end) if cursor >= end.to => return lane.end_replay(&self.store, cursor, end),
             Some(end) => head.min(end.to),
             None => head,
         };
@@ -163,7 +178,7 @@ impl Strict {
         self.ahead.retain(|(seq, _)| *seq <= limit);
         if self.ahead.is_empty() {
             for scan in lane
-                .read_ahead(cursor, limit, SCAN_BUDGET, READ_AHEAD)
+                .read_ahead(&self.store, cursor, limit, SCAN_BUDGET, READ_AHEAD)
                 .await?
             {
                 match scan {
@@ -187,7 +202,7 @@ impl Strict {
             // theirs wins, and (like a failed write) the next step finds the
             // cursor elsewhere and drops what was read ahead.
             self.ahead_from = seq;
-            lane.store.cursors().advance(name, cursor, seq)?;
+            self.store.cursors().advance(name, cursor, seq)?;
         } else {
             // `seq` is not finished: it must be read again.
             self.ahead.clear();
@@ -205,7 +220,7 @@ impl Strict {
     ) -> Result<(), DeliveryError> {
         let lane = self.lane.clone();
         if upto > cursor {
-            lane.store
+            self.store
                 .cursors()
                 .advance(&lane.dest.name, cursor, upto)?;
         }
@@ -236,8 +251,8 @@ impl Strict {
             tokio::select! {
                 r = &mut delivery => return r,
                 _ = lane.control.changed.notified(), if !interrupt.is_cancelled() => {
-                    let st = lane.store.destinations().get(&lane.dest.name)?;
-                    let moved = lane.store.cursors().get(&lane.dest.name)? != cursor;
+                    let st = self.store.destinations().get(&lane.dest.name)?;
+                    let moved = self.store.cursors().get(&lane.dest.name)? != cursor;
                     if st.paused || st.blocked_on.is_some() || moved || st.retry_epoch != epoch {
                         tracing::info!(destination = %lane.dest.name, seq = seq.0, "delivery interrupted by an operator");
                         interrupt.cancel();

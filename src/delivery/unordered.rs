@@ -163,6 +163,7 @@ const MAX_EARLY: usize = 4096;
 /// The scheduler's state between wake-ups.
 struct Scheduler {
     lane: Arc<Lane>,
+    store: crate::store::Store,
     head: watch::Receiver<Seq>,
     shutdown: CancellationToken,
     max_in_flight: usize,
@@ -184,11 +185,12 @@ struct Scheduler {
 /// Runs one unordered destination until shutdown, then joins every task.
 pub async fn run(
     lane: Arc<Lane>,
+    store: crate::store::Store,
     head: watch::Receiver<Seq>,
     shutdown: CancellationToken,
     max_in_flight: usize,
 ) {
-    let saved = match lane.store.cursors().take_window(&lane.dest.name) {
+    let saved = match store.cursors().take_window(&lane.dest.name) {
         Ok(saved) => saved,
         Err(e) => {
             tracing::error!(destination = %lane.dest.name, error = %e, "cannot read the saved delivery window");
@@ -198,6 +200,7 @@ pub async fn run(
     let mut s = Scheduler {
         generation: shutdown.child_token(),
         lane,
+        store,
         head,
         shutdown,
         max_in_flight: max_in_flight.max(1),
@@ -228,7 +231,7 @@ impl Scheduler {
     /// One round: fill the window, then wait for something to happen
     /// (operator requests arrive with a wake-up).
     async fn cycle(&mut self) -> Result<(), DeliveryError> {
-        let state = self.lane.store.destinations().get(&self.lane.dest.name)?;
+        let state = self.store.destinations().get(&self.lane.dest.name)?;
         let stopped = state.paused || state.blocked_on.is_some();
         if stopped {
             // Nothing new starts; retries in progress stop at their next wait.
@@ -309,7 +312,7 @@ impl Scheduler {
             // At or below `scanned`: the scan started it, and its delivery takes the waiter.
             if window.start_early(seq) {
                 let task = (seq, epoch, &self.generation);
-                spawn_fresh(&mut self.messages, &self.lane, task);
+                spawn_fresh(&mut self.messages, (&self.lane, &self.store), task);
             }
         }
     }
@@ -341,7 +344,7 @@ impl Scheduler {
     /// (Re)builds the window from the stored cursor; at the first load, from
     /// the window saved at the last graceful stop if it matches that cursor.
     fn load(&mut self) -> Result<(), DeliveryError> {
-        let cursor = self.lane.store.cursors().get(&self.lane.dest.name)?;
+        let cursor = self.store.cursors().get(&self.lane.dest.name)?;
         let window = match self.saved.take() {
             Some(saved) if saved.cursor == cursor => Window::resume(&saved),
             _ => Window::new(cursor),
@@ -360,7 +363,7 @@ impl Scheduler {
             && self.window.as_ref().is_some_and(|w| w.cursor() >= end.to);
         if done {
             self.persist()?;
-            self.lane.end_replay(self.persisted, end)?;
+            self.lane.end_replay(&self.store, self.persisted, end)?;
         }
         Ok(done)
     }
@@ -397,7 +400,7 @@ impl Scheduler {
         let mut more = false;
         'fill: while window.len() < self.max_in_flight && window.scanned() < head {
             let room = self.max_in_flight - window.len();
-            let scans = lane.read_ahead(window.scanned(), head, SCAN_BUDGET, room);
+            let scans = lane.read_ahead(&self.store, window.scanned(), head, SCAN_BUDGET, room);
             for scan in scans.await? {
                 match scan {
                     Scan::Found(seq, msg) => {
@@ -456,7 +459,6 @@ impl Scheduler {
         }
         let name = &self.lane.dest.name;
         if self
-            .lane
             .store
             .cursors()
             .advance(name, self.persisted, cursor)?
@@ -481,7 +483,7 @@ impl Scheduler {
             }
         }
         while self.redeliveries.join_next().await.is_some() {}
-        let store = &self.lane.store;
+        let store = &self.store;
         if let Some(saved) = self.saved.take() {
             // Never loaded (stopped all along): keep it for the next start.
             if let Err(e) = store.cursors().save_window(&name, &saved) {
@@ -507,13 +509,14 @@ impl Scheduler {
 /// never waits for the read): `(seq, retry epoch, interrupt)`.
 fn spawn_fresh(
     tasks: &mut JoinSet<MessageTask>,
-    lane: &Arc<Lane>,
+    (lane, store): (&Arc<Lane>, &crate::store::Store),
     (seq, epoch, interrupt): (Seq, u64, &CancellationToken),
 ) {
     let lane = lane.clone();
+    let store = store.clone();
     let interrupt = interrupt.clone();
     tasks.spawn(async move {
-        let msg = match lane.fresh_message(seq).await {
+        let msg = match lane.fresh_message(&store, seq).await {
             Ok(Some(msg)) => msg,
             // Gone from the log (retention): nothing left to deliver.
             Ok(None) => {

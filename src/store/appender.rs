@@ -81,18 +81,46 @@ struct Request {
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
-/// Handle used by ingest to append; the appender stops once every handle is dropped.
+/// Handle used by ingest to append (the write side of the storage seam):
+/// to sled's appender, which stops once every handle is dropped, or to the
+/// fleet's stream.
 #[derive(Clone)]
 pub struct Appender {
-    tx: mpsc::Sender<Request>,
+    to: To,
+}
+
+#[derive(Clone)]
+enum To {
+    Sled(mpsc::Sender<Request>),
+    Fleet(Arc<crate::fleet::Fleet>),
 }
 
 impl Appender {
+    /// Publishes to a fleet's JetStream stream instead of sled.
+    pub fn fleet(fleet: Arc<crate::fleet::Fleet>) -> Appender {
+        Appender {
+            to: To::Fleet(fleet),
+        }
+    }
+
     /// Appends one message and waits until it is durable (or known duplicate).
     pub async fn append(&self, msg: NewMessage) -> Result<AppendOutcome, StoreError> {
+        let tx = match &self.to {
+            To::Sled(tx) => tx,
+            To::Fleet(fleet) => {
+                use crate::fleet::{FleetError, Published};
+                return match fleet.publish(msg).await {
+                    Ok(Published::Stored { seq, id }) => Ok(AppendOutcome::Stored { seq, id }),
+                    Ok(Published::Duplicate { seq, id }) => {
+                        Ok(AppendOutcome::Duplicate { seq, id })
+                    }
+                    Err(FleetError::Full) => Err(StoreError::OverBudget),
+                    Err(e) => Err(e.into()),
+                };
+            }
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { msg, reply })
+        tx.send(Request { msg, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -126,7 +154,7 @@ pub fn spawn_appender(
         shutdown,
     ));
     tracker.spawn(run(store, rx, applied_tx, next, guard));
-    Ok(Appender { tx })
+    Ok(Appender { to: To::Sled(tx) })
 }
 
 async fn periodic_sync(store: Store, shutdown: CancellationToken) {

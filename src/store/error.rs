@@ -12,6 +12,9 @@ use crate::model::Seq;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    /// The fleet's JetStream (`backend = "nats"`).
+    #[error("{0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("i/o error on {path}: {source}")]
     Io {
         path: PathBuf,

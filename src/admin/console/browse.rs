@@ -139,7 +139,7 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
         .transpose()?;
     let to_ms = to_ms.map(|t| ops::parse_time(t, "to time")).transpose()?;
     let (by_time_floor, by_time_ceiling) = admin
-        .store
+        .store()?
         .blocking(move |s| {
             let log = s.log();
             let lo = from_ms.map(|ms| log.seq_at_time(ms)).transpose()?;
@@ -156,11 +156,11 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
     }
     let dest = dest.map(|e| e.0.clone());
     let cursor = match &dest {
-        Some(d) => admin.store.cursors().get(&d.name)?,
+        Some(d) => admin.store()?.cursors().get(&d.name)?,
         None => Seq(0),
     };
     Ok(admin
-        .store
+        .store()?
         .blocking(move |s| {
             let head_ok = |h: &crate::store::MessageHead| {
                 source.as_ref().is_none_or(|src| *src == h.source)

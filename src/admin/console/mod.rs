@@ -435,9 +435,9 @@ async fn overview(admin: &Admin, ctx: &Ctx) -> Result<Markup, ApiError> {
     }
     let sources = ops::sources(admin);
     // sled reads file metadata for this: off the async threads.
-    let used = admin.store.blocking(|s| s.size_on_disk()).await.ok();
+    let used = admin.store()?.blocking(|s| s.size_on_disk()).await.ok();
     let first = admin
-        .store
+        .store()?
         .blocking(|s| s.log().first_seq())
         .await
         .ok()
@@ -462,7 +462,7 @@ async fn destination(
     let row = dest_row(admin, &entry).await?;
     let dest = entry.0.name.clone();
     let attempts = admin
-        .store
+        .store()?
         .blocking(move |s| s.attempts().recent(&dest, DEST_ROWS))
         .await?;
     // One more than shown says whether there is a next page.

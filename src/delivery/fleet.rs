@@ -1,0 +1,227 @@
+//! A destination's worker in a fleet (`backend = "nats"`): it pulls from the
+//! destination's JetStream consumer, which every relay shares, instead of
+//! reading the log from a cursor. The consumer's `max_ack_pending` (1 for
+//! strict, `max_in_flight` otherwise) bounds what is in flight across the
+//! whole fleet, and JetStream hands a message out again if the relay
+//! holding it goes quiet for `ack_wait`. One message's attempts, retries and
+//! exhaustion are the shared [`Lane`]'s, recorded in the fleet's bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::lane::{Finished, Lane};
+use super::{DeliveryError, STORE_ERROR_BACKOFF};
+use crate::config::DeliveryOrder;
+use crate::fleet::{Delivery, Feed, Fleet};
+
+/// How long one pull waits for a message. Each pull runs to its end (one
+/// abandoned would leave a message handed to nobody until `ack_wait`), so
+/// this is also how long a pause or a shutdown may wait for it.
+const PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs one destination's fleet worker until `shutdown`, then releases
+/// what it holds (another relay takes it up at once) and returns.
+pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken, from_now: bool) {
+    let name = lane.dest.name.clone();
+    let max_in_flight = match lane.dest.ordering {
+        DeliveryOrder::Strict => 1,
+        DeliveryOrder::Unordered => lane.dest.max_in_flight.max(1),
+    };
+    let feed = loop {
+        match fleet.feed(&name, max_in_flight, from_now).await {
+            Ok(feed) => break Arc::new(feed),
+            Err(e) => {
+                tracing::error!(destination = %name, error = %e, "cannot open the destination's consumer");
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    tracing::debug!(destination = %name, max_in_flight, "fleet worker started");
+    let mut w = Worker {
+        lane,
+        feed,
+        generation: shutdown.child_token(),
+        epoch: None,
+        shutdown,
+        max_in_flight,
+        tasks: JoinSet::new(),
+    };
+    while !w.shutdown.is_cancelled() {
+        if let Err(e) = w.step().await {
+            tracing::error!(destination = %name, error = %e, "delivery step failed");
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                _ = w.shutdown.cancelled() => {}
+            }
+        }
+    }
+    w.generation.cancel();
+    while w.tasks.join_next().await.is_some() {}
+    tracing::debug!(destination = %name, "fleet worker stopped");
+}
+
+struct Worker {
+    lane: Arc<Lane>,
+    feed: Arc<Feed>,
+    /// Interrupts this relay's deliveries of the destination (a pause, a
+    /// block or a new retry epoch, seen through the fleet's bucket).
+    generation: CancellationToken,
+    /// The retry epoch the running deliveries started in.
+    epoch: Option<u64>,
+    shutdown: CancellationToken,
+    max_in_flight: usize,
+    tasks: JoinSet<()>,
+}
+
+impl Worker {
+    /// One unit of progress: a requested redelivery, a pull, or a wait.
+    async fn step(&mut self) -> Result<(), DeliveryError> {
+        let lane = self.lane.clone();
+        while self.tasks.try_join_next().is_some() {}
+        if let Some(seq) = lane.control.next_redelivery() {
+            return lane.redeliver(seq, &self.shutdown).await;
+        }
+        let state = lane.backend.state(&lane.dest.name).await?;
+        let stopped = state.paused || state.blocked_on.is_some();
+        if stopped || self.epoch.is_some_and(|e| e != state.retry_epoch) {
+            // Deliveries in progress stop at their next wait and give their
+            // message back; the next pull (after a resume) hands it out again.
+            self.generation.cancel();
+            self.generation = self.shutdown.child_token();
+        }
+        self.epoch = Some(state.retry_epoch);
+        if stopped {
+            tokio::select! {
+                _ = lane.control.changed.notified() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
+        let room = self.max_in_flight.saturating_sub(self.tasks.len());
+        if room == 0 {
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                _ = lane.control.changed.notified() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
+        // Not abandoned on a wake-up: see `PULL_WAIT`.
+        let pulled = self
+            .feed
+            .fetch(room, PULL_WAIT)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        for d in pulled {
+            let task = Task {
+                lane: lane.clone(),
+                feed: self.feed.clone(),
+                epoch: state.retry_epoch,
+                interrupt: self.generation.clone(),
+            };
+            self.tasks.spawn(task.run(d));
+        }
+        Ok(())
+    }
+}
+
+/// One message handed to this relay.
+struct Task {
+    lane: Arc<Lane>,
+    feed: Arc<Feed>,
+    epoch: u64,
+    interrupt: CancellationToken,
+}
+
+impl Task {
+    async fn run(self, d: Delivery) {
+        let name = &self.lane.dest.name;
+        let seq = d.seq;
+        let outcome = self.deliver(&d).await;
+        let settled = match outcome {
+            Ok(Finished::Done) => d.done().await,
+            // Blocked: held by nobody until an operator resumes; released
+            // at once otherwise (shutdown, pause, a new epoch), so another
+            // relay can take it up.
+            Ok(Finished::Blocked | Finished::Interrupted) => d.release(None).await,
+            Err(e) => {
+                tracing::error!(destination = %name, seq = seq.0, error = %e, "delivery failed; the message is handed out again");
+                d.release(Some(STORE_ERROR_BACKOFF)).await
+            }
+        };
+        if let Err(e) = settled {
+            // JetStream hands it out again after `ack_wait`: at least once.
+            tracing::warn!(destination = %name, seq = seq.0, error = %e, "cannot settle the message with JetStream");
+        }
+    }
+
+    /// Delivers one message, telling JetStream it is in progress while its
+    /// attempts and retries last.
+    async fn deliver(&self, d: &Delivery) -> Result<Finished, DeliveryError> {
+        let lane = &self.lane;
+        let msg = d.message().map_err(crate::store::StoreError::from)?;
+        if !lane.dest.sources.contains(&msg.source) {
+            return Ok(Finished::Done);
+        }
+        // Pulled just before a pause or a block took effect.
+        let state = lane.backend.state(&lane.dest.name).await?;
+        if state.paused || state.blocked_on.is_some() || state.retry_epoch != self.epoch {
+            return Ok(Finished::Interrupted);
+        }
+        let delivery = lane.deliver(d.seq, &msg, self.epoch, &self.interrupt);
+        tokio::pin!(delivery);
+        let mut tick = tokio::time::interval(self.feed.progress_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut delivery => return r,
+                _ = tick.tick() => {
+                    if let Err(e) = d.in_progress().await {
+                        tracing::warn!(destination = %lane.dest.name, seq = d.seq.0, error = %e, "cannot mark the message in progress");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wakes a destination's worker whenever its state changes in the fleet's
+/// bucket (a pause, a resume, a replay on any relay), so it re-reads it.
+pub async fn wake_on_changes(
+    fleet: Arc<Fleet>,
+    controls: Vec<(crate::model::DestinationName, Arc<super::Control>)>,
+    shutdown: CancellationToken,
+) {
+    use futures_util::StreamExt;
+    while !shutdown.is_cancelled() {
+        match fleet.state_changes().await {
+            Ok(changes) => {
+                tokio::pin!(changes);
+                loop {
+                    tokio::select! {
+                        name = changes.next() => match name {
+                            Some(name) => {
+                                if let Some((_, c)) = controls.iter().find(|(n, _)| *n == name) {
+                                    c.wake();
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch the fleet's destination state"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
