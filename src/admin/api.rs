@@ -47,6 +47,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotInFleet => StatusCode::NOT_IMPLEMENTED,
+            // JetStream without a leader for a moment (a node lost): try again.
+            ApiError::Store(crate::store::StoreError::Fleet(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -142,8 +142,22 @@ impl Fleet {
         attempt: &Attempt,
         run: Option<&RetryRun>,
     ) -> Result<(), FleetError> {
+        let key = attempts_key(dest, seq);
+        if n == 1 {
+            // The common case, a first attempt: one write, no read.
+            let first = AttemptHistory {
+                attempts: vec![attempt.clone()],
+                run: run.copied(),
+            };
+            let bytes = codec::encode_history(&first).map_err(|e| FleetError::js("encode", e))?;
+            match self.bucket.create(&key, bytes.into()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(FleetError::js("attempt write", e)),
+            }
+        }
         self.modify(
-            &attempts_key(dest, seq),
+            &key,
             codec::decode_history,
             codec::encode_history,
             |old| {
@@ -196,63 +210,54 @@ impl Fleet {
             .map_err(|e| FleetError::js("dead letter removal", e))
     }
 
-    /// Every dead letter of `dest`, oldest seq first: one pass over the
-    /// bucket's keys of that destination.
+    /// Every dead letter of `dest`, oldest seq first: the latest value of
+    /// each of its keys, read through an ordered consumer of the bucket's
+    /// stream filtered to them.
     pub async fn dead_letters(
         &self,
         dest: &DestinationName,
     ) -> Result<Vec<(Seq, DeadLetter)>, FleetError> {
-        let prefix = format!("dead.{dest}.");
-        let mut out = BTreeMap::new();
-        let mut watch = self
+        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        let subject_prefix = format!("{}dead.{dest}.", self.bucket.prefix);
+        let consumer = self
             .bucket
-            .watch_with_history(format!("{prefix}*"))
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: format!("{subject_prefix}*"),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
             .await
             .map_err(|e| FleetError::js("dead letter list", e))?;
-        // A watch of no keys yields nothing at all: the count of keys
-        // first says whether to wait for any.
-        if !self.any_key(&format!("{prefix}*")).await? {
+        let mut out = BTreeMap::new();
+        if consumer.cached_info().num_pending == 0 {
             return Ok(Vec::new());
         }
-        while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|e| FleetError::js("dead letter list", e))?;
-            let seq = entry
-                .key
-                .strip_prefix(&prefix)
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| FleetError::js("dead letter list", e))?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| FleetError::js("dead letter list", e))?;
+            let seq = m
+                .subject
+                .strip_prefix(subject_prefix.as_str())
                 .and_then(|s| s.parse().ok())
                 .map(Seq);
-            if let Some(seq) = seq {
-                if entry.operation == Operation::Put {
-                    let dead = codec::decode_dead_letter(&entry.value)
-                        .map_err(|e| FleetError::js("dead letter decode", e))?;
-                    out.insert(seq, dead);
-                } else {
-                    out.remove(&seq);
-                }
+            // A removed dead letter leaves a purge marker: no payload.
+            if let (Some(seq), false) = (seq, m.payload.is_empty()) {
+                let dead = codec::decode_dead_letter(&m.payload)
+                    .map_err(|e| FleetError::js("dead letter decode", e))?;
+                out.insert(seq, dead);
             }
-            if entry.delta == 0 {
+            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            if pending == 0 {
                 break;
             }
         }
         Ok(out.into_iter().collect())
-    }
-
-    /// Whether the bucket holds any message under `pattern` (live or deleted).
-    async fn any_key(&self, pattern: &str) -> Result<bool, FleetError> {
-        let subject = format!("$KV.{}.{pattern}", self.bucket.name);
-        let stream = self.bucket.stream.clone();
-        let info = stream
-            .info_with_subjects(subject)
-            .await
-            .map_err(|e| FleetError::js("dead letter count", e))?;
-        let mut any = false;
-        futures_util::pin_mut!(info);
-        while let Some(s) = info.next().await {
-            s.map_err(|e| FleetError::js("dead letter count", e))?;
-            any = true;
-            break;
-        }
-        Ok(any)
     }
 
     /// Names of destinations whose state another relay (or this one) changes,

@@ -72,6 +72,7 @@ impl FleetError {
 
 /// A relay's connection to the fleet's stream and bucket.
 pub struct Fleet {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     bucket: jetstream::kv::Store,
@@ -101,7 +102,7 @@ impl Fleet {
                 body: max_body,
             });
         }
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let subject = format!("{}.log", cfg.stream);
         let config = jetstream::stream::Config {
             name: cfg.stream.to_string(),
@@ -157,6 +158,7 @@ impl Fleet {
                 .map_err(|e| FleetError::js("state bucket create", e))?,
         };
         Ok(Fleet {
+            client,
             js,
             stream,
             bucket,
