@@ -50,7 +50,11 @@ impl Backend {
     }
 
     /// Every attempt of `seq` at `dest`, oldest first.
-    pub async fn attempts(&self, dest: &DestinationName, seq: Seq) -> Result<Vec<Attempt>, StoreError> {
+    pub async fn attempts(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<Vec<Attempt>, StoreError> {
         match self {
             Backend::Sled(s) => s.attempts().list(dest, seq),
             Backend::Fleet(f) => Ok(f.history(dest, seq).await?.attempts),
@@ -95,7 +99,11 @@ impl Backend {
         }
     }
 
-    pub async fn remove_dead_letter(&self, dest: &DestinationName, seq: Seq) -> Result<(), StoreError> {
+    pub async fn remove_dead_letter(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<(), StoreError> {
         match self {
             Backend::Sled(s) => s.dead_letters().remove(dest, seq),
             Backend::Fleet(f) => Ok(f.remove_dead_letter(dest, seq).await?),

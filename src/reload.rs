@@ -15,11 +15,11 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::delivery::{self, Control};
 use crate::events::{self, Events};
 use crate::model::{DestinationName, Seq};
-use crate::backend::Backend;
 use crate::store::{self, Appender, DiskGuard};
 
 /// A request to reload; the answer goes back on `reply` when there is one

@@ -10,10 +10,10 @@
 //! Skips, saying why, where no `nats-server` 2.10+ is installed (fails
 //! under `CI`, whose `.ci/run` installs one).
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use support::load::{
-    arrivals, check_destination, finish_sending, load_client, missing, mix, relay,
-    Ledger, Sender, Tally, ANSWER_DEADLINE,
+    arrivals, check_destination, finish_sending, load_client, missing, mix, relay, Ledger, Sender,
+    Tally, ANSWER_DEADLINE,
 };
 use support::*;
 
@@ -102,25 +102,42 @@ fn relay_config(dir: &Path, name: &str, urls: &[String], stream: &str, t: &Targe
         .write(&dir)
 }
 
-/// Senders `k` in `range`, each posting to `url` until `stop` (or until
-/// its relay stops answering).
+/// Senders `k` in `range`, each posting to `url` until `stop`. With
+/// `persist`, a sender whose send went unanswered (a 503 while JetStream
+/// elects a leader) sends it again shortly, as a provider retries;
+/// without, it stops there (its relay is gone).
 fn spawn_senders(
     url: &str,
     range: std::ops::Range<usize>,
-    senders: &[Arc<Mutex<Sender>>],
+    (senders, persist): (&[Arc<Mutex<Sender>>], bool),
     stop: &Arc<AtomicBool>,
     ledger: &Arc<Mutex<Ledger>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     range
         .map(|k| {
-            tokio::spawn(load_client(
-                k,
+            let (url, sender, stop, ledger) = (
                 url.to_owned(),
                 senders[k].clone(),
                 stop.clone(),
                 ledger.clone(),
-                false,
-            ))
+            );
+            tokio::spawn(async move {
+                loop {
+                    load_client(
+                        k,
+                        url.clone(),
+                        sender.clone(),
+                        stop.clone(),
+                        ledger.clone(),
+                        false,
+                    )
+                    .await;
+                    if !persist || stop.load(SeqCst) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
         })
         .collect()
 }
@@ -134,16 +151,32 @@ async fn acked_at_least(ledger: &Arc<Mutex<Ledger>>, n: usize, what: &str) {
 
 /// Sends each sender's unanswered webhook again until the fleet takes it
 /// (it answers 503 while JetStream elects a new stream leader).
-async fn resend_until_answered(url: &str, senders: &[Arc<Mutex<Sender>>], ledger: &Arc<Mutex<Ledger>>) {
+async fn resend_until_answered(
+    url: &str,
+    senders: &[Arc<Mutex<Sender>>],
+    ledger: &Arc<Mutex<Ledger>>,
+) {
     for (k, sender) in senders.iter().enumerate() {
         if sender.lock().unwrap().pending.is_none() {
             continue;
         }
-        wait_for("the fleet to take writes again", Duration::from_secs(30), || async {
-            let stop = Arc::new(AtomicBool::new(false));
-            load_client(k, url.to_owned(), sender.clone(), stop, ledger.clone(), true).await;
-            sender.lock().unwrap().pending.is_none().then_some(())
-        })
+        wait_for(
+            "the fleet to take writes again",
+            Duration::from_secs(30),
+            || async {
+                let stop = Arc::new(AtomicBool::new(false));
+                load_client(
+                    k,
+                    url.to_owned(),
+                    sender.clone(),
+                    stop,
+                    ledger.clone(),
+                    true,
+                )
+                .await;
+                sender.lock().unwrap().pending.is_none().then_some(())
+            },
+        )
         .await;
     }
 }
@@ -169,7 +202,11 @@ async fn check_all_delivered(relay: &RelayProcess, t: &Targets, tally: &Tally, s
             continue;
         }
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-        let list = answer.json.as_array().expect("a list of destinations").clone();
+        let list = answer
+            .json
+            .as_array()
+            .expect("a list of destinations")
+            .clone();
         let head = list[0]["head"].as_u64().unwrap();
         let caught_up = list.iter().all(|d| d["lag"] == 0 && d["head"] == head);
         let arrived = missing(&arrivals(&t.strict), &tally.acked).is_empty()
@@ -192,8 +229,24 @@ async fn check_all_delivered(relay: &RelayProcess, t: &Targets, tally: &Tally, s
         tally.acked.len() as u64,
         "every webhook stored once, resends through another relay included"
     );
-    let strict = check_destination("strict", true, &arrivals(&t.strict), &tally.acked, &tally.sent, head, seed);
-    let spread = check_destination("spread", false, &arrivals(&t.spread), &tally.acked, &tally.sent, head, seed);
+    let strict = check_destination(
+        "strict",
+        true,
+        &arrivals(&t.strict),
+        &tally.acked,
+        &tally.sent,
+        head,
+        seed,
+    );
+    let spread = check_destination(
+        "spread",
+        false,
+        &arrivals(&t.spread),
+        &tally.acked,
+        &tally.sent,
+        head,
+        seed,
+    );
     println!(
         "head {head}; strict: {} requests, {} refused; spread: {} requests, {} refused; {} sends unanswered, {} stored anyway",
         strict.requests, strict.refused, spread.requests, spread.refused, tally.unanswered, tally.stored_anyway
@@ -225,8 +278,14 @@ async fn a_relay_killed_under_load_loses_nothing_and_strict_order_holds_fleet_wi
     let stop = Arc::new(AtomicBool::new(false));
     let a_url = format!("http://{}/in", a.ingest);
     let b_url = format!("http://{}/in", b.ingest);
-    let mut clients = spawn_senders(&a_url, 0..CLIENTS / 2, &senders, &stop, &ledger);
-    clients.extend(spawn_senders(&b_url, CLIENTS / 2..CLIENTS, &senders, &stop, &ledger));
+    let mut clients = spawn_senders(&a_url, 0..CLIENTS / 2, (&senders, false), &stop, &ledger);
+    clients.extend(spawn_senders(
+        &b_url,
+        CLIENTS / 2..CLIENTS,
+        (&senders, false),
+        &stop,
+        &ledger,
+    ));
     acked_at_least(&ledger, 300, "300 webhooks acked by the fleet").await;
     a.kill9();
     let at_kill = ledger.lock().unwrap().acked.len();
@@ -237,7 +296,10 @@ async fn a_relay_killed_under_load_loses_nothing_and_strict_order_holds_fleet_wi
     // What relay a left unanswered goes to b, as a provider's retry would.
     let tally = finish_sending(&b_url, &senders, &ledger).await;
     let (by_a, by_b) = acked_by_half(&tally.acked);
-    assert!(by_a > 0 && by_b > 0, "both relays took webhooks: {by_a} / {by_b}");
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both relays took webhooks: {by_a} / {by_b}"
+    );
     check_all_delivered(&b, &t, &tally, seed).await;
     b.assert_no_panics("after the run");
 }
@@ -259,13 +321,17 @@ async fn a_nats_node_killed_and_restarted_under_load_loses_nothing() {
     let senders: Vec<Arc<Mutex<Sender>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     let a_url = format!("http://{}/in", a.ingest);
     let b_url = format!("http://{}/in", b.ingest);
-    // Senders stop at their first unanswered send (a 503 while the stream
-    // elects a new leader): each round restarts the ones that stopped.
     for node in [0usize, 1, 2] {
         resend_until_answered(&a_url, &senders, &ledger).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut clients = spawn_senders(&a_url, 0..CLIENTS / 2, &senders, &stop, &ledger);
-        clients.extend(spawn_senders(&b_url, CLIENTS / 2..CLIENTS, &senders, &stop, &ledger));
+        let mut clients = spawn_senders(&a_url, 0..CLIENTS / 2, (&senders, true), &stop, &ledger);
+        clients.extend(spawn_senders(
+            &b_url,
+            CLIENTS / 2..CLIENTS,
+            (&senders, true),
+            &stop,
+            &ledger,
+        ));
         let before = ledger.lock().unwrap().acked.len();
         acked_at_least(&ledger, before + 200, "webhooks acked before the node dies").await;
         cluster.kill(node);
@@ -276,7 +342,10 @@ async fn a_nats_node_killed_and_restarted_under_load_loses_nothing() {
         stop.store(true, SeqCst);
         join(clients).await;
         cluster.restart(node);
-        println!("node n{node} killed and restarted; {} acked", ledger.lock().unwrap().acked.len());
+        println!(
+            "node n{node} killed and restarted; {} acked",
+            ledger.lock().unwrap().acked.len()
+        );
     }
     resend_until_answered(&a_url, &senders, &ledger).await;
     let tally = finish_sending(&a_url, &senders, &ledger).await;
@@ -313,31 +382,63 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         let rx = &t.strict;
         move || arrivals(rx).iter().filter(|x| x.ok).count() >= want
     };
-    wait_until("the first 20 at the strict destination", Duration::from_secs(30), strict_done(20)).await;
+    wait_until(
+        "the first 20 at the strict destination",
+        Duration::from_secs(30),
+        strict_done(20),
+    )
+    .await;
 
     // Paused through a, seen paused by b; what b then takes waits.
-    let paused = call(http::Method::POST, &a.admin_url("/api/v1/destinations/strict/pause")).await;
+    let paused = call(
+        http::Method::POST,
+        &a.admin_url("/api/v1/destinations/strict/pause"),
+    )
+    .await;
     assert_eq!(paused.status, StatusCode::OK, "{}", paused.text());
     let seen = get(&b.admin_url("/api/v1/destinations/strict")).await;
-    assert_eq!(seen.json["state"], "paused", "b sees a's pause: {}", seen.json);
+    assert_eq!(
+        seen.json["state"], "paused",
+        "b sees a's pause: {}",
+        seen.json
+    );
     post_n(format!("http://{}/in", b.ingest), 20, 30).await;
     let url = b.admin_url("/api/v1/destinations/strict");
-    wait_for("b's lag shows the 10 held back", Duration::from_secs(10), || async {
-        (get(&url).await.json["lag"] == 10).then_some(())
-    })
+    wait_for(
+        "b's lag shows the 10 held back",
+        Duration::from_secs(10),
+        || async { (get(&url).await.json["lag"] == 10).then_some(()) },
+    )
     .await;
-    assert_eq!(arrivals(&t.strict).iter().filter(|x| x.ok).count(), 20, "nothing delivered while paused");
+    assert_eq!(
+        arrivals(&t.strict).iter().filter(|x| x.ok).count(),
+        20,
+        "nothing delivered while paused"
+    );
 
     // The whole fleet stops; a new relay finds the pause, and resumes.
     a.terminate();
     b.terminate();
     let c = relay(&c_conf).start().await;
     let st = get(&c.admin_url("/api/v1/destinations/strict")).await;
-    assert_eq!(st.json["state"], "paused", "the pause outlives the relays: {}", st.json);
+    assert_eq!(
+        st.json["state"], "paused",
+        "the pause outlives the relays: {}",
+        st.json
+    );
     assert_eq!(st.json["cursor"], 20, "{}", st.json);
-    let resumed = call(http::Method::POST, &c.admin_url("/api/v1/destinations/strict/resume")).await;
+    let resumed = call(
+        http::Method::POST,
+        &c.admin_url("/api/v1/destinations/strict/resume"),
+    )
+    .await;
     assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text());
-    wait_until("all 30 at the strict destination", Duration::from_secs(30), strict_done(30)).await;
+    wait_until(
+        "all 30 at the strict destination",
+        Duration::from_secs(30),
+        strict_done(30),
+    )
+    .await;
     let firsts: Vec<u64> = {
         let mut seen = std::collections::HashSet::new();
         arrivals(&t.strict)
@@ -346,6 +447,10 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
             .map(|x| x.seq)
             .collect()
     };
-    assert_eq!(firsts, (1..=30).collect::<Vec<_>>(), "in order, each once, none again from the start");
+    assert_eq!(
+        firsts,
+        (1..=30).collect::<Vec<_>>(),
+        "in order, each once, none again from the start"
+    );
     c.assert_no_panics("after the run");
 }

@@ -29,12 +29,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::delivery::Control;
 use crate::ingest::SourceStats;
 use crate::listen::{self, error, json};
 use crate::model::Seq;
-use crate::backend::Backend;
 use crate::store::Store;
 use crate::tls::TlsAcceptor;
 

@@ -380,7 +380,10 @@ pub(super) async fn redeliver(
     if admin.store()?.dead_letters().get(&d.name, seq)?.is_none() {
         return Err(ApiError::NotFound("dead letter"));
     }
-    let stored = admin.store()?.blocking(move |s| s.log().message(seq)).await?;
+    let stored = admin
+        .store()?
+        .blocking(move |s| s.log().message(seq))
+        .await?;
     if stored.is_none() {
         return Err(ApiError::NotFound("message"));
     }

@@ -135,7 +135,8 @@ impl StreamName {
     pub fn parse(s: &str) -> Option<StreamName> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         ok.then(|| StreamName(s.to_owned()))
     }
 
@@ -155,7 +156,10 @@ impl std::fmt::Display for StreamName {
 pub enum NatsAuth {
     None,
     Token(Secret),
-    UserPassword { user: String, password: Secret },
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
     /// A `.creds` file (JWT and NKey seed), read at connect.
     CredentialsFile(PathBuf),
 }

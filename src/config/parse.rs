@@ -12,8 +12,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::ctx::{line_of, show_key};
 use super::raw::{
-    fields, RawAdmin, RawConfig, RawDestination, RawReply, RawRetry, RawServer, RawSigning,
-    RawNats, RawSource, RawStorage, RawVerify,
+    fields, RawAdmin, RawConfig, RawDestination, RawNats, RawReply, RawRetry, RawServer,
+    RawSigning, RawSource, RawStorage, RawVerify,
 };
 use super::{scheme, Problem, Scheme};
 

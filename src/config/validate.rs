@@ -430,13 +430,18 @@ fn nats(cx: &mut Ctx<'_>, n: &Spanned<RawNats>) -> NatsConfig {
         Some(v) => match *v.get_ref() {
             n @ (1 | 3 | 5) => n as usize,
             _ => {
-                let msg = "must be 1, 3 or 5 (JetStream keeps a majority; 3 survives one server lost)";
+                let msg =
+                    "must be 1, 3 or 5 (JetStream keeps a majority; 3 survives one server lost)";
                 cx.at(v, "storage.nats.replicas", msg);
                 1
             }
         },
     };
-    let ack_wait = cx.positive_duration(&r.ack_wait, "storage.nats.ack_wait", Duration::from_secs(30));
+    let ack_wait = cx.positive_duration(
+        &r.ack_wait,
+        "storage.nats.ack_wait",
+        Duration::from_secs(30),
+    );
     if ack_wait < Duration::from_secs(1) {
         if let Some(v) = &r.ack_wait {
             cx.at(v, "storage.nats.ack_wait", "must be at least 1s");
@@ -489,7 +494,10 @@ fn nats_auth(cx: &mut Ctx<'_>, r: &RawNats) -> NatsAuth {
         file: &r.password_file,
     };
     let ways = [
-        token_keys.given().first().map(|(k, s)| (k.to_string(), s.clone())),
+        token_keys
+            .given()
+            .first()
+            .map(|(k, s)| (k.to_string(), s.clone())),
         r.user.as_ref().map(|u| ("user".to_string(), u.span())),
         r.credentials_file
             .as_ref()
@@ -517,18 +525,29 @@ fn nats_auth(cx: &mut Ctx<'_>, r: &RawNats) -> NatsAuth {
             .existing_file(file, "storage.nats.credentials_file")
             .map_or(NatsAuth::None, NatsAuth::CredentialsFile);
     }
-    let password = cx.read_secrets("storage.nats", &password_keys).into_iter().next();
+    let password = cx
+        .read_secrets("storage.nats", &password_keys)
+        .into_iter()
+        .next();
     match (&r.user, password) {
         (Some(user), Some(p)) => NatsAuth::UserPassword {
             user: user.get_ref().clone(),
             password: p.secret,
         },
         (Some(user), None) if password_keys.given().is_empty() => {
-            cx.at(user, "storage.nats.password", "`user` needs `password`, `password_env` or `password_file`");
+            cx.at(
+                user,
+                "storage.nats.password",
+                "`user` needs `password`, `password_env` or `password_file`",
+            );
             NatsAuth::None
         }
         (None, Some(p)) => {
-            cx.problem(p.span, "storage.nats.user", "a password needs `user`".to_owned());
+            cx.problem(
+                p.span,
+                "storage.nats.user",
+                "a password needs `user`".to_owned(),
+            );
             NatsAuth::None
         }
         _ => NatsAuth::None,

@@ -24,10 +24,10 @@ use super::limit::Limiter;
 use super::retry::{self, Decision};
 use super::status::{Activity, AttemptOutcome, Control, LastAttempt};
 use super::{DeliveryError, SHUTDOWN_GRACE};
+use crate::backend::Backend;
 use crate::config::{DestinationConfig, OnExhausted, RetryPolicy};
 use crate::model::{Seq, SourceName};
 use crate::route::Decision as Route;
-use crate::backend::Backend;
 use crate::store::{Attempt, DeadLetter, Latest, Message, ReplayEnd, RetryRun, Scan, Store};
 use crate::telemetry::WEBHOOKS;
 use crate::time::now_ms;
@@ -154,7 +154,9 @@ impl Lane {
         shutdown: CancellationToken,
     ) -> Lane {
         // The fleet has no such index: its attempts are always looked up.
-        let last = backend.sled().map(|s| s.attempts().last_attempted(&dest.name));
+        let last = backend
+            .sled()
+            .map(|s| s.attempts().last_attempted(&dest.name));
         let attempted_upto = match last {
             Some(Ok(seq)) => seq.0,
             Some(Err(e)) => {
@@ -229,7 +231,9 @@ impl Lane {
                     }
                 }
                 Decision::Exhausted(why) => {
-                    return self.exhausted(seq, n, why, last.error.unwrap_or_default()).await;
+                    return self
+                        .exhausted(seq, n, why, last.error.unwrap_or_default())
+                        .await;
                 }
             }
             run = Some(resumed);
@@ -319,7 +323,12 @@ impl Lane {
     /// Ends a bounded replay (`replay --to-seq`) whose end the cursor has
     /// reached: the cursor goes back to where it was before the replay, so
     /// what followed the range and was delivered then is not sent again.
-    pub fn end_replay(&self, store: &Store, cursor: Seq, end: ReplayEnd) -> Result<(), DeliveryError> {
+    pub fn end_replay(
+        &self,
+        store: &Store,
+        cursor: Seq,
+        end: ReplayEnd,
+    ) -> Result<(), DeliveryError> {
         let name = &self.dest.name;
         // Refused if an operator moved the cursor meanwhile (even when it
         // stays put): their replay also replaced `replay_end`.

@@ -115,7 +115,11 @@ pub fn spawn_workers(
         })
         .collect();
     if let Backend::Fleet(f) = backend {
-        tracker.spawn(fleet::wake_on_changes(f.clone(), controls.clone(), shutdown.clone()));
+        tracker.spawn(fleet::wake_on_changes(
+            f.clone(),
+            controls.clone(),
+            shutdown.clone(),
+        ));
     }
     controls
 }

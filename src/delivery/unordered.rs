@@ -458,11 +458,7 @@ impl Scheduler {
             return Ok(());
         }
         let name = &self.lane.dest.name;
-        if self
-            .store
-            .cursors()
-            .advance(name, self.persisted, cursor)?
-        {
+        if self.store.cursors().advance(name, self.persisted, cursor)? {
             self.persisted = cursor;
         } else {
             tracing::info!(destination = %name, "cursor moved by an operator; restarting the window");

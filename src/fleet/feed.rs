@@ -130,7 +130,10 @@ impl Fleet {
             .get_consumer(&name)
             .await
             .map_err(|e| FleetError::js("consumer", e))?;
-        let info = c.info().await.map_err(|e| FleetError::js("consumer info", e))?;
+        let info = c
+            .info()
+            .await
+            .map_err(|e| FleetError::js("consumer info", e))?;
         Ok((
             Seq(info.ack_floor.stream_sequence),
             info.num_pending + info.num_ack_pending as u64,

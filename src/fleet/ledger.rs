@@ -123,7 +123,11 @@ impl Fleet {
     }
 
     /// The latest attempt of `seq` at `dest`, with its number and run.
-    pub async fn latest(&self, dest: &DestinationName, seq: Seq) -> Result<Option<Latest>, FleetError> {
+    pub async fn latest(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<Option<Latest>, FleetError> {
         let h = self.history(dest, seq).await?;
         let n = h.attempts.len() as u32;
         Ok(h.attempts.last().map(|a| Latest {
@@ -156,22 +160,17 @@ impl Fleet {
                 Err(e) => return Err(FleetError::js("attempt write", e)),
             }
         }
-        self.modify(
-            &key,
-            codec::decode_history,
-            codec::encode_history,
-            |old| {
-                let mut h = old.unwrap_or_default();
-                // Numbers key the history: attempt n is entry n - 1, even
-                // if an earlier record was lost to a crash.
-                let at = (n as usize).saturating_sub(1);
-                h.attempts.truncate(at);
-                h.attempts.resize(at, attempt.clone());
-                h.attempts.push(attempt.clone());
-                h.run = run.copied();
-                h
-            },
-        )
+        self.modify(&key, codec::decode_history, codec::encode_history, |old| {
+            let mut h = old.unwrap_or_default();
+            // Numbers key the history: attempt n is entry n - 1, even
+            // if an earlier record was lost to a crash.
+            let at = (n as usize).saturating_sub(1);
+            h.attempts.truncate(at);
+            h.attempts.resize(at, attempt.clone());
+            h.attempts.push(attempt.clone());
+            h.run = run.copied();
+            h
+        })
         .await
         .map(drop)
     }
@@ -184,7 +183,8 @@ impl Fleet {
         self.entry(&dead_key(dest, seq))
             .await?
             .map(|(bytes, _)| {
-                codec::decode_dead_letter(&bytes).map_err(|e| FleetError::js("dead letter decode", e))
+                codec::decode_dead_letter(&bytes)
+                    .map_err(|e| FleetError::js("dead letter decode", e))
             })
             .transpose()
     }
@@ -203,7 +203,11 @@ impl Fleet {
         Ok(())
     }
 
-    pub async fn remove_dead_letter(&self, dest: &DestinationName, seq: Seq) -> Result<(), FleetError> {
+    pub async fn remove_dead_letter(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<(), FleetError> {
         self.bucket
             .purge(dead_key(dest, seq))
             .await

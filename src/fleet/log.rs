@@ -14,9 +14,15 @@ use crate::store::{Message, NewMessage};
 /// What the stream made of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
-    Stored { seq: Seq, id: MessageId },
+    Stored {
+        seq: Seq,
+        id: MessageId,
+    },
     /// JetStream saw the `Nats-Msg-Id` inside its duplicate window: the first message's seq and id.
-    Duplicate { seq: Seq, id: MessageId },
+    Duplicate {
+        seq: Seq,
+        id: MessageId,
+    },
 }
 
 impl Fleet {

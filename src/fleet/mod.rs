@@ -122,7 +122,10 @@ impl Fleet {
         };
         let stream = match js.get_stream(&config.name).await {
             Ok(mut s) => {
-                let info = s.info().await.map_err(|e| FleetError::js("stream info", e))?;
+                let info = s
+                    .info()
+                    .await
+                    .map_err(|e| FleetError::js("stream info", e))?;
                 let c = &info.config;
                 let differs = c.num_replicas != config.num_replicas
                     || c.duplicate_window != config.duplicate_window
@@ -187,20 +190,19 @@ async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, FleetError> {
             user.clone(),
             String::from_utf8_lossy(password.expose()).into_owned(),
         ),
-        NatsAuth::CredentialsFile(path) => options
-            .credentials_file(path)
-            .await
-            .map_err(|source| FleetError::Credentials {
-                path: path.clone(),
-                source,
-            })?,
+        NatsAuth::CredentialsFile(path) => {
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| FleetError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?
+        }
     };
     let urls = cfg.urls.join(", ");
-    let addrs: Vec<async_nats::ServerAddr> = cfg
-        .urls
-        .iter()
-        .filter_map(|u| u.parse().ok())
-        .collect();
+    let addrs: Vec<async_nats::ServerAddr> =
+        cfg.urls.iter().filter_map(|u| u.parse().ok()).collect();
     // The first connection must succeed (a relay that cannot reach any
     // server fails to start, and systemd retries it); later losses are
     // reconnected by the client.

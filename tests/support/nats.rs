@@ -28,7 +28,10 @@ pub fn server() -> Option<PathBuf> {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             match version(&text) {
                 Some((2, minor)) if minor >= 10 => return Some(bin),
-                Some(_) | None => format!("{} is {text:?}; the fleet needs 2.10 or newer", bin.display()),
+                Some(_) | None => format!(
+                    "{} is {text:?}; the fleet needs 2.10 or newer",
+                    bin.display()
+                ),
             }
         }
     };
@@ -190,8 +193,7 @@ fn healthz(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;
