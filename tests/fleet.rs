@@ -452,5 +452,122 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         (1..=30).collect::<Vec<_>>(),
         "in order, each once, none again from the start"
     );
+
+    // A replay asked of any relay moves the fleet's cursor.
+    let (status, body) = json_request(
+        http::Method::POST,
+        &c.admin_url("/api/v1/destinations/strict/replay"),
+        Some(&serde_json::json!({ "from_seq": 25 })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "seqs 25..=30 again",
+        Duration::from_secs(30),
+        strict_done(36),
+    )
+    .await;
+    let again: Vec<u64> = arrivals(&t.strict)
+        .into_iter()
+        .filter(|x| x.ok)
+        .skip(30)
+        .map(|x| x.seq)
+        .collect();
+    assert_eq!(again, (25..=30).collect::<Vec<_>>(), "replayed in order");
     c.assert_no_panics("after the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_made_on_one_relay_are_listed_and_redelivered_from_another() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let rx = Receiver::scripted(Arc::new(move |_| {
+        let status = if flag.load(SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await;
+    let config = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let urls: Vec<Toml> = cluster.urls().into_iter().map(Toml::Str).collect();
+        RelayConfig::new()
+            .storage("backend", "nats")
+            .storage(
+                "nats",
+                Toml::table([
+                    ("url", Toml::List(urls)),
+                    ("stream", Toml::Str("dead".into())),
+                ]),
+            )
+            .source(Source::new("s", "/s"))
+            .destination(
+                Dest::new("d", &rx.url("/hook"))
+                    .sources(["s"])
+                    .retry(Retry::every("5ms", "10ms").attempts(2)),
+            )
+            .write(&dir)
+    };
+    let a = relay(&config("a")).start().await;
+    let b = relay(&config("b")).start().await;
+    let http = client();
+    for n in 0..3 {
+        let url = format!("http://{}/s", a.ingest);
+        let r = post(&http, &url, &[], format!("{{\"n\":{n}}}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let list_url = b.admin_url("/api/v1/destinations/d/dead-letters");
+    let dead = wait_for(
+        "three dead letters, seen from b",
+        Duration::from_secs(30),
+        || async {
+            let list = get(&list_url).await.json;
+            (list.as_array().map(Vec::len) == Some(3)).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(dead[0]["seq"], 1, "{dead}");
+    assert_eq!(dead[0]["attempts"], 2, "{dead}");
+    let seen = get(&a.admin_url("/api/v1/destinations/d")).await.json;
+    assert_eq!(seen["dead_letters"], 3, "a counts them too: {seen}");
+    let detail = get(&a.admin_url("/api/v1/messages/2")).await.json;
+    assert_eq!(detail["destinations"]["d"]["status"], "dead", "{detail}");
+    assert_eq!(
+        detail["destinations"]["d"]["attempts"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{detail}"
+    );
+
+    up.store(true, SeqCst);
+    let url = b.admin_url("/api/v1/destinations/d/dead-letters/redeliver");
+    let r = call(http::Method::POST, &url).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert_eq!(r.json["queued"], 3, "{}", r.text());
+    let a_list = a.admin_url("/api/v1/destinations/d/dead-letters");
+    wait_for(
+        "no dead letters left, seen from a",
+        Duration::from_secs(30),
+        || async {
+            let list = get(&a_list).await.json;
+            (list.as_array().map(Vec::len) == Some(0)).then_some(())
+        },
+    )
+    .await;
+    let ok: Vec<u64> = arrivals(&rx)
+        .into_iter()
+        .filter(|x| x.ok)
+        .map(|x| x.seq)
+        .collect();
+    assert_eq!(ok, [1, 2, 3], "each redelivered once, oldest first");
 }

@@ -246,10 +246,10 @@ pub(super) async fn plan_replay(
         (Some(seq), None) => Seq(seq.max(1)),
         (None, Some(t)) => {
             let ms = parse_time(t, "from_time")?;
-            admin
-                .store()?
-                .blocking(move |s| s.log().seq_at_time(ms))
-                .await?
+            match &admin.backend {
+                Backend::Sled(store) => store.blocking(move |s| s.log().seq_at_time(ms)).await?,
+                Backend::Fleet(fleet) => fleet.seq_at_time(ms).await.map_err(StoreError::from)?,
+            }
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -293,8 +293,13 @@ pub(super) async fn count_replay(
 ) -> Result<(u64, bool), ApiError> {
     let sources = plan.entry.0.sources.clone();
     let (from, to) = (plan.from, plan.to);
-    Ok(admin
-        .store()?
+    let store = match &admin.backend {
+        Backend::Sled(store) => store,
+        // Every message of the range, routed here or not: the fleet keeps
+        // no index of sources to count by.
+        Backend::Fleet(_) => return Ok(((to.0 + 1).saturating_sub(from.0), true)),
+    };
+    Ok(store
         .blocking(move |s| {
             s.log()
                 .count_routed(from, to, |src| sources.contains(src), cap)
@@ -309,8 +314,36 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
     let cursor = Seq(plan.from.0 - 1);
     let (to, bounded) = (plan.to, plan.bounded);
     let name = d.name.clone();
-    let end = admin
-        .store()?
+    let store = match &admin.backend {
+        Backend::Sled(store) => store,
+        Backend::Fleet(fleet) => {
+            if bounded {
+                return Err(ApiError::NotInFleet);
+            }
+            // A new epoch first: every relay's deliveries of the old run
+            // stop; then the consumer starts again at the range.
+            admin
+                .backend
+                .update_state(&d.name, |st| {
+                    st.blocked_on = None;
+                    st.replay_end = None;
+                    st.retry_epoch = st.retry_epoch.wrapping_add(1);
+                })
+                .await?;
+            let in_flight = match d.ordering {
+                crate::config::DeliveryOrder::Strict => 1,
+                crate::config::DeliveryOrder::Unordered => d.max_in_flight,
+            };
+            fleet
+                .rewind(&d.name, plan.from, in_flight)
+                .await
+                .map_err(StoreError::from)?;
+            c.wake();
+            tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
+            return Ok(cursor);
+        }
+    };
+    let end = store
         .blocking(move |s| {
             let end = std::cell::Cell::new(None);
             s.cursors()
@@ -354,10 +387,20 @@ pub(super) async fn dead_letters(
 ) -> Result<Vec<DeadLetterView>, ApiError> {
     let entry = find_destination(admin, name)?;
     let dest = entry.0.name.clone();
-    let list = admin
-        .store()?
-        .blocking(move |s| s.dead_letters().list(&dest, after, limit))
-        .await?;
+    let list = match &admin.backend {
+        Backend::Sled(store) => {
+            store
+                .blocking(move |s| s.dead_letters().list(&dest, after, limit))
+                .await?
+        }
+        Backend::Fleet(fleet) => {
+            let all = fleet.dead_letters(&dest).await.map_err(StoreError::from)?;
+            all.into_iter()
+                .filter(|(seq, _)| *seq > after)
+                .take(limit)
+                .collect()
+        }
+    };
     Ok(list
         .into_iter()
         .map(|(seq, dl)| DeadLetterView {
@@ -377,14 +420,10 @@ pub(super) async fn redeliver(
 ) -> Result<DestinationName, ApiError> {
     let entry = find_destination(admin, name)?;
     let (d, c) = &*entry;
-    if admin.store()?.dead_letters().get(&d.name, seq)?.is_none() {
+    if admin.backend.dead_letter(&d.name, seq).await?.is_none() {
         return Err(ApiError::NotFound("dead letter"));
     }
-    let stored = admin
-        .store()?
-        .blocking(move |s| s.log().message(seq))
-        .await?;
-    if stored.is_none() {
+    if admin.backend.message(seq).await?.is_none() {
         return Err(ApiError::NotFound("message"));
     }
     c.request_redelivery(seq);
@@ -401,10 +440,17 @@ pub(super) async fn redeliver_all(
     let entry = find_destination(admin, name)?;
     let (d, c) = &*entry;
     let dest = d.name.clone();
-    let seqs = admin
-        .store()?
-        .blocking(move |s| s.dead_letters().seqs(&dest))
-        .await?;
+    let seqs = match &admin.backend {
+        Backend::Sled(store) => {
+            store
+                .blocking(move |s| s.dead_letters().seqs(&dest))
+                .await?
+        }
+        Backend::Fleet(fleet) => {
+            let all = fleet.dead_letters(&dest).await.map_err(StoreError::from)?;
+            all.into_iter().map(|(seq, _)| seq).collect()
+        }
+    };
     let queued = c.request_redeliveries(seqs);
     tracing::info!(destination = %d.name, queued, "redelivery of every dead letter requested by operator");
     Ok((d.name.clone(), queued))

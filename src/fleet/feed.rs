@@ -121,6 +121,38 @@ impl Fleet {
         Ok(())
     }
 
+    /// The first seq stored at or after `ms` (Unix ms); past the end when none is.
+    pub async fn seq_at_time(&self, ms: u64) -> Result<Seq, FleetError> {
+        use async_nats::jetstream::consumer::{push, ReplayPolicy};
+        let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map_err(|e| FleetError::js("time", e))?;
+        let consumer = self
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| FleetError::js("seek by time", e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(self.head().await?.next());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| FleetError::js("seek by time", e))?;
+        match messages.next().await {
+            Some(Ok(m)) => {
+                let info = m.info().map_err(|e| FleetError::js("message info", e))?;
+                Ok(Seq(info.stream_sequence))
+            }
+            Some(Err(e)) => Err(FleetError::js("seek by time", e)),
+            None => Ok(self.head().await?.next()),
+        }
+    }
+
     /// The destination's cursor (its consumer's ack floor) and its lag
     /// (messages not yet finished, routed to it or not).
     pub async fn position(&self, dest: &DestinationName) -> Result<(Seq, u64), FleetError> {

@@ -56,6 +56,9 @@ pub enum FleetError {
         needed: usize,
         body: usize,
     },
+    /// 2.9 loses dedup and KV state across node restarts (seen in tests).
+    #[error("the NATS server is {0}; the fleet needs nats-server 2.10 or newer")]
+    OldServer(String),
     /// The stream refused the message: `max_disk_bytes` (the stream's `max_bytes`) is reached.
     #[error("the stream is full (storage.max_disk_bytes)")]
     Full,
@@ -92,6 +95,10 @@ impl Fleet {
         max_body: usize,
     ) -> Result<Fleet, FleetError> {
         let client = connect(cfg).await?;
+        let version = client.server_info().version;
+        if !at_least_2_10(&version) {
+            return Err(FleetError::OldServer(version));
+        }
         // A webhook is its body plus headers and the record's framing.
         let needed = max_body.saturating_add(64 * 1024);
         let server = client.server_info().max_payload;
@@ -177,6 +184,13 @@ impl Fleet {
     }
 }
 
+/// Whether a server version (`2.15.1`) is 2.10 or newer.
+fn at_least_2_10(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
 /// Opens the client with the configured servers and credentials; it
 /// reconnects on its own afterwards.
 async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, FleetError> {
@@ -210,4 +224,16 @@ async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, FleetError> {
         .connect(addrs)
         .await
         .map_err(|source| FleetError::Connect { urls, source })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions() {
+        assert!(super::at_least_2_10("2.10.0"));
+        assert!(super::at_least_2_10("2.15.1"));
+        assert!(super::at_least_2_10("3.0.0"));
+        assert!(!super::at_least_2_10("2.9.10"));
+        assert!(!super::at_least_2_10("garbage"));
+    }
 }

@@ -962,3 +962,131 @@ fn a_reply_refuses_bad_values_each_at_its_key() {
         );
     }
 }
+
+#[test]
+fn a_fleet_config_reads_every_nats_key() {
+    let c = load(
+        "[storage]\nbackend = \"nats\"\n\
+         nats = { url = [\"nats://10.0.0.1:4222\", \"tls://nats.internal:4222\"], stream = \"hooks-prod\", replicas = 3, ack_wait = \"10s\", user = \"relay\", password = \"pw\" }\n",
+    )
+    .unwrap();
+    let crate::config::Backend::Nats(n) = &c.storage.backend else {
+        panic!("not the nats backend: {:?}", c.storage.backend)
+    };
+    assert_eq!(n.urls, ["nats://10.0.0.1:4222", "tls://nats.internal:4222"]);
+    assert_eq!(n.stream.as_str(), "hooks-prod");
+    assert_eq!((n.replicas, n.ack_wait), (3, Duration::from_secs(10)));
+    assert!(
+        matches!(&n.auth, crate::config::NatsAuth::UserPassword { user, password } if user == "relay" && password.expose() == b"pw")
+    );
+    assert!(
+        !format!("{c:?}").contains("\"pw\""),
+        "the password stays out of Debug"
+    );
+    // One URL as a string; defaults for the rest.
+    let c = load("[storage]\nbackend = \"nats\"\nnats = { url = \"nats://127.0.0.1:4222\" }\n")
+        .unwrap();
+    let crate::config::Backend::Nats(n) = &c.storage.backend else {
+        panic!("not the nats backend")
+    };
+    assert_eq!((n.stream.as_str(), n.replicas), ("hookrelay", 1));
+    assert!(matches!(n.auth, crate::config::NatsAuth::None));
+    assert!(matches!(
+        load("").unwrap().storage.backend,
+        crate::config::Backend::Sled
+    ));
+}
+
+#[test]
+fn bad_fleet_configs_name_their_key_and_line() {
+    let nats = |table: &str| format!("[storage]\nbackend = \"nats\"\nnats = {table}\n");
+    assert_one(
+        "[storage]\nbackend = \"nats\"\n",
+        "backend",
+        "storage.nats",
+        "needs a `nats` table",
+    );
+    assert_one(
+        "[storage]\nnats = { url = \"nats://a:4222\" }\n",
+        "nats =",
+        "storage.nats",
+        "only read with backend = \"nats\"",
+    );
+    assert_one(
+        &nats("{ stream = \"s\" }"),
+        "nats =",
+        "storage.nats.url",
+        "required key is missing",
+    );
+    assert_one(
+        &nats("{ url = \"http://a:4222\" }"),
+        "nats =",
+        "storage.nats.url",
+        "scheme must be nats",
+    );
+    assert_one(
+        &nats("{ url = \"nats://u:p@a:4222\" }"),
+        "nats =",
+        "storage.nats.url",
+        "not the URL",
+    );
+    assert_one(
+        &nats("{ url = [] }"),
+        "nats =",
+        "storage.nats.url",
+        "at least one server",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", stream = \"a.b\" }"),
+        "nats =",
+        "storage.nats.stream",
+        "A-Z a-z 0-9",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", replicas = 2 }"),
+        "nats =",
+        "storage.nats.replicas",
+        "1, 3 or 5",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", ack_wait = \"10ms\" }"),
+        "nats =",
+        "storage.nats.ack_wait",
+        "at least 1s",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", token = \"t\", user = \"u\" }"),
+        "nats =",
+        "storage.nats.user",
+        "authenticate one way",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", user = \"u\" }"),
+        "nats =",
+        "storage.nats.password",
+        "needs `password`",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", credentials_file = \"/nonexistent.creds\" }"),
+        "nats =",
+        "storage.nats.credentials_file",
+        "does not exist",
+    );
+    assert_one(
+        &nats("{ url = \"nats://a:4222\", colour = \"red\" }"),
+        "colour",
+        "storage.nats.colour",
+        "unknown key",
+    );
+    let reply = format!(
+        "{}[[source]]\nname = \"s\"\npath = \"/s\"\nreply = {{ destination = \"d\" }}\n\
+         [[destination]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nsources = [\"s\"]\nordering = \"unordered\"\n",
+        nats("{ url = \"nats://a:4222\" }")
+    );
+    assert_one(
+        &reply,
+        "reply =",
+        "source[0].reply",
+        "not available with backend = \"nats\"",
+    );
+}
