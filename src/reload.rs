@@ -168,7 +168,14 @@ impl Generation {
             (&token, shutdown),
             added,
         );
-        // A fleet's stream applies its own age and size limits.
+        if let Backend::Fleet(fleet) = backend {
+            tracker.spawn(fleet_retention(
+                fleet.clone(),
+                config.destinations.iter().map(|d| d.name.clone()).collect(),
+                config.storage.retention,
+                token.clone(),
+            ));
+        }
         if let Backend::Sled(store) = backend {
             let limits = store::Limits {
                 max: config.storage.max_disk_bytes,
@@ -221,5 +228,30 @@ impl Generation {
         self.events_token.cancel();
         self.events_tracker.close();
         self.events_tracker.wait().await;
+    }
+}
+
+/// How often a fleet relay deletes what every destination finished.
+const FLEET_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The fleet's retention, run by every relay (it is idempotent); the
+/// stream's `max_bytes` is its disk budget.
+async fn fleet_retention(
+    fleet: Arc<crate::fleet::Fleet>,
+    dests: Vec<DestinationName>,
+    retention: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FLEET_RETENTION_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match fleet.purge_finished(&dests, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention deleted messages every destination finished"),
+            Err(e) => tracing::warn!(error = %e, "fleet retention failed; retrying in a minute"),
+        }
     }
 }

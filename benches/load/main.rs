@@ -9,6 +9,11 @@
 //!     [--baseline | --no-baseline] [--backlog [--data-dir DIR]] [--perf FILE]
 //!     [--filter JQ] [--sync-reply]
 //!
+//! `--fleet`: the same load through one sled relay, then split over two
+//! relays sharing a three-node JetStream cluster (`nats-server` 2.10+ on
+//! `PATH`; the cluster of `tests/support/nats.rs`), each with its
+//! ingest and delivery rates and latencies. `--unordered` gives the
+//! destinations `max_in_flight = 16`.
 //! `--sync-reply` (open loop, 100/s unless `--rate`): the source answers
 //! with its destination's answer (`reply`); prints the ack latency of the
 //! same requests sent straight to the app and through the relay, and what
@@ -42,6 +47,10 @@ mod client;
 mod cost;
 mod report;
 mod servers;
+// The fleet tests' cluster; the bench only starts it.
+#[allow(dead_code)]
+#[path = "../../tests/support/nats.rs"]
+mod nats;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +82,10 @@ pub struct Args {
     /// Measure the bare hyper server first; `None`: unless `--backlog`.
     baseline: Option<bool>,
     backlog: bool,
+    /// `--fleet`: a single sled relay, then two relays on a three-node JetStream cluster.
+    fleet: bool,
+    /// `--unordered`: destinations with `max_in_flight = 16`.
+    unordered: bool,
     data_dir: Option<PathBuf>,
     /// `perf record` the relay's windows into this file (`.ingest`/`.drain` with `--backlog`).
     perf: Option<PathBuf>,
@@ -98,6 +111,8 @@ fn args() -> Args {
         rate: None,
         baseline: None,
         backlog: false,
+        fleet: false,
+        unordered: false,
         data_dir: None,
         perf: None,
         filter: None,
@@ -121,6 +136,8 @@ fn args() -> Args {
             "--filter" => a.filter = Some(value("JQ")),
             "--backlog" => a.backlog = true,
             "--sync-reply" => a.sync_reply = true,
+            "--fleet" => a.fleet = true,
+            "--unordered" => a.unordered = true,
             "--baseline" => a.baseline = Some(true),
             "--no-baseline" => a.baseline = Some(false),
             // Passed by `cargo bench`.
@@ -154,6 +171,9 @@ fn config_text(a: &Args, sink: SocketAddr) -> String {
         ));
         if a.sync_reply && d == 0 {
             t.push_str("ordering = \"unordered\"\n");
+        }
+        if a.unordered {
+            t.push_str("ordering = \"unordered\"\nmax_in_flight = 16\n");
         }
         if let Some(f) = &a.filter {
             t.push_str(&format!("filter = '{f}'\n"));
@@ -366,6 +386,109 @@ async fn run_sync_reply(mut a: Args) {
         "added      : p50 {:>8.2?} p99 {:>8.2?} (the relay's ack latency minus the app's, same quantile)",
         added(0.50),
         added(0.99)
+    );
+}
+
+/// What one arrangement of relays did with the load: ingest and delivery
+/// rates, ack and end-to-end latency.
+struct FleetRun {
+    ingest: f64,
+    ack: (Duration, Duration),
+    delivered: usize,
+    delivery: f64,
+    e2e: (Duration, Duration),
+}
+
+/// Drives `a.requests` split evenly over `relays` (each with its share of
+/// the connections), then waits for every delivery at `sink`.
+async fn drive_relays(relays: &[SocketAddr], a: &Args, sink: &client::Sink) -> FleetRun {
+    let expected = a.requests * a.destinations;
+    let n = relays.len().max(1);
+    let share = Args {
+        requests: a.requests / n,
+        connections: (a.connections / n).max(1),
+        ..a.clone()
+    };
+    let started = Instant::now();
+    let drives = relays
+        .iter()
+        .map(|addr| drive(*addr, "/hooks/bench", &share));
+    let mut runs = futures_util::future::join_all(drives).await;
+    let ingest_elapsed = runs.iter().map(|d| d.elapsed).max().unwrap_or_default();
+    let mut acks: Vec<u64> = runs.iter_mut().flat_map(|d| d.acks.drain(..)).collect();
+    let wait = tokio::time::timeout(Duration::from_secs(900), sink.done.notified()).await;
+    let all = started.elapsed();
+    let delivered = sink.delivered.load(Ordering::SeqCst);
+    if wait.is_err() || delivered < expected {
+        println!("WARNING: only {delivered} of {expected} deliveries arrived");
+    }
+    let mut e2e = std::mem::take(&mut *sink.e2e.lock().expect("e2e lock"));
+    FleetRun {
+        ingest: acks.len() as f64 / ingest_elapsed.as_secs_f64(),
+        ack: (pct(&mut acks, 0.50), pct(&mut acks, 0.99)),
+        delivered,
+        delivery: delivered as f64 / all.as_secs_f64(),
+        e2e: (pct(&mut e2e, 0.50), pct(&mut e2e, 0.99)),
+    }
+}
+
+fn print_fleet(name: &str, r: &FleetRun) {
+    println!(
+        "{name:<22}: ingest {:>7.0}/s (ack p50 {:>8.2?} p99 {:>8.2?})   delivery {:>7.0}/s ({} made; end-to-end p50 {:>8.2?} p99 {:>8.2?})",
+        r.ingest, r.ack.0, r.ack.1, r.delivery, r.delivered, r.e2e.0, r.e2e.1
+    );
+}
+
+/// `--fleet`: one sled relay, then two relays on a three-node JetStream
+/// cluster (`replicas = 3`, servers fsyncing every write), the same load.
+async fn run_fleet(mut a: Args) {
+    a.destinations = a.destinations.max(1);
+    let ordering = if a.unordered { "unordered (max_in_flight 16)" } else { "strict" };
+    println!(
+        "scenario: fleet, {} requests, {} connections, {} B bodies, {} {ordering} destination(s)",
+        a.requests, a.connections, a.body, a.destinations
+    );
+    let Some(bin) = nats::server() else {
+        println!("fleet: skipped (see above)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+
+    let (sink, file) = sink_and_config(&a, tmp.path()).await;
+    let mut relay = spawn_relay(&file);
+    let single = drive_relays(&[relay.ingest], &a, &sink).await;
+    relay.stop("-TERM");
+    print_fleet("one relay, sled", &single);
+
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
+    let sink = start_sink(a.requests * a.destinations).await;
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let storage = format!(
+        "backend = \"nats\"\nnats = {{ url = [{}], stream = \"bench\", replicas = 3 }}\n",
+        urls.join(", ")
+    );
+    let mut relays = Vec::new();
+    for name in ["r1", "r2"] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("relay dir");
+        let text = config_text(&a, sink.addr).replace(
+            "[storage]\n",
+            &format!("[storage]\n{storage}"),
+        );
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, text).expect("write relay.toml");
+        relays.push(spawn_relay(&file));
+    }
+    let addrs: Vec<SocketAddr> = relays.iter().map(|r| r.ingest).collect();
+    let fleet = drive_relays(&addrs, &a, &sink).await;
+    for mut r in relays {
+        r.stop("-TERM");
+    }
+    print_fleet("two relays, JetStream", &fleet);
+    println!(
+        "ratio      : fleet / one relay = ingest {:.2}, delivery {:.2} (one 2-core machine runs all three NATS servers, both relays and the load)",
+        fleet.ingest / single.ingest,
+        fleet.delivery / single.delivery
     );
 }
 
@@ -594,6 +717,8 @@ const SUITE: &[&str] = &[
     "--sync-reply --requests 3000 --connections 8",
     "--backlog --requests 1000000",
     "--backlog --requests 50000 --destinations 10",
+    "--fleet --requests 20000",
+    "--fleet --requests 20000 --unordered",
 ];
 
 /// Runs each scenario in a fresh process of this bench, so memory figures are its own.
@@ -635,6 +760,8 @@ fn main() {
         rt.block_on(run_backlog(a));
     } else if a.sync_reply {
         rt.block_on(run_sync_reply(a));
+    } else if a.fleet {
+        rt.block_on(run_fleet(a));
     } else {
         rt.block_on(run(a));
     }

@@ -174,18 +174,37 @@ impl Task {
         if state.paused || state.blocked_on.is_some() || state.retry_epoch != self.epoch {
             return Ok(Finished::Interrupted);
         }
-        let delivery = lane.deliver(d.seq, &msg, self.epoch, &self.interrupt);
+        // A first hand-out has no attempts here to take up; a later one
+        // (a relay died, a release) reads them. After a replay recreated
+        // the consumer, numbering starts again and the history keeps both.
+        // Cut off from NATS for most of `ack_wait`, this relay is about to
+        // lose its hold on the message: its retries stop rather than run
+        // beside another relay's.
+        let interrupt = self.interrupt.child_token();
+        let delivery = async {
+            if d.handed_out == 1 {
+                lane.deliver_first(d.seq, &msg, self.epoch, &interrupt).await
+            } else {
+                lane.deliver(d.seq, &msg, self.epoch, &interrupt).await
+            }
+        };
         tokio::pin!(delivery);
-        let mut tick = tokio::time::interval(self.feed.progress_every);
+        let every = self.feed.ack_wait / 3;
+        let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 r = &mut delivery => return r,
-                _ = tick.tick() => {
-                    if let Err(e) = d.in_progress().await {
+                _ = tick.tick() => match d.in_progress().await {
+                    Ok(()) => renewed = tokio::time::Instant::now(),
+                    Err(e) => {
                         tracing::warn!(destination = %lane.dest.name, seq = d.seq.0, error = %e, "cannot mark the message in progress");
+                        if renewed.elapsed() >= every * 2 {
+                            interrupt.cancel();
+                        }
                     }
-                }
+                },
             }
         }
     }
@@ -213,8 +232,16 @@ pub async fn wake_on_changes(
                             }
                             None => break,
                         },
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            fleet.state_watch_ended();
+                            return;
+                        }
                     }
+                }
+                fleet.state_watch_ended();
+                // A change may have gone unseen meanwhile: every worker re-reads.
+                for (_, c) in &controls {
+                    c.wake();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot watch the fleet's destination state"),

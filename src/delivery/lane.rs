@@ -193,6 +193,28 @@ impl Lane {
         epoch: u64,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
+        self.deliver_as(seq, msg, (epoch, false), interrupt).await
+    }
+
+    /// [`Lane::deliver`] of a message known never to have been attempted
+    /// here (JetStream's first hand-out of it): no look-up of earlier attempts.
+    pub async fn deliver_first(
+        &self,
+        seq: Seq,
+        msg: &Message,
+        epoch: u64,
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, DeliveryError> {
+        self.deliver_as(seq, msg, (epoch, true), interrupt).await
+    }
+
+    async fn deliver_as(
+        &self,
+        seq: Seq,
+        msg: &Message,
+        (epoch, first): (u64, bool),
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, DeliveryError> {
         // A provider waiting on this message's answer (sync replies) gets
         // this delivery's first attempt's; dropped unanswered, it sends the
         // fallback (a skip, a failure, a stored run's wait).
@@ -210,7 +232,7 @@ impl Lane {
         let msg = &*shaped;
         // Attempt numbers continue across restarts, runs and replays (they
         // key the attempt history); the retry budget counts the current run.
-        let latest = self.latest(seq).await?;
+        let latest = if first { None } else { self.latest(seq).await? };
         let mut n = latest.as_ref().map_or(0, |l| l.n);
         let add_failing = |delta| self.add_failing(delta);
         let mut failing: Option<Counted<'_>> = None;

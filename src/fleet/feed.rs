@@ -18,8 +18,9 @@ use crate::store::Message;
 /// A destination's consumer, as one relay pulls from it.
 pub struct Feed {
     consumer: consumer::Consumer<pull::Config>,
-    /// How often a held message is marked in progress.
-    pub progress_every: Duration,
+    /// The consumer's own `ack_wait` (whichever relay set it last), which
+    /// paces this relay's progress acks: a third of it.
+    pub ack_wait: Duration,
 }
 
 /// One message handed to this relay, not yet finished.
@@ -85,9 +86,10 @@ impl Fleet {
                 .await
                 .map_err(|e| FleetError::js("consumer create", e))?,
         };
+        let ack_wait = consumer.cached_info().config.ack_wait;
         Ok(Feed {
             consumer,
-            progress_every: self.ack_wait / 3,
+            ack_wait: if ack_wait.is_zero() { self.ack_wait } else { ack_wait },
         })
     }
 
@@ -174,22 +176,34 @@ impl Fleet {
 }
 
 impl Feed {
-    /// Up to `max` messages, waiting at most `wait` for the first.
+    /// Up to `max` messages, waiting at most `wait` for the first (a pull
+    /// request the server holds, not a poll). A failure part-way keeps
+    /// what came before it: those are held by this relay now.
     pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, FleetError> {
         let mut batch = self
             .consumer
-            .fetch()
+            .batch()
             .max_messages(max.max(1))
             .expires(wait)
             .messages()
             .await
-            .map_err(|e| FleetError::js("fetch", e))?;
+            .map_err(|e| FleetError::js("pull", e))?;
         let mut out = Vec::new();
         while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| FleetError::js("fetch", e))?;
-            let (seq, handed_out) = {
-                let info = msg.info().map_err(|e| FleetError::js("message info", e))?;
-                (Seq(info.stream_sequence), info.delivered)
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) if out.is_empty() => return Err(FleetError::js("pull", e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull ended early");
+                    break;
+                }
+            };
+            let Ok((seq, handed_out)) = msg
+                .info()
+                .map(|info| (Seq(info.stream_sequence), info.delivered))
+            else {
+                // Not a JetStream message (no reply subject): nothing to hold.
+                continue;
             };
             out.push(Delivery {
                 msg,

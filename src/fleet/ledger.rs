@@ -51,7 +51,7 @@ impl Fleet {
         decode: fn(&[u8]) -> Result<T, codec::CodecError>,
         encode: fn(&T) -> Result<Vec<u8>, codec::CodecError>,
         mut f: impl FnMut(Option<T>) -> T,
-    ) -> Result<T, FleetError> {
+    ) -> Result<(T, u64), FleetError> {
         for _ in 0..CAS_ROUNDS {
             let current = self.entry(key).await?;
             let (old, revision) = match current {
@@ -68,7 +68,7 @@ impl Fleet {
             // Revision 0 means "absent": `update` then acts as a create
             // that fails if another relay created the key meanwhile.
             match self.bucket.update(key, bytes, revision).await {
-                Ok(_) => return Ok(new),
+                Ok(revision) => return Ok((new, revision)),
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(FleetError::js("state write", e)),
             }
@@ -79,14 +79,22 @@ impl Fleet {
         })
     }
 
-    /// A destination's operator state (the default until first changed).
+    /// A destination's operator state (the default until first changed):
+    /// this relay's copy while its watch of the bucket runs, which every
+    /// relay's change reaches within milliseconds; else read from the bucket.
     pub async fn state(&self, dest: &DestinationName) -> Result<DestinationState, FleetError> {
-        match self.entry(&state_key(dest)).await? {
-            None => Ok(DestinationState::default()),
-            Some((bytes, _)) => {
-                codec::decode_state(&bytes).map_err(|e| FleetError::js("state decode", e))
-            }
+        if let Some(st) = self.states.get(dest) {
+            return Ok(st);
         }
+        let (st, revision) = match self.entry(&state_key(dest)).await? {
+            None => (DestinationState::default(), 0),
+            Some((bytes, revision)) => (
+                codec::decode_state(&bytes).map_err(|e| FleetError::js("state decode", e))?,
+                revision,
+            ),
+        };
+        self.states.note(dest, revision, &st);
+        Ok(st)
     }
 
     /// Changes a destination's state; returns the new one.
@@ -95,17 +103,20 @@ impl Fleet {
         dest: &DestinationName,
         mut f: impl FnMut(&mut DestinationState),
     ) -> Result<DestinationState, FleetError> {
-        self.modify(
-            &state_key(dest),
-            codec::decode_state,
-            codec::encode_state,
-            |old| {
-                let mut st = old.unwrap_or_default();
-                f(&mut st);
-                st
-            },
-        )
-        .await
+        let (st, revision) = self
+            .modify(
+                &state_key(dest),
+                codec::decode_state,
+                codec::encode_state,
+                |old| {
+                    let mut st = old.unwrap_or_default();
+                    f(&mut st);
+                    st
+                },
+            )
+            .await?;
+        self.states.note(dest, revision, &st);
+        Ok(st)
     }
 
     /// Every attempt of `seq` at `dest`, and the run the latest one left.
@@ -162,11 +173,13 @@ impl Fleet {
         }
         self.modify(&key, codec::decode_history, codec::encode_history, |old| {
             let mut h = old.unwrap_or_default();
-            // Numbers key the history: attempt n is entry n - 1, even
-            // if an earlier record was lost to a crash.
+            // Attempt n is entry n - 1 (a record lost to a crash leaves a
+            // copy in its place); numbers that start again (a replay's
+            // first hand-out is not looked up) add to the history.
             let at = (n as usize).saturating_sub(1);
-            h.attempts.truncate(at);
-            h.attempts.resize(at, attempt.clone());
+            if at >= h.attempts.len() {
+                h.attempts.resize(at, attempt.clone());
+            }
             h.attempts.push(attempt.clone());
             h.run = run.copied();
             h
@@ -266,17 +279,81 @@ impl Fleet {
 
     /// Names of destinations whose state another relay (or this one) changes,
     /// as it happens; ends when the connection does.
+    /// Keeps this relay's copy of every destination's state current while
+    /// the stream is polled (the copy is used only from then on; call
+    /// [`Fleet::state_watch_ended`] when it ends).
     pub async fn state_changes(
-        &self,
+        self: &std::sync::Arc<Self>,
     ) -> Result<impl futures_util::Stream<Item = DestinationName> + Send + use<>, FleetError> {
         let watch = self
             .bucket
             .watch("state.*")
             .await
             .map_err(|e| FleetError::js("state watch", e))?;
-        Ok(watch.filter_map(|entry| async move {
-            let entry = entry.ok()?;
-            entry.key.strip_prefix("state.")?.parse().ok()
+        self.states.start();
+        let fleet = self.clone();
+        Ok(watch.filter_map(move |entry| {
+            let fleet = fleet.clone();
+            async move {
+                let entry = entry.ok()?;
+                let dest: DestinationName = entry.key.strip_prefix("state.")?.parse().ok()?;
+                let st = match entry.operation {
+                    Operation::Put => codec::decode_state(&entry.value).ok()?,
+                    Operation::Delete | Operation::Purge => DestinationState::default(),
+                };
+                fleet.states.note(&dest, entry.revision, &st);
+                Some(dest)
+            }
         }))
+    }
+
+    /// The watch of [`Fleet::state_changes`] ended: reads go to the bucket
+    /// until a new one starts.
+    pub fn state_watch_ended(&self) {
+        self.states.stop();
+    }
+}
+
+/// This relay's copy of each destination's state, with the bucket revision
+/// it came from; used only while a watch keeps it current.
+#[derive(Default)]
+pub(super) struct StateCopies(std::sync::Mutex<Copies>);
+
+#[derive(Default)]
+struct Copies {
+    live: bool,
+    seen: std::collections::HashMap<DestinationName, (u64, DestinationState)>,
+}
+
+impl StateCopies {
+    fn get(&self, dest: &DestinationName) -> Option<DestinationState> {
+        let c = self.0.lock().ok()?;
+        c.live.then(|| c.seen.get(dest).map(|(_, st)| st.clone()))?
+    }
+
+    /// Keeps `st` unless a newer revision is already kept.
+    fn note(&self, dest: &DestinationName, revision: u64, st: &DestinationState) {
+        if let Ok(mut c) = self.0.lock() {
+            if !c.live {
+                return;
+            }
+            let newer = c.seen.get(dest).is_none_or(|(r, _)| revision > *r);
+            if newer {
+                c.seen.insert(dest.clone(), (revision, st.clone()));
+            }
+        }
+    }
+
+    fn start(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.live = true;
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.live = false;
+            c.seen.clear();
+        }
     }
 }

@@ -93,3 +93,44 @@ impl Fleet {
         Ok(Seq(info.state.last_sequence))
     }
 }
+
+impl Fleet {
+    /// Deletes the messages every destination has finished (its consumer's
+    /// ack floor passed them) that are also older than `retention`, as sled's
+    /// retention does; what any destination still owes stays, whatever its
+    /// age. Returns how many went. Any relay may run it: it is idempotent.
+    pub async fn purge_finished(
+        &self,
+        dests: &[crate::model::DestinationName],
+        retention: std::time::Duration,
+    ) -> Result<u64, FleetError> {
+        let mut floor = u64::MAX;
+        for d in dests {
+            // A consumer not created yet (its worker is starting): next round.
+            let Ok((cursor, _)) = self.position(d).await else {
+                return Ok(0);
+            };
+            floor = floor.min(cursor.0);
+        }
+        let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);
+        let young = self.seq_at_time(cutoff).await?;
+        let keep_from = floor.saturating_add(1).min(young.0);
+        let first = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| FleetError::js("stream info", e))?
+            .state
+            .first_sequence;
+        if keep_from <= first {
+            return Ok(0);
+        }
+        let purged = self
+            .stream
+            .purge()
+            .sequence(keep_from)
+            .await
+            .map_err(|e| FleetError::js("purge", e))?;
+        Ok(purged.purged)
+    }
+}

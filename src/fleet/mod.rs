@@ -83,6 +83,8 @@ pub struct Fleet {
     subject: String,
     /// How long a delivery may go without a sign of life before another relay takes it over.
     ack_wait: Duration,
+    /// Each destination's state as the bucket's watch last reported it.
+    states: ledger::StateCopies,
 }
 
 impl Fleet {
@@ -116,13 +118,14 @@ impl Fleet {
             subjects: vec![subject.clone()],
             storage: jetstream::stream::StorageType::File,
             retention: jetstream::stream::RetentionPolicy::Limits,
-            // Age only: JetStream cannot know which messages every destination finished.
-            max_age: storage.retention,
+            // No age limit: JetStream cannot tell which messages every
+            // destination finished; `purge_finished` deletes those.
+            max_age: Duration::ZERO,
             max_bytes: i64::try_from(storage.max_disk_bytes).unwrap_or(i64::MAX),
             // A full stream refuses new webhooks (a 503) rather than drop old ones.
             discard: jetstream::stream::DiscardPolicy::New,
             num_replicas: cfg.replicas,
-            duplicate_window: dedup_window.max(MIN_DEDUP_WINDOW).min(storage.retention),
+            duplicate_window: dedup_window.max(MIN_DEDUP_WINDOW),
             max_message_size: i32::try_from(needed).unwrap_or(i32::MAX),
             description: Some("hookrelay's log".into()),
             ..Default::default()
@@ -175,6 +178,7 @@ impl Fleet {
             cfg: cfg.clone(),
             subject,
             ack_wait: cfg.ack_wait,
+            states: ledger::StateCopies::default(),
         })
     }
 
