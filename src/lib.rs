@@ -271,19 +271,28 @@ async fn open_backend(config: &Config) -> Result<(backend::Backend, Seq), Error>
                 .map(|s| s.dedup_window)
                 .max()
                 .unwrap_or_default();
-            let fleet = fleet::Fleet::connect(
-                &config.storage,
-                nats,
-                window,
-                usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
-            )
-            .await
-            .map_err(StoreError::from)?;
+            let max_body = usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX);
+            // A cluster just started (or electing leaders) refuses JetStream
+            // calls for a few seconds; what retrying cannot fix fails at once.
+            let deadline = tokio::time::Instant::now() + FLEET_START_PATIENCE;
+            let fleet = loop {
+                match fleet::Fleet::connect(&config.storage, nats, window, max_body).await {
+                    Ok(fleet) => break fleet,
+                    Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, "the fleet's JetStream is not ready; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(StoreError::from(e).into()),
+                }
+            };
             let last = fleet.head().await.map_err(StoreError::from)?;
             Ok((backend::Backend::Fleet(Arc::new(fleet)), last))
         }
     }
 }
+
+/// How long a fleet relay keeps trying to set up its stream at start.
+const FLEET_START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often a fleet relay reads the stream's newest seq (which any relay
 /// moves) for its admin views.

@@ -109,6 +109,10 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
             "storage.durability",
             old.storage.durability != new.storage.durability,
         ),
+        (
+            "storage.backend",
+            fleet_settings(&old.storage.backend) != fleet_settings(&new.storage.backend),
+        ),
     ];
     c.restart_needed = restart
         .into_iter()
@@ -231,6 +235,31 @@ impl Generation {
     }
 }
 
+/// What a fleet's connection was opened with, to tell a changed one (a
+/// restart applies it); secrets compared, never shown.
+fn fleet_settings(
+    b: &crate::config::Backend,
+) -> Option<(Vec<String>, String, usize, u128, Vec<u8>)> {
+    let crate::config::Backend::Nats(n) = b else {
+        return None;
+    };
+    let auth = match &n.auth {
+        crate::config::NatsAuth::None => Vec::new(),
+        crate::config::NatsAuth::Token(t) => t.expose().to_vec(),
+        crate::config::NatsAuth::UserPassword { user, password } => {
+            [user.as_bytes(), b"\0", password.expose()].concat()
+        }
+        crate::config::NatsAuth::CredentialsFile(p) => p.to_string_lossy().as_bytes().to_vec(),
+    };
+    Some((
+        n.urls.clone(),
+        n.stream.to_string(),
+        n.replicas,
+        n.ack_wait.as_millis(),
+        auth,
+    ))
+}
+
 /// How often a fleet relay deletes what every destination finished.
 const FLEET_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -250,7 +279,10 @@ async fn fleet_retention(
         }
         match fleet.purge_finished(&dests, retention).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "retention deleted messages every destination finished"),
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "retention deleted messages every destination finished"
+            ),
             Err(e) => tracing::warn!(error = %e, "fleet retention failed; retrying in a minute"),
         }
     }

@@ -443,7 +443,11 @@ fn print_fleet(name: &str, r: &FleetRun) {
 /// cluster (`replicas = 3`, servers fsyncing every write), the same load.
 async fn run_fleet(mut a: Args) {
     a.destinations = a.destinations.max(1);
-    let ordering = if a.unordered { "unordered (max_in_flight 16)" } else { "strict" };
+    let ordering = if a.unordered {
+        "unordered (max_in_flight 16)"
+    } else {
+        "strict"
+    };
     println!(
         "scenario: fleet, {} requests, {} connections, {} B bodies, {} {ordering} destination(s)",
         a.requests, a.connections, a.body, a.destinations
@@ -471,10 +475,8 @@ async fn run_fleet(mut a: Args) {
     for name in ["r1", "r2"] {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).expect("relay dir");
-        let text = config_text(&a, sink.addr).replace(
-            "[storage]\n",
-            &format!("[storage]\n{storage}"),
-        );
+        let text =
+            config_text(&a, sink.addr).replace("[storage]\n", &format!("[storage]\n{storage}"));
         let file = dir.join("relay.toml");
         std::fs::write(&file, text).expect("write relay.toml");
         relays.push(spawn_relay(&file));

@@ -320,24 +320,43 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
             if bounded {
                 return Err(ApiError::NotInFleet);
             }
-            // A new epoch first: every relay's deliveries of the old run
-            // stop; then the consumer starts again at the range.
+            // Paused first, until nothing is in flight anywhere: a strict
+            // destination must never have the old run's delivery beside the
+            // replay's. Then the consumer starts again at the range, and a
+            // new epoch gives every message of it a fresh run of attempts.
+            let before = admin.backend.state(&d.name).await?;
+            admin
+                .backend
+                .update_state(&d.name, |st| st.paused = true)
+                .await?;
+            c.wake();
+            let drain = d.timeout + std::time::Duration::from_secs(5);
+            if !fleet
+                .wait_idle(&d.name, drain)
+                .await
+                .map_err(StoreError::from)?
+            {
+                tracing::warn!(destination = %d.name, "deliveries still in flight after the destination's timeout; replaying anyway");
+            }
+            let in_flight = match d.ordering {
+                crate::config::DeliveryOrder::Strict => 1,
+                crate::config::DeliveryOrder::Unordered => d.max_in_flight,
+            };
+            // On failure the destination stays paused (and says so), not
+            // at some half-moved cursor.
+            fleet
+                .rewind(&d.name, plan.from, in_flight)
+                .await
+                .map_err(StoreError::from)?;
             admin
                 .backend
                 .update_state(&d.name, |st| {
+                    st.paused = before.paused;
                     st.blocked_on = None;
                     st.replay_end = None;
                     st.retry_epoch = st.retry_epoch.wrapping_add(1);
                 })
                 .await?;
-            let in_flight = match d.ordering {
-                crate::config::DeliveryOrder::Strict => 1,
-                crate::config::DeliveryOrder::Unordered => d.max_in_flight,
-            };
-            fleet
-                .rewind(&d.name, plan.from, in_flight)
-                .await
-                .map_err(StoreError::from)?;
             c.wake();
             tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
             return Ok(cursor);

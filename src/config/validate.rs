@@ -456,13 +456,13 @@ fn nats(cx: &mut Ctx<'_>, n: &Spanned<RawNats>) -> NatsConfig {
     }
 }
 
-/// `nats://`, `tls://` or `ws(s)://` with a host; the client parses the rest.
+/// `nats://` or `tls://` with a host; the client parses the rest.
 fn nats_url(url: &str) -> Result<(), &'static str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("expected nats://host:port");
     };
-    if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
-        return Err("the scheme must be nats, tls, ws or wss");
+    if !matches!(scheme, "nats" | "tls") {
+        return Err("the scheme must be nats or tls");
     }
     let authority = rest.split('/').next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();

@@ -21,6 +21,8 @@ use crate::fleet::{Delivery, Feed, Fleet};
 /// abandoned would leave a message handed to nobody until `ack_wait`), so
 /// this is also how long a pause or a shutdown may wait for it.
 const PULL_WAIT: Duration = Duration::from_secs(1);
+/// How often a paused or blocked destination's state is read again anyway.
+const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Runs one destination's fleet worker until `shutdown`, then releases
 /// what it holds (another relay takes it up at once) and returns.
@@ -84,8 +86,13 @@ impl Worker {
     async fn step(&mut self) -> Result<(), DeliveryError> {
         let lane = self.lane.clone();
         while self.tasks.try_join_next().is_some() {}
-        if let Some(seq) = lane.control.next_redelivery() {
-            return lane.redeliver(seq, &self.shutdown).await;
+        // A strict destination's redelivery waits for this relay's message
+        // in flight (as with sled, never two at once here).
+        let strict = self.max_in_flight == 1;
+        if !strict || self.tasks.is_empty() {
+            if let Some(seq) = lane.control.next_redelivery() {
+                return lane.redeliver(seq, &self.shutdown).await;
+            }
         }
         let state = lane.backend.state(&lane.dest.name).await?;
         let stopped = state.paused || state.blocked_on.is_some();
@@ -97,8 +104,11 @@ impl Worker {
         }
         self.epoch = Some(state.retry_epoch);
         if stopped {
+            // Woken by the bucket's watch; the timer covers a change made
+            // while the watch was being set up again.
             tokio::select! {
                 _ = lane.control.changed.notified() => {}
+                _ = tokio::time::sleep(STOPPED_RECHECK) => {}
                 _ = self.shutdown.cancelled() => {}
             }
             return Ok(());
@@ -183,7 +193,8 @@ impl Task {
         let interrupt = self.interrupt.child_token();
         let delivery = async {
             if d.handed_out == 1 {
-                lane.deliver_first(d.seq, &msg, self.epoch, &interrupt).await
+                lane.deliver_first(d.seq, &msg, self.epoch, &interrupt)
+                    .await
             } else {
                 lane.deliver(d.seq, &msg, self.epoch, &interrupt).await
             }

@@ -89,7 +89,11 @@ impl Fleet {
         let ack_wait = consumer.cached_info().config.ack_wait;
         Ok(Feed {
             consumer,
-            ack_wait: if ack_wait.is_zero() { self.ack_wait } else { ack_wait },
+            ack_wait: if ack_wait.is_zero() {
+                self.ack_wait
+            } else {
+                ack_wait
+            },
         })
     }
 
@@ -116,11 +120,18 @@ impl Fleet {
             max_deliver: -1,
             ..Default::default()
         };
-        self.stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| FleetError::js("consumer create", e))?;
-        Ok(())
+        let mut tries = 0;
+        loop {
+            match self.stream.create_consumer(config.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(destination = %dest, error = %e, "cannot recreate the consumer; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(FleetError::js("consumer create", e)),
+            }
+        }
     }
 
     /// The first seq stored at or after `ms` (Unix ms); past the end when none is.
@@ -152,6 +163,35 @@ impl Fleet {
             }
             Some(Err(e)) => Err(FleetError::js("seek by time", e)),
             None => Ok(self.head().await?.next()),
+        }
+    }
+
+    /// Waits up to `deadline` until no relay holds a message of `dest`;
+    /// whether that happened.
+    pub async fn wait_idle(
+        &self,
+        dest: &DestinationName,
+        deadline: Duration,
+    ) -> Result<bool, FleetError> {
+        let name = consumer_name(self.stream_name(), dest);
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let mut c: consumer::Consumer<pull::Config> = self
+                .stream
+                .get_consumer(&name)
+                .await
+                .map_err(|e| FleetError::js("consumer", e))?;
+            let info = c
+                .info()
+                .await
+                .map_err(|e| FleetError::js("consumer info", e))?;
+            if info.num_ack_pending == 0 {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

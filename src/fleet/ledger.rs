@@ -18,6 +18,12 @@ use crate::store::{Attempt, DeadLetter, DestinationState, Latest, RetryRun};
 /// Compare-and-set rounds before a write gives up (each loses only to
 /// another relay's write of the same key).
 const CAS_ROUNDS: usize = 16;
+/// The pause after a lost compare-and-set, times the round.
+const CAS_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+/// Attempts a message's history keeps (the latest ones; the count goes on).
+const KEPT_ATTEMPTS: usize = 64;
+
+type Bucket = async_nats::jetstream::kv::Store;
 
 fn state_key(dest: &DestinationName) -> String {
     format!("state.{dest}")
@@ -32,9 +38,8 @@ fn dead_key(dest: &DestinationName, seq: Seq) -> String {
 }
 
 impl Fleet {
-    async fn entry(&self, key: &str) -> Result<Option<(Bytes, u64)>, FleetError> {
-        let entry = self
-            .bucket
+    async fn entry(&self, bucket: &Bucket, key: &str) -> Result<Option<(Bytes, u64)>, FleetError> {
+        let entry = bucket
             .entry(key)
             .await
             .map_err(|e| FleetError::js("state read", e))?;
@@ -47,13 +52,13 @@ impl Fleet {
     /// retrying on a concurrent change; returns what was written.
     async fn modify<T>(
         &self,
-        key: &str,
+        (bucket, key): (&Bucket, &str),
         decode: fn(&[u8]) -> Result<T, codec::CodecError>,
         encode: fn(&T) -> Result<Vec<u8>, codec::CodecError>,
         mut f: impl FnMut(Option<T>) -> T,
     ) -> Result<(T, u64), FleetError> {
-        for _ in 0..CAS_ROUNDS {
-            let current = self.entry(key).await?;
+        for round in 0..CAS_ROUNDS {
+            let current = self.entry(bucket, key).await?;
             let (old, revision) = match current {
                 Some((bytes, rev)) => (
                     Some(decode(&bytes).map_err(|e| FleetError::js("state decode", e))?),
@@ -67,9 +72,13 @@ impl Fleet {
                 .into();
             // Revision 0 means "absent": `update` then acts as a create
             // that fails if another relay created the key meanwhile.
-            match self.bucket.update(key, bytes, revision).await {
+            match bucket.update(key, bytes, revision).await {
                 Ok(revision) => return Ok((new, revision)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    // Another relay's write, or a replica behind the leader.
+                    tokio::time::sleep(CAS_PAUSE * (round as u32 + 1)).await;
+                    continue;
+                }
                 Err(e) => return Err(FleetError::js("state write", e)),
             }
         }
@@ -86,7 +95,7 @@ impl Fleet {
         if let Some(st) = self.states.get(dest) {
             return Ok(st);
         }
-        let (st, revision) = match self.entry(&state_key(dest)).await? {
+        let (st, revision) = match self.entry(&self.bucket, &state_key(dest)).await? {
             None => (DestinationState::default(), 0),
             Some((bytes, revision)) => (
                 codec::decode_state(&bytes).map_err(|e| FleetError::js("state decode", e))?,
@@ -105,7 +114,7 @@ impl Fleet {
     ) -> Result<DestinationState, FleetError> {
         let (st, revision) = self
             .modify(
-                &state_key(dest),
+                (&self.bucket, &state_key(dest)),
                 codec::decode_state,
                 codec::encode_state,
                 |old| {
@@ -125,7 +134,7 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<AttemptHistory, FleetError> {
-        match self.entry(&attempts_key(dest, seq)).await? {
+        match self.entry(&self.records, &attempts_key(dest, seq)).await? {
             None => Ok(AttemptHistory::default()),
             Some((bytes, _)) => {
                 codec::decode_history(&bytes).map_err(|e| FleetError::js("attempts decode", e))
@@ -140,7 +149,7 @@ impl Fleet {
         seq: Seq,
     ) -> Result<Option<Latest>, FleetError> {
         let h = self.history(dest, seq).await?;
-        let n = h.attempts.len() as u32;
+        let n = h.earlier.saturating_add(h.attempts.len() as u32);
         Ok(h.attempts.last().map(|a| Latest {
             n,
             attempt: a.clone(),
@@ -163,27 +172,37 @@ impl Fleet {
             let first = AttemptHistory {
                 attempts: vec![attempt.clone()],
                 run: run.copied(),
+                earlier: 0,
             };
             let bytes = codec::encode_history(&first).map_err(|e| FleetError::js("encode", e))?;
-            match self.bucket.create(&key, bytes.into()).await {
+            match self.records.create(&key, bytes.into()).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(FleetError::js("attempt write", e)),
             }
         }
-        self.modify(&key, codec::decode_history, codec::encode_history, |old| {
-            let mut h = old.unwrap_or_default();
-            // Attempt n is entry n - 1 (a record lost to a crash leaves a
-            // copy in its place); numbers that start again (a replay's
-            // first hand-out is not looked up) add to the history.
-            let at = (n as usize).saturating_sub(1);
-            if at >= h.attempts.len() {
-                h.attempts.resize(at, attempt.clone());
-            }
-            h.attempts.push(attempt.clone());
-            h.run = run.copied();
-            h
-        })
+        self.modify(
+            (&self.records, &key),
+            codec::decode_history,
+            codec::encode_history,
+            |old| {
+                let mut h = old.unwrap_or_default();
+                // Attempt n is entry n - 1 (a record lost to a crash leaves a
+                // copy in its place); numbers that start again (a replay's
+                // first hand-out is not looked up) add to the history.
+                let at = (n.saturating_sub(1).saturating_sub(h.earlier)) as usize;
+                if at >= h.attempts.len() {
+                    h.attempts.resize(at, attempt.clone());
+                }
+                h.attempts.push(attempt.clone());
+                // A value stays small whatever the retries: the oldest go.
+                let over = h.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+                h.attempts.drain(..over);
+                h.earlier = h.earlier.saturating_add(over as u32);
+                h.run = run.copied();
+                h
+            },
+        )
         .await
         .map(drop)
     }
@@ -193,7 +212,7 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<Option<DeadLetter>, FleetError> {
-        self.entry(&dead_key(dest, seq))
+        self.entry(&self.records, &dead_key(dest, seq))
             .await?
             .map(|(bytes, _)| {
                 codec::decode_dead_letter(&bytes)
@@ -209,7 +228,7 @@ impl Fleet {
         dead: &DeadLetter,
     ) -> Result<(), FleetError> {
         let bytes = codec::encode_dead_letter(dead).map_err(|e| FleetError::js("encode", e))?;
-        self.bucket
+        self.records
             .put(dead_key(dest, seq), bytes.into())
             .await
             .map_err(|e| FleetError::js("dead letter write", e))?;
@@ -221,7 +240,7 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<(), FleetError> {
-        self.bucket
+        self.records
             .purge(dead_key(dest, seq))
             .await
             .map_err(|e| FleetError::js("dead letter removal", e))
@@ -235,9 +254,9 @@ impl Fleet {
         dest: &DestinationName,
     ) -> Result<Vec<(Seq, DeadLetter)>, FleetError> {
         use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
-        let subject_prefix = format!("{}dead.{dest}.", self.bucket.prefix);
+        let subject_prefix = format!("{}dead.{dest}.", self.records.prefix);
         let consumer = self
-            .bucket
+            .records
             .stream
             .create_consumer(push::OrderedConfig {
                 deliver_subject: self.client.new_inbox(),

@@ -55,8 +55,11 @@ impl Fleet {
                 .await
         };
         let ack = ack.await.map_err(|e| match e.kind() {
-            // JetStream answers "maximum bytes exceeded" with its own error code.
-            PublishErrorKind::Other if e.to_string().contains("maximum") => FleetError::Full,
+            // The stream's `max_bytes` with `discard = new`: JetStream's
+            // "maximum bytes exceeded" (error code 10047 family).
+            PublishErrorKind::Other if e.to_string().contains("maximum bytes exceeded") => {
+                FleetError::Full
+            }
             _ => FleetError::js("publish", e),
         })?;
         let seq = Seq(ack.sequence);

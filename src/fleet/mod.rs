@@ -65,6 +65,11 @@ pub enum FleetError {
 }
 
 impl FleetError {
+    /// Whether trying again later may succeed (not a setup or config problem).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FleetError::JetStream { .. } | FleetError::Full)
+    }
+
     fn js(what: &'static str, e: impl std::fmt::Display) -> FleetError {
         FleetError::JetStream {
             what,
@@ -78,7 +83,10 @@ pub struct Fleet {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
+    /// `<stream>-state`: each destination's operator state.
     bucket: jetstream::kv::Store,
+    /// `<stream>-history`: attempts and dead letters, expiring after `retention`.
+    records: jetstream::kv::Store,
     cfg: NatsConfig,
     subject: String,
     /// How long a delivery may go without a sign of life before another relay takes it over.
@@ -155,26 +163,18 @@ impl Fleet {
                 .await
                 .map_err(|e| FleetError::js("stream create", e))?,
         };
-        let bucket_name = format!("{}-state", cfg.stream);
-        let bucket = match js.get_key_value(&bucket_name).await {
-            Ok(b) => b,
-            Err(_) => js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: bucket_name.clone(),
-                    description: "hookrelay's delivery state".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: cfg.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| FleetError::js("state bucket create", e))?,
-        };
+        // Operator state lives until changed; attempts and dead letters
+        // go with their messages' retention.
+        let state = format!("{}-state", cfg.stream);
+        let bucket = open_bucket(&js, &state, cfg.replicas, Duration::ZERO).await?;
+        let history = format!("{}-history", cfg.stream);
+        let records = open_bucket(&js, &history, cfg.replicas, storage.retention).await?;
         Ok(Fleet {
             client,
             js,
             stream,
             bucket,
+            records,
             cfg: cfg.clone(),
             subject,
             ack_wait: cfg.ack_wait,
@@ -185,6 +185,55 @@ impl Fleet {
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
         self.cfg.stream.as_str()
+    }
+}
+
+/// The key-value bucket `name`, created if missing; its replicas and age
+/// limit brought to the config if they differ.
+async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<jetstream::kv::Store, FleetError> {
+    match js.get_key_value(name).await {
+        Ok(b) => {
+            let mut stream = js
+                .get_stream(format!("KV_{name}"))
+                .await
+                .map_err(|e| FleetError::js("bucket stream", e))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| FleetError::js("bucket info", e))?;
+            if info.config.num_replicas != replicas || info.config.max_age != max_age {
+                let config = jetstream::stream::Config {
+                    num_replicas: replicas,
+                    max_age,
+                    ..info.config.clone()
+                };
+                tracing::info!(
+                    bucket = name,
+                    "updating the bucket's replicas and age limit to the config"
+                );
+                js.update_stream(&config)
+                    .await
+                    .map_err(|e| FleetError::js("bucket update", e))?;
+            }
+            Ok(b)
+        }
+        Err(_) => js
+            .create_key_value(jetstream::kv::Config {
+                bucket: name.to_owned(),
+                description: "hookrelay's delivery state".into(),
+                history: 1,
+                max_age,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| FleetError::js("bucket create", e)),
     }
 }
 

@@ -401,14 +401,17 @@ pub fn decode_attempt(b: &[u8]) -> Result<Attempt, CodecError> {
     decode_attempt_in(b).map(|(a, _)| a)
 }
 
-/// Every attempt of one message at one destination, in one record (the
-/// fleet's bucket keeps a message's history in one key; attempt `n` is
-/// entry `n - 1`).
+/// The attempts of one message at one destination, in one record (the
+/// fleet keeps a message's history in one key; attempt `n` is entry
+/// `n - 1 - earlier`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptHistory {
     pub attempts: Vec<Attempt>,
     /// The retry run the latest attempt left, if it failed in one.
     pub run: Option<RetryRun>,
+    /// Attempts made before the first one kept (a history keeps the latest
+    /// ones only), so the latest is attempt `earlier + attempts.len()`.
+    pub earlier: u32,
 }
 
 /// A message given up on for one destination.

@@ -434,14 +434,15 @@ async fn overview(admin: &Admin, ctx: &Ctx) -> Result<Markup, ApiError> {
         rows.push(dest_row(admin, e).await?);
     }
     let sources = ops::sources(admin);
-    // sled reads file metadata for this: off the async threads.
-    let used = admin.store()?.blocking(|s| s.size_on_disk()).await.ok();
-    let first = admin
-        .store()?
-        .blocking(|s| s.log().first_seq())
-        .await
-        .ok()
-        .flatten();
+    // sled reads file metadata for this: off the async threads. A fleet
+    // has no disk of its own to show.
+    let (used, first) = match admin.backend.sled() {
+        Some(store) => (
+            store.blocking(|s| s.size_on_disk()).await.ok(),
+            store.blocking(|s| s.log().first_seq()).await.ok().flatten(),
+        ),
+        None => (None, None),
+    };
     let disk = pages::Disk {
         used,
         budget: admin.console.budget.load(Ordering::Relaxed),
@@ -461,10 +462,15 @@ async fn destination(
     let entry = ops::find_destination(admin, name)?;
     let row = dest_row(admin, &entry).await?;
     let dest = entry.0.name.clone();
-    let attempts = admin
-        .store()?
-        .blocking(move |s| s.attempts().recent(&dest, DEST_ROWS))
-        .await?;
+    // The fleet keeps no index of recent attempts: its page lists none.
+    let attempts = match admin.backend.sled() {
+        Some(store) => {
+            store
+                .blocking(move |s| s.attempts().recent(&dest, DEST_ROWS))
+                .await?
+        }
+        None => Vec::new(),
+    };
     // One more than shown says whether there is a next page.
     let mut dead = ops::dead_letters(admin, name, dl_after, DEST_ROWS + 1).await?;
     let dead_next = if dead.len() > DEST_ROWS {
