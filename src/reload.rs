@@ -235,29 +235,33 @@ impl Generation {
     }
 }
 
-/// What a fleet's connection was opened with, to tell a changed one (a
-/// restart applies it); secrets compared, never shown.
-fn fleet_settings(
-    b: &crate::config::Backend,
-) -> Option<(Vec<String>, String, usize, u128, Vec<u8>)> {
+/// What a fleet's connection was opened with, as bytes to compare (a
+/// restart applies a change); secrets compared, never shown.
+fn fleet_settings(b: &crate::config::Backend) -> Option<Vec<u8>> {
     let crate::config::Backend::Nats(n) = b else {
         return None;
     };
-    let auth = match &n.auth {
-        crate::config::NatsAuth::None => Vec::new(),
-        crate::config::NatsAuth::Token(t) => t.expose().to_vec(),
-        crate::config::NatsAuth::UserPassword { user, password } => {
-            [user.as_bytes(), b"\0", password.expose()].concat()
-        }
-        crate::config::NatsAuth::CredentialsFile(p) => p.to_string_lossy().as_bytes().to_vec(),
-    };
-    Some((
-        n.urls.clone(),
-        n.stream.to_string(),
+    let mut out = format!(
+        "{:?}\0{}\0{}\0{}\0",
+        n.urls,
+        n.stream,
         n.replicas,
-        n.ack_wait.as_millis(),
-        auth,
-    ))
+        n.ack_wait.as_millis()
+    )
+    .into_bytes();
+    match &n.auth {
+        crate::config::NatsAuth::None => {}
+        crate::config::NatsAuth::Token(t) => out.extend_from_slice(t.expose()),
+        crate::config::NatsAuth::UserPassword { user, password } => {
+            out.extend_from_slice(user.as_bytes());
+            out.push(0);
+            out.extend_from_slice(password.expose());
+        }
+        crate::config::NatsAuth::CredentialsFile(p) => {
+            out.extend_from_slice(p.to_string_lossy().as_bytes())
+        }
+    }
+    Some(out)
 }
 
 /// How often a fleet relay deletes what every destination finished.
