@@ -122,13 +122,11 @@ impl Worker {
             }
             return Ok(());
         }
-        // Not abandoned on a wake-up: see `PULL_WAIT`.
-        let pulled = self
-            .feed
-            .fetch(room, PULL_WAIT)
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        for d in pulled {
+        // Not abandoned on a wake-up (see `PULL_WAIT`); each message starts
+        // as it arrives.
+        let store_err = crate::store::StoreError::from;
+        let mut pull = self.feed.pull(room, PULL_WAIT).await.map_err(store_err)?;
+        while let Some(d) = pull.next().await.map_err(store_err)? {
             let task = Task {
                 lane: lane.clone(),
                 feed: self.feed.clone(),
@@ -136,6 +134,7 @@ impl Worker {
                 interrupt: self.generation.clone(),
             };
             self.tasks.spawn(task.run(d));
+            while self.tasks.try_join_next().is_some() {}
         }
         Ok(())
     }

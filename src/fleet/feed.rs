@@ -216,11 +216,11 @@ impl Fleet {
 }
 
 impl Feed {
-    /// Up to `max` messages, waiting at most `wait` for the first (a pull
-    /// request the server holds, not a poll). A failure part-way keeps
-    /// what came before it: those are held by this relay now.
-    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, FleetError> {
-        let mut batch = self
+    /// A pull of up to `max` messages, held by the server for at most
+    /// `wait` (a request it answers as messages come, not a poll). Take
+    /// them with [`Pull::next`] as they arrive.
+    pub async fn pull(&self, max: usize, wait: Duration) -> Result<Pull, FleetError> {
+        let batch = self
             .consumer
             .batch()
             .max_messages(max.max(1))
@@ -228,14 +228,28 @@ impl Feed {
             .messages()
             .await
             .map_err(|e| FleetError::js("pull", e))?;
-        let mut out = Vec::new();
-        while let Some(msg) = batch.next().await {
+        Ok(Pull { batch, any: false })
+    }
+}
+
+/// One pull in progress.
+pub struct Pull {
+    batch: pull::Batch,
+    any: bool,
+}
+
+impl Pull {
+    /// The next message handed to this relay; `None` once the pull ends
+    /// (full or expired). A failure after some messages ends it quietly:
+    /// those are held by this relay now and must be worked on.
+    pub async fn next(&mut self) -> Result<Option<Delivery>, FleetError> {
+        while let Some(msg) = self.batch.next().await {
             let msg = match msg {
                 Ok(msg) => msg,
-                Err(e) if out.is_empty() => return Err(FleetError::js("pull", e)),
+                Err(e) if !self.any => return Err(FleetError::js("pull", e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "pull ended early");
-                    break;
+                    return Ok(None);
                 }
             };
             let Ok((seq, handed_out)) = msg
@@ -245,13 +259,14 @@ impl Feed {
                 // Not a JetStream message (no reply subject): nothing to hold.
                 continue;
             };
-            out.push(Delivery {
+            self.any = true;
+            return Ok(Some(Delivery {
                 msg,
                 seq,
                 handed_out,
-            });
+            }));
         }
-        Ok(out)
+        Ok(None)
     }
 }
 

@@ -37,57 +37,89 @@ fn dead_key(dest: &DestinationName, seq: Seq) -> String {
     format!("dead.{dest}.{}", seq.0)
 }
 
-impl Fleet {
-    async fn entry(&self, bucket: &Bucket, key: &str) -> Result<Option<(Bytes, u64)>, FleetError> {
-        let entry = bucket
-            .entry(key)
-            .await
-            .map_err(|e| FleetError::js("state read", e))?;
-        Ok(entry
-            .filter(|e| e.operation == Operation::Put)
-            .map(|e| (e.value, e.revision)))
-    }
+/// One key's value and revision; `None` when absent or deleted.
+async fn entry(bucket: &Bucket, key: &str) -> Result<Option<(Bytes, u64)>, FleetError> {
+    let entry = bucket
+        .entry(key)
+        .await
+        .map_err(|e| FleetError::js("state read", e))?;
+    Ok(entry
+        .filter(|e| e.operation == Operation::Put)
+        .map(|e| (e.value, e.revision)))
+}
 
-    /// Changes one key with `f` (given its decoded value, `None` if absent),
-    /// retrying on a concurrent change; returns what was written.
-    async fn modify<T>(
-        &self,
-        (bucket, key): (&Bucket, &str),
-        decode: fn(&[u8]) -> Result<T, codec::CodecError>,
-        encode: fn(&T) -> Result<Vec<u8>, codec::CodecError>,
-        mut f: impl FnMut(Option<T>) -> T,
-    ) -> Result<(T, u64), FleetError> {
-        for round in 0..CAS_ROUNDS {
-            let current = self.entry(bucket, key).await?;
-            let (old, revision) = match current {
-                Some((bytes, rev)) => (
-                    Some(decode(&bytes).map_err(|e| FleetError::js("state decode", e))?),
-                    rev,
-                ),
-                None => (None, 0),
-            };
-            let new = f(old);
-            let bytes: Bytes = encode(&new)
-                .map_err(|e| FleetError::js("state encode", e))?
-                .into();
-            // Revision 0 means "absent": `update` then acts as a create
-            // that fails if another relay created the key meanwhile.
-            match bucket.update(key, bytes, revision).await {
-                Ok(revision) => return Ok((new, revision)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    // Another relay's write, or a replica behind the leader.
-                    tokio::time::sleep(CAS_PAUSE * (round as u32 + 1)).await;
-                    continue;
-                }
-                Err(e) => return Err(FleetError::js("state write", e)),
+/// Changes one key with `f` (given its decoded value, `None` if absent),
+/// retrying on a concurrent change; returns what was written and its revision.
+async fn modify<T>(
+    (bucket, key): (&Bucket, &str),
+    decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+    encode: fn(&T) -> Result<Vec<u8>, codec::CodecError>,
+    mut f: impl FnMut(Option<T>) -> T,
+) -> Result<(T, u64), FleetError> {
+    for round in 0..CAS_ROUNDS {
+        let (old, revision) = match entry(bucket, key).await? {
+            Some((bytes, rev)) => (
+                Some(decode(&bytes).map_err(|e| FleetError::js("state decode", e))?),
+                rev,
+            ),
+            None => (None, 0),
+        };
+        let new = f(old);
+        let bytes: Bytes = encode(&new)
+            .map_err(|e| FleetError::js("state encode", e))?
+            .into();
+        // Revision 0 means "absent": `update` then acts as a create that
+        // fails if another relay created the key meanwhile.
+        match bucket.update(key, bytes, revision).await {
+            Ok(revision) => return Ok((new, revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                // Another relay's write, or a replica behind the leader.
+                tokio::time::sleep(CAS_PAUSE * (round as u32 + 1)).await;
             }
+            Err(e) => return Err(FleetError::js("state write", e)),
         }
-        Err(FleetError::JetStream {
-            what: "state write",
-            detail: format!("{key} kept changing under {CAS_ROUNDS} tries"),
-        })
     }
+    Err(FleetError::JetStream {
+        what: "state write",
+        detail: format!("{key} kept changing under {CAS_ROUNDS} tries"),
+    })
+}
 
+/// Appends attempt `n` (with the run it leaves) to a message's history.
+async fn append_attempt(
+    records: &Bucket,
+    key: &str,
+    n: u32,
+    attempt: &Attempt,
+    run: Option<RetryRun>,
+) -> Result<(), FleetError> {
+    modify(
+        (records, key),
+        codec::decode_history,
+        codec::encode_history,
+        |old| {
+            let mut h = old.unwrap_or_default();
+            // Attempt n is entry n - 1 - earlier (a record lost to a crash
+            // leaves a copy in its place); numbers that start again (a replay's
+            // first hand-out is not looked up) add to the history.
+            let at = (n.saturating_sub(1).saturating_sub(h.earlier)) as usize;
+            if at >= h.attempts.len() {
+                h.attempts.resize(at, attempt.clone());
+            }
+            h.attempts.push(attempt.clone());
+            // A value stays small whatever the retries: the oldest go.
+            let over = h.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+            h.attempts.drain(..over);
+            h.earlier = h.earlier.saturating_add(over as u32);
+            h.run = run;
+            h
+        },
+    )
+    .await
+    .map(drop)
+}
+
+impl Fleet {
     /// A destination's operator state (the default until first changed):
     /// this relay's copy while its watch of the bucket runs, which every
     /// relay's change reaches within milliseconds; else read from the bucket.
@@ -95,7 +127,7 @@ impl Fleet {
         if let Some(st) = self.states.get(dest) {
             return Ok(st);
         }
-        let (st, revision) = match self.entry(&self.bucket, &state_key(dest)).await? {
+        let (st, revision) = match entry(&self.bucket, &state_key(dest)).await? {
             None => (DestinationState::default(), 0),
             Some((bytes, revision)) => (
                 codec::decode_state(&bytes).map_err(|e| FleetError::js("state decode", e))?,
@@ -112,18 +144,17 @@ impl Fleet {
         dest: &DestinationName,
         mut f: impl FnMut(&mut DestinationState),
     ) -> Result<DestinationState, FleetError> {
-        let (st, revision) = self
-            .modify(
-                (&self.bucket, &state_key(dest)),
-                codec::decode_state,
-                codec::encode_state,
-                |old| {
-                    let mut st = old.unwrap_or_default();
-                    f(&mut st);
-                    st
-                },
-            )
-            .await?;
+        let (st, revision) = modify(
+            (&self.bucket, &state_key(dest)),
+            codec::decode_state,
+            codec::encode_state,
+            |old| {
+                let mut st = old.unwrap_or_default();
+                f(&mut st);
+                st
+            },
+        )
+        .await?;
         self.states.note(dest, revision, &st);
         Ok(st)
     }
@@ -134,7 +165,7 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<AttemptHistory, FleetError> {
-        match self.entry(&self.records, &attempts_key(dest, seq)).await? {
+        match entry(&self.records, &attempts_key(dest, seq)).await? {
             None => Ok(AttemptHistory::default()),
             Some((bytes, _)) => {
                 codec::decode_history(&bytes).map_err(|e| FleetError::js("attempts decode", e))
@@ -167,44 +198,43 @@ impl Fleet {
         run: Option<&RetryRun>,
     ) -> Result<(), FleetError> {
         let key = attempts_key(dest, seq);
-        if n == 1 {
-            // The common case, a first attempt: one write, no read.
-            let first = AttemptHistory {
-                attempts: vec![attempt.clone()],
-                run: run.copied(),
-                earlier: 0,
-            };
-            let bytes = codec::encode_history(&first).map_err(|e| FleetError::js("encode", e))?;
-            match self.records.create(&key, bytes.into()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(FleetError::js("attempt write", e)),
-            }
+        let run = run.copied();
+        if n != 1 {
+            return append_attempt(&self.records, &key, n, attempt, run).await;
         }
-        self.modify(
-            (&self.records, &key),
-            codec::decode_history,
-            codec::encode_history,
-            |old| {
-                let mut h = old.unwrap_or_default();
-                // Attempt n is entry n - 1 (a record lost to a crash leaves a
-                // copy in its place); numbers that start again (a replay's
-                // first hand-out is not looked up) add to the history.
-                let at = (n.saturating_sub(1).saturating_sub(h.earlier)) as usize;
-                if at >= h.attempts.len() {
-                    h.attempts.resize(at, attempt.clone());
+        // A first attempt: one write, no read (a history already there, as
+        // after a replay, takes it as one more).
+        let first = AttemptHistory {
+            attempts: vec![attempt.clone()],
+            run,
+            earlier: 0,
+        };
+        let bytes: Bytes = codec::encode_history(&first)
+            .map_err(|e| FleetError::js("encode", e))?
+            .into();
+        let records = self.records.clone();
+        let attempt = attempt.clone();
+        let write = async move {
+            match records.create(&key, bytes).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    append_attempt(&records, &key, n, &attempt, run).await
                 }
-                h.attempts.push(attempt.clone());
-                // A value stays small whatever the retries: the oldest go.
-                let over = h.attempts.len().saturating_sub(KEPT_ATTEMPTS);
-                h.attempts.drain(..over);
-                h.earlier = h.earlier.saturating_add(over as u32);
-                h.run = run.copied();
-                h
-            },
-        )
-        .await
-        .map(drop)
+                Err(e) => Err(FleetError::js("attempt write", e)),
+            }
+        };
+        if first.attempts[0].error.is_some() {
+            return write.await;
+        }
+        // One that succeeded, the common case, is written beside the ack
+        // rather than before it: nothing waits on it, and a crash before it
+        // lands loses only a line of history.
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "cannot record a delivery attempt");
+            }
+        });
+        Ok(())
     }
 
     pub async fn dead_letter(
@@ -212,7 +242,7 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<Option<DeadLetter>, FleetError> {
-        self.entry(&self.records, &dead_key(dest, seq))
+        entry(&self.records, &dead_key(dest, seq))
             .await?
             .map(|(bytes, _)| {
                 codec::decode_dead_letter(&bytes)
