@@ -262,7 +262,14 @@ async fn probes(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") if admin.ready.load(Ordering::Relaxed) => {
-            json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+            // A fleet relay cut off from NATS cannot store what it is sent:
+            // the load balancer should send elsewhere.
+            match &admin.backend {
+                Backend::Fleet(f) if !f.connected() => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS")
+                }
+                _ => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+            }
         }
         (&Method::GET, "/readyz") => error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
         (&Method::GET, "/metrics") => admin.metrics.render(admin).await,

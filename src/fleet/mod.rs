@@ -182,6 +182,11 @@ impl Fleet {
         })
     }
 
+    /// Whether the client is connected to a NATS server now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
         self.cfg.stream.as_str()
