@@ -475,6 +475,20 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         .map(|x| x.seq)
         .collect();
     assert_eq!(again, (25..=30).collect::<Vec<_>>(), "replayed in order");
+
+    // Any relay lists the fleet's log.
+    let list = get(&c.admin_url("/api/v1/messages?after_seq=25&limit=3")).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    let seqs: Vec<u64> = list
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [26, 27, 28], "{}", list.json);
+    let none = get(&c.admin_url("/api/v1/messages?after_seq=30")).await;
+    assert_eq!(none.json, serde_json::json!([]), "nothing after the head");
     c.assert_no_panics("after the run");
 }
 

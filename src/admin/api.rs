@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::{ops, Admin, AdminBody, MAX_ADMIN_BODY};
+use crate::backend::Backend;
 use crate::listen;
 use crate::model::{Seq, SourceName};
 use crate::route::Decision;
@@ -312,6 +313,10 @@ async fn redeliver_all(admin: &Admin, name: &str) -> ApiResult {
     ))
 }
 
+/// Messages a fleet's listing reads at most per call (each comes over the
+/// network, so fewer than sled's bound).
+const FLEET_LIST_CAP: usize = 20_000;
+
 async fn messages(admin: &Admin, q: &Query) -> ApiResult {
     let source = match &q.source {
         Some(s) => {
@@ -324,13 +329,24 @@ async fn messages(admin: &Admin, q: &Query) -> ApiResult {
     };
     let (after, limit) = (q.after_seq.unwrap_or_default(), q.limit);
     let event_type = q.event_type.clone();
-    let list = admin
-        .store()?
-        .blocking(move |s| {
-            s.log()
-                .list_messages(source.as_ref(), event_type.as_deref(), after, limit)
-        })
-        .await?;
+    let list = match &admin.backend {
+        Backend::Sled(store) => {
+            store
+                .blocking(move |s| {
+                    s.log()
+                        .list_messages(source.as_ref(), event_type.as_deref(), after, limit)
+                })
+                .await?
+        }
+        Backend::Fleet(fleet) => fleet
+            .list_messages(
+                (source.as_ref(), event_type.as_deref()),
+                after,
+                (limit, FLEET_LIST_CAP),
+            )
+            .await
+            .map_err(crate::store::StoreError::from)?,
+    };
     let list: Vec<Value> = list.iter().map(|m| Value::Object(meta_json(m))).collect();
     Ok((StatusCode::OK, json!(list)))
 }
@@ -378,8 +394,8 @@ async fn route(admin: &Admin, name: &str, seq: &str) -> ApiResult {
     let (d, _) = &*entry;
     let seq = parse_seq(seq)?;
     let m = admin
-        .store()?
-        .blocking(move |s| s.log().message(seq))
+        .backend
+        .message(seq)
         .await?
         .ok_or(ApiError::NotFound("message"))?;
     let decision = if d.sources.contains(&m.source) {

@@ -137,3 +137,58 @@ impl Fleet {
         Ok(purged.purged)
     }
 }
+
+impl Fleet {
+    /// Up to `limit` messages after `after` whose source and event type
+    /// match (when given), oldest first, reading at most `cap` messages
+    /// through one ordered consumer (the stream streamed, not one request
+    /// per message).
+    pub async fn list_messages(
+        &self,
+        (source, event_type): (Option<&crate::model::SourceName>, Option<&str>),
+        after: Seq,
+        (limit, cap): (usize, usize),
+    ) -> Result<Vec<crate::store::MessageMeta>, FleetError> {
+        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        use futures_util::StreamExt;
+        let consumer = self
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: after.0.saturating_add(1),
+                },
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| FleetError::js("message list", e))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| FleetError::js("message list", e))?;
+        for _ in 0..cap {
+            let Some(m) = messages.next().await else {
+                break;
+            };
+            let m = m.map_err(|e| FleetError::js("message list", e))?;
+            let info = m.info().map_err(|e| FleetError::js("message info", e))?;
+            let (seq, pending) = (Seq(info.stream_sequence), info.pending);
+            let msg =
+                decode_message(&m.payload).map_err(|e| FleetError::js("message decode", e))?;
+            let wanted = source.is_none_or(|s| *s == msg.source)
+                && event_type.is_none_or(|t| msg.event_type.as_deref() == Some(t));
+            if wanted {
+                out.push(crate::store::MessageMeta::of(seq, &msg));
+            }
+            if out.len() >= limit || pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
