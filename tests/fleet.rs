@@ -585,3 +585,82 @@ async fn dead_letters_made_on_one_relay_are_listed_and_redelivered_from_another(
         .collect();
     assert_eq!(ok, [1, 2, 3], "each redelivered once, oldest first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_run_goes_on_at_another_relay_and_operator_events_flow_through_the_fleet() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
+    let down = Receiver::scripted(Arc::new(|_| {
+        (StatusCode::SERVICE_UNAVAILABLE, vec![], Duration::ZERO)
+    }))
+    .await;
+    let ops = Receiver::ok().await;
+    let config = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let urls: Vec<Toml> = cluster.urls().into_iter().map(Toml::Str).collect();
+        RelayConfig::new()
+            .storage("backend", "nats")
+            .storage(
+                "nats",
+                Toml::table([
+                    ("url", Toml::List(urls)),
+                    ("stream", Toml::Str("budget".into())),
+                    ("ack_wait", Toml::Str("2s".into())),
+                ]),
+            )
+            .source(Source::new("s", "/s"))
+            .destination(
+                Dest::new("d", &down.url("/hook"))
+                    .sources(["s"])
+                    .retry(Retry::every("700ms", "700ms").attempts(4)),
+            )
+            .destination(Dest::new("ops", &ops.url("/ops")).sources(["hookrelay"]))
+            .write(&dir)
+    };
+    let mut a = relay(&config("a")).start().await;
+    let r = post(&client(), &format!("http://{}/s", a.ingest), &[], "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    wait_until("two attempts at relay a", Duration::from_secs(20), || {
+        down.count() >= 2
+    })
+    .await;
+    a.kill9();
+    // b takes the message up once a's hold lapses, and goes on with the
+    // same run: two more attempts, not four.
+    let b = relay(&config("b")).start().await;
+    let list_url = b.admin_url("/api/v1/destinations/d/dead-letters");
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || async {
+        let list = get(&list_url).await.json;
+        (list.as_array().map(Vec::len) == Some(1)).then_some(list)
+    })
+    .await;
+    let attempts: Vec<String> = down
+        .all()
+        .iter()
+        .map(|(r, _)| r.header("x-hookrelay-attempt").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        attempts,
+        ["1", "2", "3", "4"],
+        "one run of four across two relays"
+    );
+    assert_eq!(dead[0]["attempts"], 4, "{dead}");
+    // Each relay's own operator events reach the subscribed destination.
+    wait_until(
+        "relay.started from both relays",
+        Duration::from_secs(20),
+        || {
+            ops.all()
+                .iter()
+                .filter(|(r, _)| String::from_utf8_lossy(&r.body).contains("relay.started"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    b.assert_no_panics("after the run");
+}
