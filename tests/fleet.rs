@@ -638,16 +638,20 @@ async fn a_retry_run_goes_on_at_another_relay_and_operator_events_flow_through_t
         (list.as_array().map(Vec::len) == Some(1)).then_some(list)
     })
     .await;
-    let attempts: Vec<String> = down
+    let mut attempts: Vec<String> = down
         .all()
         .iter()
         .map(|(r, _)| r.header("x-hookrelay-attempt").unwrap_or("").to_owned())
         .collect();
+    // An attempt in flight at the kill (unrecorded) is sent again once.
+    let sent = attempts.len();
+    attempts.dedup();
     assert_eq!(
         attempts,
         ["1", "2", "3", "4"],
         "one run of four across two relays"
     );
+    assert!(sent <= 5, "{sent} requests for four attempts");
     assert_eq!(dead[0]["attempts"], 4, "{dead}");
     // Each relay's own operator events reach the subscribed destination.
     wait_until(
