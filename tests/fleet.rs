@@ -67,39 +67,61 @@ impl Targets {
     }
 }
 
-/// One relay's config dir (its own ready file) on the shared cluster.
-fn relay_config(dir: &Path, name: &str, urls: &[String], stream: &str, t: &Targets) -> PathBuf {
+/// A fleet relay's config, `name`'s own dir: `[storage] backend = "nats"`
+/// on `cluster`'s servers, stream `stream` (plus `nats_keys`), and
+/// whatever `routes` adds.
+fn fleet_relay(
+    dir: &Path,
+    name: &str,
+    cluster: &nats::Cluster,
+    (stream, nats_keys): (&str, &[(&str, Toml)]),
+    routes: impl FnOnce(RelayConfig) -> RelayConfig,
+) -> PathBuf {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let urls: Vec<Toml> = urls.iter().map(|u| Toml::Str(u.clone())).collect();
-    RelayConfig::new()
+    let urls: Vec<Toml> = cluster.urls().into_iter().map(Toml::Str).collect();
+    let mut nats = vec![
+        ("url", Toml::List(urls)),
+        ("stream", Toml::Str(stream.into())),
+    ];
+    nats.extend(nats_keys.iter().cloned());
+    let config = RelayConfig::new()
         .storage("backend", "nats")
-        .storage(
-            "nats",
-            Toml::table([
-                ("url", Toml::List(urls)),
-                ("stream", Toml::Str(stream.into())),
-                ("replicas", Toml::Int(3)),
-                // Short, so a message held by a killed relay is taken up
-                // by another within the test's patience.
-                ("ack_wait", Toml::Str("3s".into())),
-            ]),
-        )
-        .source(Source::new("load", "/in").set("dedup_header", "x-delivery-id"))
-        .destination(
-            Dest::new("strict", &t.strict.url("/hook"))
-                .sources(["load"])
-                .set("ordering", "strict")
-                .retry(Retry::every("5ms", "20ms")),
-        )
-        .destination(
-            Dest::new("spread", &t.spread.url("/hook"))
-                .sources(["load"])
-                .set("ordering", "unordered")
-                .set("max_in_flight", 4)
-                .retry(Retry::every("5ms", "20ms")),
-        )
-        .write(&dir)
+        .storage("nats", Toml::table(nats));
+    routes(config).write(&dir)
+}
+
+/// One relay's config dir (its own ready file) on the shared cluster: a
+/// strict and an unordered destination fed by source `load`.
+fn relay_config(
+    dir: &Path,
+    name: &str,
+    cluster: &nats::Cluster,
+    stream: &str,
+    t: &Targets,
+) -> PathBuf {
+    // Short, so a message held by a killed relay is taken up by another
+    // within the test's patience.
+    let keys = [
+        ("replicas", Toml::Int(3)),
+        ("ack_wait", Toml::Str("3s".into())),
+    ];
+    fleet_relay(dir, name, cluster, (stream, &keys), |c| {
+        c.source(Source::new("load", "/in").set("dedup_header", "x-delivery-id"))
+            .destination(
+                Dest::new("strict", &t.strict.url("/hook"))
+                    .sources(["load"])
+                    .set("ordering", "strict")
+                    .retry(Retry::every("5ms", "20ms")),
+            )
+            .destination(
+                Dest::new("spread", &t.spread.url("/hook"))
+                    .sources(["load"])
+                    .set("ordering", "unordered")
+                    .set("max_in_flight", 4)
+                    .retry(Retry::every("5ms", "20ms")),
+            )
+    })
 }
 
 /// Senders `k` in `range`, each posting to `url` until `stop`. With
@@ -268,8 +290,8 @@ async fn a_relay_killed_under_load_loses_nothing_and_strict_order_holds_fleet_wi
     let tmp = tempfile::tempdir().unwrap();
     let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
     let t = Targets::new(seed).await;
-    let a_conf = relay_config(tmp.path(), "a", &cluster.urls(), "kill", &t);
-    let b_conf = relay_config(tmp.path(), "b", &cluster.urls(), "kill", &t);
+    let a_conf = relay_config(tmp.path(), "a", &cluster, "kill", &t);
+    let b_conf = relay_config(tmp.path(), "b", &cluster, "kill", &t);
     let mut a = relay(&a_conf).start().await;
     let b = relay(&b_conf).start().await;
 
@@ -312,8 +334,8 @@ async fn a_nats_node_killed_and_restarted_under_load_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
     let t = Targets::new(seed).await;
-    let a_conf = relay_config(tmp.path(), "a", &cluster.urls(), "node", &t);
-    let b_conf = relay_config(tmp.path(), "b", &cluster.urls(), "node", &t);
+    let a_conf = relay_config(tmp.path(), "a", &cluster, "node", &t);
+    let b_conf = relay_config(tmp.path(), "b", &cluster, "node", &t);
     let a = relay(&a_conf).start().await;
     let b = relay(&b_conf).start().await;
 
@@ -361,9 +383,9 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
     let tmp = tempfile::tempdir().unwrap();
     let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
     let t = Targets::new(7).await;
-    let a_conf = relay_config(tmp.path(), "a", &cluster.urls(), "state", &t);
-    let b_conf = relay_config(tmp.path(), "b", &cluster.urls(), "state", &t);
-    let c_conf = relay_config(tmp.path(), "c", &cluster.urls(), "state", &t);
+    let a_conf = relay_config(tmp.path(), "a", &cluster, "state", &t);
+    let b_conf = relay_config(tmp.path(), "b", &cluster, "state", &t);
+    let c_conf = relay_config(tmp.path(), "c", &cluster, "state", &t);
     let mut a = relay(&a_conf).start().await;
     let mut b = relay(&b_conf).start().await;
     let post_n = |url: String, from: u64, to: u64| async move {
@@ -509,25 +531,13 @@ async fn dead_letters_made_on_one_relay_are_listed_and_redelivered_from_another(
     }))
     .await;
     let config = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let urls: Vec<Toml> = cluster.urls().into_iter().map(Toml::Str).collect();
-        RelayConfig::new()
-            .storage("backend", "nats")
-            .storage(
-                "nats",
-                Toml::table([
-                    ("url", Toml::List(urls)),
-                    ("stream", Toml::Str("dead".into())),
-                ]),
-            )
-            .source(Source::new("s", "/s"))
-            .destination(
+        fleet_relay(tmp.path(), name, &cluster, ("dead", &[]), |c| {
+            c.source(Source::new("s", "/s")).destination(
                 Dest::new("d", &rx.url("/hook"))
                     .sources(["s"])
                     .retry(Retry::every("5ms", "10ms").attempts(2)),
             )
-            .write(&dir)
+        })
     };
     let a = relay(&config("a")).start().await;
     let b = relay(&config("b")).start().await;
@@ -597,27 +607,16 @@ async fn a_retry_run_goes_on_at_another_relay_and_operator_events_flow_through_t
     .await;
     let ops = Receiver::ok().await;
     let config = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let urls: Vec<Toml> = cluster.urls().into_iter().map(Toml::Str).collect();
-        RelayConfig::new()
-            .storage("backend", "nats")
-            .storage(
-                "nats",
-                Toml::table([
-                    ("url", Toml::List(urls)),
-                    ("stream", Toml::Str("budget".into())),
-                    ("ack_wait", Toml::Str("2s".into())),
-                ]),
-            )
-            .source(Source::new("s", "/s"))
-            .destination(
-                Dest::new("d", &down.url("/hook"))
-                    .sources(["s"])
-                    .retry(Retry::every("700ms", "700ms").attempts(4)),
-            )
-            .destination(Dest::new("ops", &ops.url("/ops")).sources(["hookrelay"]))
-            .write(&dir)
+        let ack_wait = [("ack_wait", Toml::Str("2s".into()))];
+        fleet_relay(tmp.path(), name, &cluster, ("budget", &ack_wait), |c| {
+            c.source(Source::new("s", "/s"))
+                .destination(
+                    Dest::new("d", &down.url("/hook"))
+                        .sources(["s"])
+                        .retry(Retry::every("700ms", "700ms").attempts(4)),
+                )
+                .destination(Dest::new("ops", &ops.url("/ops")).sources(["hookrelay"]))
+        })
     };
     let mut a = relay(&config("a")).start().await;
     let r = post(&client(), &format!("http://{}/s", a.ingest), &[], "{}")

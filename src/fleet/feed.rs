@@ -37,6 +37,26 @@ fn consumer_name(stream: &str, dest: &DestinationName) -> String {
 }
 
 impl Fleet {
+    /// A destination's durable consumer: explicit acks, never given up on
+    /// (retries are the relay's), `max_in_flight` out at once fleet-wide.
+    fn consumer_config(
+        &self,
+        dest: &DestinationName,
+        max_in_flight: usize,
+        deliver_policy: DeliverPolicy,
+    ) -> pull::Config {
+        pull::Config {
+            durable_name: Some(consumer_name(self.stream_name(), dest)),
+            description: Some(format!("hookrelay destination {dest}")),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
+            deliver_policy,
+            max_deliver: -1,
+            ..Default::default()
+        }
+    }
+
     /// The destination's consumer, created on first use. `from_now`: a
     /// destination added while the fleet runs receives what arrives from
     /// now on (as with sled); one there from the start receives the stream.
@@ -47,20 +67,12 @@ impl Fleet {
         from_now: bool,
     ) -> Result<Feed, FleetError> {
         let name = consumer_name(self.stream_name(), dest);
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("hookrelay destination {dest}")),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
-            deliver_policy: if from_now {
-                DeliverPolicy::New
-            } else {
-                DeliverPolicy::All
-            },
-            max_deliver: -1,
-            ..Default::default()
+        let start = if from_now {
+            DeliverPolicy::New
+        } else {
+            DeliverPolicy::All
         };
+        let config = self.consumer_config(dest, max_in_flight, start);
         let consumer = match self.stream.get_consumer::<pull::Config>(&name).await {
             Ok(c) => {
                 let c: consumer::Consumer<pull::Config> = c;
@@ -108,18 +120,10 @@ impl Fleet {
     ) -> Result<(), FleetError> {
         let name = consumer_name(self.stream_name(), dest);
         let _ = self.stream.delete_consumer(&name).await;
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("hookrelay destination {dest}")),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: seq.0.max(1),
-            },
-            max_deliver: -1,
-            ..Default::default()
+        let start = DeliverPolicy::ByStartSequence {
+            start_sequence: seq.0.max(1),
         };
+        let config = self.consumer_config(dest, max_in_flight, start);
         let mut tries = 0;
         loop {
             match self.stream.create_consumer(config.clone()).await {
@@ -173,19 +177,9 @@ impl Fleet {
         dest: &DestinationName,
         deadline: Duration,
     ) -> Result<bool, FleetError> {
-        let name = consumer_name(self.stream_name(), dest);
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let mut c: consumer::Consumer<pull::Config> = self
-                .stream
-                .get_consumer(&name)
-                .await
-                .map_err(|e| FleetError::js("consumer", e))?;
-            let info = c
-                .info()
-                .await
-                .map_err(|e| FleetError::js("consumer info", e))?;
-            if info.num_ack_pending == 0 {
+            if self.consumer_info(dest).await?.num_ack_pending == 0 {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= until {
@@ -195,19 +189,19 @@ impl Fleet {
         }
     }
 
+    /// The destination's consumer as JetStream reports it now.
+    async fn consumer_info(&self, dest: &DestinationName) -> Result<consumer::Info, FleetError> {
+        let name = consumer_name(self.stream_name(), dest);
+        self.stream
+            .consumer_info(&name)
+            .await
+            .map_err(|e| FleetError::js("consumer info", e))
+    }
+
     /// The destination's cursor (its consumer's ack floor) and its lag
     /// (messages not yet finished, routed to it or not).
     pub async fn position(&self, dest: &DestinationName) -> Result<(Seq, u64), FleetError> {
-        let name = consumer_name(self.stream_name(), dest);
-        let mut c: consumer::Consumer<pull::Config> = self
-            .stream
-            .get_consumer(&name)
-            .await
-            .map_err(|e| FleetError::js("consumer", e))?;
-        let info = c
-            .info()
-            .await
-            .map_err(|e| FleetError::js("consumer info", e))?;
+        let info = self.consumer_info(dest).await?;
         Ok((
             Seq(info.ack_floor.stream_sequence),
             info.num_pending + info.num_ack_pending as u64,
