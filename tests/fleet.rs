@@ -171,6 +171,21 @@ async fn acked_at_least(ledger: &Arc<Mutex<Ledger>>, n: usize, what: &str) {
     .await;
 }
 
+/// Reads an event stream into `seen` until it holds `want`.
+async fn read_until(sse: &mut tokio::net::TcpStream, seen: &mut String, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        let read = tokio::io::AsyncReadExt::read(sse, &mut buf);
+        let n = tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} within 10 s: {seen}"))
+            .unwrap();
+        assert!(n > 0, "stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
 /// Sends each sender's unanswered webhook again until the fleet takes it
 /// (it answers 503 while JetStream elects a new stream leader).
 async fn resend_until_answered(
@@ -509,7 +524,21 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [26, 27, 28], "{}", list.json);
-    let none = get(&c.admin_url("/api/v1/messages?after_seq=30")).await;
+    // And streams it: events 29 and 30 after seq 28, then one posted later.
+    let mut sse = tokio::net::TcpStream::connect(c.admin).await.unwrap();
+    let request = "GET /api/v1/stream?after_seq=28 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut sse, request.as_bytes())
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut sse, &mut seen, "id: 30\n").await;
+    post_n(format!("http://{}/in", c.ingest), 30, 31).await;
+    read_until(&mut sse, &mut seen, "id: 31\n").await;
+    assert!(
+        !seen.contains("id: 28\n") && seen.contains("id: 29\nevent: message"),
+        "{seen}"
+    );
+    let none = get(&c.admin_url("/api/v1/messages?after_seq=31")).await;
     assert_eq!(none.json, serde_json::json!([]), "nothing after the head");
     c.assert_no_panics("after the run");
 }

@@ -111,7 +111,7 @@ fn stream(admin: &Admin, req: &Request<Incoming>) -> Result<Response<AdminBody>,
         .and_then(|v| v.trim().parse().ok())
         .map(Seq);
     let after = query.after_seq.or(last_event);
-    let tail = super::stream::Tail::new(admin.store()?.clone(), admin.head.clone(), source, after);
+    let tail = super::stream::Tail::new(admin.backend.clone(), admin.head.clone(), source, after);
     Ok(tail.into_response())
 }
 

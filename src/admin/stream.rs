@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use super::api::message_json;
 use super::AdminBody;
+use crate::backend::Backend;
 use crate::model::{Seq, SourceName};
-use crate::store::{Scan, Store};
+use crate::store::Scan;
 
 /// Most messages, and about the most body bytes, one read of the log takes.
 const READ_MESSAGES: usize = 64;
@@ -30,7 +31,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Where a stream starts and what it shows.
 pub struct Tail {
-    store: Store,
+    backend: Backend,
     head: watch::Receiver<Seq>,
     source: Option<SourceName>,
     /// Every message up to this seq was sent or skipped.
@@ -43,7 +44,7 @@ impl Tail {
     /// A stream of the messages after `after` (the head when `None`), of one
     /// source or all.
     pub fn new(
-        store: Store,
+        backend: Backend,
         head: watch::Receiver<Seq>,
         source: Option<SourceName>,
         after: Option<Seq>,
@@ -51,7 +52,7 @@ impl Tail {
         let after = after.unwrap_or_else(|| *head.borrow());
         let hello = format!(": hookrelay stream after seq {}\n\n", after.0);
         Tail {
-            store,
+            backend,
             head,
             source,
             after,
@@ -101,12 +102,31 @@ impl Tail {
     /// Reads the next messages up to `head` into `pending`.
     async fn read(&mut self, head: Seq) -> Result<(), crate::store::StoreError> {
         let (after, source) = (self.after, self.source.clone());
-        let scans = self.store.blocking(move |s| {
-            let routes = |src: &SourceName| source.as_ref().is_none_or(|want| want == src);
-            let limits = (READ_MESSAGES, READ_BYTES);
-            s.log().read_ahead(after, head, READ_SCAN, limits, routes)
-        });
-        for scan in scans.await? {
+        let wanted = move |src: &SourceName| source.as_ref().is_none_or(|want| want == src);
+        let scans = match &self.backend {
+            Backend::Sled(store) => {
+                store
+                    .blocking(move |s| {
+                        let limits = (READ_MESSAGES, READ_BYTES);
+                        s.log().read_ahead(after, head, READ_SCAN, limits, wanted)
+                    })
+                    .await?
+            }
+            // The head here is the fleet's as last read (each second).
+            Backend::Fleet(fleet) => {
+                let keep = |m: &crate::store::Message| wanted(&m.source);
+                let (found, last) = fleet.scan(after, (READ_MESSAGES, READ_SCAN), keep).await?;
+                let mut scans: Vec<Scan> = found
+                    .into_iter()
+                    .map(|(seq, m)| Scan::Found(seq, Box::new(m)))
+                    .collect();
+                // Nothing left to read at all (purged, say): up to the head.
+                let upto = if last == after { head } else { last };
+                scans.push(Scan::Nothing(upto));
+                scans
+            }
+        };
+        for scan in scans {
             match scan {
                 Scan::Found(seq, m) => {
                     let data = serde_json::Value::Object(message_json(seq, &m));

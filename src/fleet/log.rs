@@ -139,16 +139,16 @@ impl Fleet {
 }
 
 impl Fleet {
-    /// Up to `limit` messages after `after` whose source and event type
-    /// match (when given), oldest first, reading at most `cap` messages
-    /// through one ordered consumer (the stream streamed, not one request
-    /// per message).
-    pub async fn list_messages(
+    /// Up to `limit` messages after `after` that `keep` wants, oldest first,
+    /// reading at most `cap` messages through one ordered consumer (the
+    /// stream streamed, not one request per message). Also the last seq
+    /// read, so a caller can go on past what it skipped.
+    pub async fn scan(
         &self,
-        (source, event_type): (Option<&crate::model::SourceName>, Option<&str>),
         after: Seq,
         (limit, cap): (usize, usize),
-    ) -> Result<Vec<crate::store::MessageMeta>, FleetError> {
+        keep: impl Fn(&Message) -> bool,
+    ) -> Result<(Vec<(Seq, Message)>, Seq), FleetError> {
         use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
         use futures_util::StreamExt;
         let consumer = self
@@ -162,33 +162,51 @@ impl Fleet {
                 ..Default::default()
             })
             .await
-            .map_err(|e| FleetError::js("message list", e))?;
+            .map_err(|e| FleetError::js("log read", e))?;
         let mut out = Vec::new();
+        let mut last = after;
         if consumer.cached_info().num_pending == 0 || limit == 0 {
-            return Ok(out);
+            return Ok((out, last));
         }
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| FleetError::js("message list", e))?;
+            .map_err(|e| FleetError::js("log read", e))?;
         for _ in 0..cap {
             let Some(m) = messages.next().await else {
                 break;
             };
-            let m = m.map_err(|e| FleetError::js("message list", e))?;
+            let m = m.map_err(|e| FleetError::js("log read", e))?;
             let info = m.info().map_err(|e| FleetError::js("message info", e))?;
             let (seq, pending) = (Seq(info.stream_sequence), info.pending);
             let msg =
                 decode_message(&m.payload).map_err(|e| FleetError::js("message decode", e))?;
-            let wanted = source.is_none_or(|s| *s == msg.source)
-                && event_type.is_none_or(|t| msg.event_type.as_deref() == Some(t));
-            if wanted {
-                out.push(crate::store::MessageMeta::of(seq, &msg));
+            last = seq;
+            if keep(&msg) {
+                out.push((seq, msg));
             }
             if out.len() >= limit || pending == 0 {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, last))
+    }
+
+    /// [`Fleet::scan`] for the API's listing: by source and event type, as metadata.
+    pub async fn list_messages(
+        &self,
+        (source, event_type): (Option<&crate::model::SourceName>, Option<&str>),
+        after: Seq,
+        limits: (usize, usize),
+    ) -> Result<Vec<crate::store::MessageMeta>, FleetError> {
+        let keep = |msg: &Message| {
+            source.is_none_or(|s| *s == msg.source)
+                && event_type.is_none_or(|t| msg.event_type.as_deref() == Some(t))
+        };
+        let (found, _) = self.scan(after, limits, keep).await?;
+        Ok(found
+            .iter()
+            .map(|(seq, m)| crate::store::MessageMeta::of(*seq, m))
+            .collect())
     }
 }
