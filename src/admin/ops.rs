@@ -325,7 +325,7 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
             // replay's. Then the consumer starts again at the range, and a
             // new epoch gives every message of it a fresh run of attempts.
             let before = admin.backend.state(&d.name).await?;
-            admin
+            let ours = admin
                 .backend
                 .update_state(&d.name, |st| st.paused = true)
                 .await?;
@@ -351,7 +351,11 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
             admin
                 .backend
                 .update_state(&d.name, |st| {
-                    st.paused = before.paused;
+                    // An operator's pause or resume meanwhile (a resume
+                    // raises the epoch) is theirs to keep.
+                    if st.paused && st.retry_epoch == ours.retry_epoch {
+                        st.paused = before.paused;
+                    }
                     st.blocked_on = None;
                     st.replay_end = None;
                     st.retry_epoch = st.retry_epoch.wrapping_add(1);

@@ -47,11 +47,13 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
     tracing::debug!(destination = %name, max_in_flight, "fleet worker started");
     let mut w = Worker {
         lane,
+        fleet,
         feed,
         generation: shutdown.child_token(),
         epoch: None,
         shutdown,
         max_in_flight,
+        from_now,
         tasks: JoinSet::new(),
     };
     while !w.shutdown.is_cancelled() {
@@ -70,6 +72,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
 
 struct Worker {
     lane: Arc<Lane>,
+    fleet: Arc<Fleet>,
     feed: Arc<Feed>,
     /// Interrupts this relay's deliveries of the destination (a pause, a
     /// block or a new retry epoch, seen through the fleet's bucket).
@@ -78,6 +81,8 @@ struct Worker {
     epoch: Option<u64>,
     shutdown: CancellationToken,
     max_in_flight: usize,
+    /// Whether the consumer, if ever made here, starts at the stream's end.
+    from_now: bool,
     tasks: JoinSet<()>,
 }
 
@@ -125,10 +130,22 @@ impl Worker {
         // Not abandoned on a wake-up (see `PULL_WAIT`); each message starts
         // as it arrives.
         let store_err = crate::store::StoreError::from;
-        let mut pull = self.feed.pull(room, PULL_WAIT).await.map_err(store_err)?;
+        let mut pull = match self.feed.pull(room, PULL_WAIT).await {
+            Ok(pull) => pull,
+            Err(e) => {
+                // The consumer may be gone (a replay's move cut short):
+                // open it again, created where the replay said if need be.
+                let (name, max, from_now) = (&lane.dest.name, self.max_in_flight, self.from_now);
+                if let Ok(feed) = self.fleet.feed(name, max, from_now).await {
+                    self.feed = Arc::new(feed);
+                }
+                return Err(store_err(e).into());
+            }
+        };
         while let Some(d) = pull.next().await.map_err(store_err)? {
             let task = Task {
                 lane: lane.clone(),
+                fleet: self.fleet.clone(),
                 feed: self.feed.clone(),
                 epoch: state.retry_epoch,
                 interrupt: self.generation.clone(),
@@ -143,6 +160,7 @@ impl Worker {
 /// One message handed to this relay.
 struct Task {
     lane: Arc<Lane>,
+    fleet: Arc<Fleet>,
     feed: Arc<Feed>,
     epoch: u64,
     interrupt: CancellationToken,
@@ -184,14 +202,15 @@ impl Task {
             return Ok(Finished::Interrupted);
         }
         // A first hand-out has no attempts here to take up; a later one
-        // (a relay died, a release) reads them. After a replay recreated
-        // the consumer, numbering starts again and the history keeps both.
+        // (a relay died, a release) reads them.
         // Cut off from NATS for most of `ack_wait`, this relay is about to
         // lose its hold on the message: its retries stop rather than run
         // beside another relay's.
         let interrupt = self.interrupt.child_token();
         let delivery = async {
-            if d.handed_out == 1 {
+            // Epoch 0: no replay or resume ever gave this destination a
+            // second run, so a first hand-out has no history to count.
+            if d.handed_out == 1 && self.epoch == 0 {
                 lane.deliver_first(d.seq, &msg, self.epoch, &interrupt)
                     .await
             } else {
@@ -206,15 +225,20 @@ impl Task {
         loop {
             tokio::select! {
                 r = &mut delivery => return r,
-                _ = tick.tick() => match d.in_progress().await {
-                    Ok(()) => renewed = tokio::time::Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(destination = %lane.dest.name, seq = d.seq.0, error = %e, "cannot mark the message in progress");
-                        if renewed.elapsed() >= every * 2 {
-                            interrupt.cancel();
+                _ = tick.tick() => {
+                    // A progress ack is a publish the client buffers: it
+                    // says nothing while disconnected, hence the check.
+                    let sent = tokio::time::timeout(every / 2, d.in_progress()).await;
+                    match sent {
+                        Ok(Ok(())) if self.fleet.connected() => renewed = tokio::time::Instant::now(),
+                        _ => {
+                            tracing::warn!(destination = %lane.dest.name, seq = d.seq.0, "cannot mark the message in progress");
+                            if renewed.elapsed() >= every * 2 {
+                                interrupt.cancel();
+                            }
                         }
                     }
-                },
+                }
             }
         }
     }

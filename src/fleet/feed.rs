@@ -67,10 +67,15 @@ impl Fleet {
         from_now: bool,
     ) -> Result<Feed, FleetError> {
         let name = consumer_name(self.stream_name(), dest);
-        let start = if from_now {
-            DeliverPolicy::New
-        } else {
-            DeliverPolicy::All
+        // A consumer missing after a replay began to move it (the relay
+        // doing it died, or its create failed) starts where the replay
+        // said; only a destination's very first consumer starts per `from_now`.
+        let start = match self.replay_start(dest).await? {
+            Some(seq) => DeliverPolicy::ByStartSequence {
+                start_sequence: seq.0,
+            },
+            None if from_now => DeliverPolicy::New,
+            None => DeliverPolicy::All,
         };
         let config = self.consumer_config(dest, max_in_flight, start);
         let consumer = match self.stream.get_consumer::<pull::Config>(&name).await {
@@ -119,6 +124,7 @@ impl Fleet {
         max_in_flight: usize,
     ) -> Result<(), FleetError> {
         let name = consumer_name(self.stream_name(), dest);
+        self.set_replay_start(dest, seq).await?;
         let _ = self.stream.delete_consumer(&name).await;
         let start = DeliverPolicy::ByStartSequence {
             start_sequence: seq.0.max(1),
@@ -160,7 +166,7 @@ impl Fleet {
             .messages()
             .await
             .map_err(|e| FleetError::js("seek by time", e))?;
-        match messages.next().await {
+        match super::next_read(&mut messages, "seek by time").await? {
             Some(Ok(m)) => {
                 let info = m.info().map_err(|e| FleetError::js("message info", e))?;
                 Ok(Seq(info.stream_sequence))

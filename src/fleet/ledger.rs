@@ -124,8 +124,11 @@ impl Fleet {
     /// this relay's copy while its watch of the bucket runs, which every
     /// relay's change reaches within milliseconds; else read from the bucket.
     pub async fn state(&self, dest: &DestinationName) -> Result<DestinationState, FleetError> {
-        if let Some(st) = self.states.get(dest) {
-            return Ok(st);
+        // Cut off, the copy may miss a change: the bucket answers (or fails).
+        if self.connected() {
+            if let Some(st) = self.states.get(dest) {
+                return Ok(st);
+            }
         }
         let (st, revision) = match entry(&self.bucket, &state_key(dest)).await? {
             None => (DestinationState::default(), 0),
@@ -157,6 +160,34 @@ impl Fleet {
         .await?;
         self.states.note(dest, revision, &st);
         Ok(st)
+    }
+
+    /// Where the destination's consumer starts if it has to be created
+    /// again: the start of the last replay, if there was one.
+    pub(super) async fn replay_start(
+        &self,
+        dest: &DestinationName,
+    ) -> Result<Option<Seq>, FleetError> {
+        let Some((bytes, _)) = entry(&self.bucket, &format!("start.{dest}")).await? else {
+            return Ok(None);
+        };
+        codec::decode_seq(&bytes)
+            .map(Some)
+            .map_err(|e| FleetError::js("replay start decode", e))
+    }
+
+    /// Records where a replay moves the destination's consumer, before it does.
+    pub(super) async fn set_replay_start(
+        &self,
+        dest: &DestinationName,
+        seq: Seq,
+    ) -> Result<(), FleetError> {
+        let bytes = Bytes::copy_from_slice(&seq.0.to_be_bytes());
+        self.bucket
+            .put(format!("start.{dest}"), bytes)
+            .await
+            .map_err(|e| FleetError::js("replay start write", e))
+            .map(drop)
     }
 
     /// Every attempt of `seq` at `dest`, and the run the latest one left.
@@ -305,7 +336,7 @@ impl Fleet {
             .messages()
             .await
             .map_err(|e| FleetError::js("dead letter list", e))?;
-        while let Some(m) = messages.next().await {
+        while let Some(m) = super::next_read(&mut messages, "dead letter list").await? {
             let m = m.map_err(|e| FleetError::js("dead letter list", e))?;
             let seq = m
                 .subject
@@ -334,9 +365,11 @@ impl Fleet {
     pub async fn state_changes(
         self: &std::sync::Arc<Self>,
     ) -> Result<impl futures_util::Stream<Item = DestinationName> + Send + use<>, FleetError> {
+        // Every key's latest value first (so a copy read before the watch
+        // began is corrected), then each change.
         let watch = self
             .bucket
-            .watch("state.*")
+            .watch_with_history("state.*")
             .await
             .map_err(|e| FleetError::js("state watch", e))?;
         self.states.start();
@@ -347,7 +380,15 @@ impl Fleet {
                 let entry = entry.ok()?;
                 let dest: DestinationName = entry.key.strip_prefix("state.")?.parse().ok()?;
                 let st = match entry.operation {
-                    Operation::Put => codec::decode_state(&entry.value).ok()?,
+                    Operation::Put => match codec::decode_state(&entry.value) {
+                        Ok(st) => st,
+                        Err(e) => {
+                            // Read from the bucket each time rather than trusted.
+                            tracing::warn!(destination = %dest, error = %e, "undecodable destination state");
+                            fleet.states.forget(&dest);
+                            return Some(dest);
+                        }
+                    },
                     Operation::Delete | Operation::Purge => DestinationState::default(),
                 };
                 fleet.states.note(&dest, entry.revision, &st);
@@ -390,6 +431,12 @@ impl StateCopies {
             if newer {
                 c.seen.insert(dest.clone(), (revision, st.clone()));
             }
+        }
+    }
+
+    fn forget(&self, dest: &DestinationName) {
+        if let Ok(mut c) = self.0.lock() {
+            c.seen.remove(dest);
         }
     }
 

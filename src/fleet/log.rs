@@ -5,6 +5,7 @@
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use futures_util::StreamExt;
 
 use super::{Fleet, FleetError};
 use crate::model::{MessageId, Seq};
@@ -107,13 +108,22 @@ impl Fleet {
         dests: &[crate::model::DestinationName],
         retention: std::time::Duration,
     ) -> Result<u64, FleetError> {
+        // Every durable consumer on the stream counts, not only this
+        // relay's destinations: during a rolling config change another
+        // relay's may still owe messages. A configured one not created yet
+        // (its worker is starting) holds everything back until next round.
         let mut floor = u64::MAX;
-        for d in dests {
-            // A consumer not created yet (its worker is starting): next round.
-            let Ok((cursor, _)) = self.position(d).await else {
-                return Ok(0);
-            };
-            floor = floor.min(cursor.0);
+        let mut seen = 0;
+        let mut consumers = self.stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(|e| FleetError::js("consumer list", e))?;
+            if info.config.durable_name.is_some() {
+                floor = floor.min(info.ack_floor.stream_sequence);
+                seen += 1;
+            }
+        }
+        if seen < dests.len() {
+            return Ok(0);
         }
         let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);
         let young = self.seq_at_time(cutoff).await?;
@@ -150,7 +160,6 @@ impl Fleet {
         keep: impl Fn(&Message) -> bool,
     ) -> Result<(Vec<(Seq, Message)>, Seq), FleetError> {
         use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
-        use futures_util::StreamExt;
         let consumer = self
             .stream
             .create_consumer(push::OrderedConfig {
@@ -173,7 +182,7 @@ impl Fleet {
             .await
             .map_err(|e| FleetError::js("log read", e))?;
         for _ in 0..cap {
-            let Some(m) = messages.next().await else {
+            let Some(m) = super::next_read(&mut messages, "log read").await? else {
                 break;
             };
             let m = m.map_err(|e| FleetError::js("log read", e))?;

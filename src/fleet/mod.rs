@@ -249,6 +249,18 @@ fn at_least_2_10(version: &str) -> bool {
     (major, minor) >= (2, 10)
 }
 
+/// The next message of an ordered consumer's read, or a timeout error: a
+/// read of what the server said is there never waits forever.
+async fn next_read<S>(messages: &mut S, what: &'static str) -> Result<Option<S::Item>, FleetError>
+where
+    S: futures_util::Stream + Unpin,
+{
+    use futures_util::StreamExt;
+    tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
+        .await
+        .map_err(|_| FleetError::js(what, "timed out"))
+}
+
 /// Opens the client with the configured servers and credentials; it
 /// reconnects on its own afterwards.
 async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, FleetError> {
