@@ -275,7 +275,8 @@ async fn fleet_retention(
     retention: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(FLEET_RETENTION_EVERY);
+    // No point checking more often than things can age out.
+    let mut tick = tokio::time::interval(FLEET_RETENTION_EVERY.min(retention));
     loop {
         tokio::select! {
             _ = tick.tick() => {}

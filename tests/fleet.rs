@@ -696,3 +696,72 @@ async fn a_retry_run_goes_on_at_another_relay_and_operator_events_flow_through_t
     .await;
     b.assert_no_panics("after the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_what_every_destination_finished() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let (fast, slow) = (Receiver::ok().await, Receiver::ok().await);
+    let config = fleet_relay(tmp.path(), "a", &cluster, ("aging", &[]), |c| {
+        c.storage("retention", "1s")
+            .source(Source::new("s", "/s"))
+            .destination(Dest::new("fast", &fast.url("/f")).sources(["s"]))
+            .destination(Dest::new("slow", &slow.url("/s")).sources(["s"]))
+    });
+    let a = relay(&config).start().await;
+    let paused = call(
+        http::Method::POST,
+        &a.admin_url("/api/v1/destinations/slow/pause"),
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text());
+    let http = client();
+    for n in 0..5 {
+        let url = format!("http://{}/s", a.ingest);
+        let r = post(&http, &url, &[], format!("{{\"n\":{n}}}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_until(
+        "five at the fast destination",
+        Duration::from_secs(10),
+        || fast.count() >= 5,
+    )
+    .await;
+    // Older than retention, but the paused destination still owes them.
+    let listed = |a: &RelayProcess| {
+        let url = a.admin_url("/api/v1/messages");
+        async move { get(&url).await.json.as_array().map_or(0, Vec::len) }
+    };
+    // A negative: retention runs each second here (its period is at most
+    // `retention`), so three seconds give it rounds enough to go wrong.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(listed(&a).await, 5, "kept while a destination owes them");
+    let resumed = call(
+        http::Method::POST,
+        &a.admin_url("/api/v1/destinations/slow/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text());
+    wait_until(
+        "five at the slow destination",
+        Duration::from_secs(10),
+        || slow.count() >= 5,
+    )
+    .await;
+    wait_for(
+        "the finished messages deleted",
+        Duration::from_secs(10),
+        || async { (listed(&a).await == 0).then_some(()) },
+    )
+    .await;
+    let gone = get(&a.admin_url("/api/v1/messages/1")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text());
+    assert!(
+        a.logged("retention deleted messages every destination finished"),
+        "{}",
+        a.tail(20)
+    );
+}
