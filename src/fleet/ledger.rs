@@ -100,8 +100,8 @@ async fn append_attempt(
         |old| {
             let mut h = old.unwrap_or_default();
             // Attempt n is entry n - 1 - earlier (a record lost to a crash
-            // leaves a copy in its place); numbers that start again (a replay's
-            // first hand-out is not looked up) add to the history.
+            // leaves a copy in its place); a number already there (a first
+            // attempt whose history exists) adds to the history.
             let at = (n.saturating_sub(1).saturating_sub(h.earlier)) as usize;
             if at >= h.attempts.len() {
                 h.attempts.resize(at, attempt.clone());
