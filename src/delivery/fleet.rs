@@ -21,6 +21,8 @@ use crate::fleet::{Delivery, Feed, Fleet};
 /// abandoned would leave a message handed to nobody until `ack_wait`), so
 /// this is also how long a pause or a shutdown may wait for it.
 const PULL_WAIT: Duration = Duration::from_secs(1);
+/// Messages one pull asks for at most.
+const PULL_BATCH: usize = 256;
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -128,9 +130,12 @@ impl Worker {
             return Ok(());
         }
         // Not abandoned on a wake-up (see `PULL_WAIT`); each message starts
-        // as it arrives.
+        // as it arrives. One pull asks for many: JetStream's
+        // `max_ack_pending` keeps what is out to the destination's limit
+        // fleet-wide, and hands this same request the next message as soon
+        // as one is acked (no new request per message).
         let store_err = crate::store::StoreError::from;
-        let mut pull = match self.feed.pull(room, PULL_WAIT).await {
+        let mut pull = match self.feed.pull(room.max(PULL_BATCH), PULL_WAIT).await {
             Ok(pull) => pull,
             Err(e) => {
                 // The consumer may be gone (a replay's move cut short):
