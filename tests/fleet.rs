@@ -538,6 +538,19 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         !seen.contains("id: 28\n") && seen.contains("id: 29\nevent: message"),
         "{seen}"
     );
+    // The console's message browser reads it too, newest first.
+    let page = get(&c.admin_url("/ui/messages?before=31")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let html = page.text();
+    let (newest, older) = (
+        html.find("/ui/messages/30\""),
+        html.find("/ui/messages/29\""),
+    );
+    assert!(
+        newest.is_some() && newest < older,
+        "newest first, below 31: {html}"
+    );
+    assert!(!html.contains("/ui/messages/31\""), "{html}");
     let none = get(&c.admin_url("/api/v1/messages?after_seq=31")).await;
     assert_eq!(none.json, serde_json::json!([]), "nothing after the head");
     c.assert_no_panics("after the run");

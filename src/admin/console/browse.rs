@@ -138,8 +138,20 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
         .map(|t| ops::parse_time(t, "from time"))
         .transpose()?;
     let to_ms = to_ms.map(|t| ops::parse_time(t, "to time")).transpose()?;
-    let (by_time_floor, by_time_ceiling) = admin
-        .store()?
+    let store = match &admin.backend {
+        crate::backend::Backend::Sled(store) => store,
+        crate::backend::Backend::Fleet(fleet) => {
+            let want = Want {
+                source,
+                event_type,
+                dest: dest.map(|e| e.0.clone()),
+                status,
+                needle,
+            };
+            return fleet_search(admin, fleet, (floor, ceiling), (from_ms, to_ms), want).await;
+        }
+    };
+    let (by_time_floor, by_time_ceiling) = store
         .blocking(move |s| {
             let log = s.log();
             let lo = from_ms.map(|ms| log.seq_at_time(ms)).transpose()?;
@@ -156,11 +168,10 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
     }
     let dest = dest.map(|e| e.0.clone());
     let cursor = match &dest {
-        Some(d) => admin.store()?.cursors().get(&d.name)?,
+        Some(d) => store.cursors().get(&d.name)?,
         None => Seq(0),
     };
-    Ok(admin
-        .store()?
+    Ok(store
         .blocking(move |s| {
             let head_ok = |h: &crate::store::MessageHead| {
                 source.as_ref().is_none_or(|src| *src == h.source)
@@ -188,6 +199,105 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
                 .list_messages_back((floor, ceiling), (PAGE, SCAN_CAP), head_ok, whole)
         })
         .await?)
+}
+
+/// What a search looks for, past its seq range.
+struct Want {
+    source: Option<SourceName>,
+    event_type: Option<String>,
+    dest: Option<crate::config::DestinationConfig>,
+    status: Option<&'static str>,
+    needle: Option<Vec<u8>>,
+}
+
+/// Messages the fleet's log reads per step of a newest-first search.
+const FLEET_CHUNK: u64 = 500;
+
+/// [`search`] in a fleet: the log read forward in chunks, from the top of
+/// the range down, each chunk's matches newest first; a status is the
+/// destination's consumer's and dead letters' word for it.
+async fn fleet_search(
+    admin: &Admin,
+    fleet: &crate::fleet::Fleet,
+    (mut floor, mut ceiling): (Seq, Seq),
+    (from_ms, to_ms): (Option<u64>, Option<u64>),
+    want: Want,
+) -> Result<BackPage, ApiError> {
+    let fleet_err = crate::store::StoreError::from;
+    if let Some(ms) = from_ms {
+        floor = floor.max(fleet.seq_at_time(ms).await.map_err(fleet_err)?);
+    }
+    if let Some(ms) = to_ms {
+        let hi = fleet
+            .seq_at_time(ms.saturating_add(1))
+            .await
+            .map_err(fleet_err)?;
+        ceiling = ceiling.min(hi);
+    }
+    let floor_cursor = match &want.dest {
+        Some(d) => fleet.position(&d.name).await.map_err(fleet_err)?.0,
+        None => Seq(0),
+    };
+    let keep = |m: &crate::store::Message| {
+        want.source.as_ref().is_none_or(|src| *src == m.source)
+            && want
+                .event_type
+                .as_deref()
+                .is_none_or(|t| m.event_type.as_deref() == Some(t))
+            && want
+                .dest
+                .as_ref()
+                .is_none_or(|d| d.sources.contains(&m.source))
+            && want
+                .needle
+                .as_ref()
+                .is_none_or(|n| memchr::memmem::find(&m.body, n).is_some())
+    };
+    let mut page = BackPage::default();
+    let mut hi = ceiling;
+    while hi > floor && page.found.len() < PAGE && page.examined < SCAN_CAP {
+        let lo = Seq(hi.0.saturating_sub(FLEET_CHUNK).max(floor.0).max(1));
+        let span = (hi.0 - lo.0) as usize;
+        let after = Seq(lo.0 - 1);
+        let (found, _) = fleet
+            .scan(after, (span, span), keep)
+            .await
+            .map_err(fleet_err)?;
+        page.examined += span;
+        for (seq, m) in found.iter().rev().filter(|(seq, _)| *seq < hi) {
+            if let (Some(d), Some(status)) = (&want.dest, want.status) {
+                let dead = admin.backend.dead_letter(&d.name, *seq).await?.is_some();
+                let skipped =
+                    !d.rules.is_empty() && d.rules.decide(*seq, m) == crate::route::Decision::Skip;
+                let word = if dead {
+                    "dead"
+                } else if skipped {
+                    "skipped"
+                } else if floor_cursor >= *seq {
+                    "delivered"
+                } else {
+                    "pending"
+                };
+                if word != status {
+                    continue;
+                }
+            }
+            if page.found.len() == PAGE {
+                // The next page starts above this one's oldest.
+                page.next_before = page.found.last().map(|m| Seq(m.seq));
+                return Ok(page);
+            }
+            page.found.push(crate::store::MessageMeta::of(*seq, m));
+        }
+        hi = lo;
+        if lo.0 <= 1 {
+            break;
+        }
+    }
+    if hi > floor && hi.0 > 1 {
+        page.next_before = Some(page.found.last().map_or(hi, |m| Seq(m.seq).min(hi)));
+    }
+    Ok(page)
 }
 
 /// The names a destination filter offers.
