@@ -112,6 +112,8 @@ fn relay_config(
                 Dest::new("strict", &t.strict.url("/hook"))
                     .sources(["load"])
                     .set("ordering", "strict")
+                    // Bounds how long a replay waits for deliveries to stop.
+                    .set("timeout", "2s")
                     .retry(Retry::every("5ms", "20ms")),
             )
             .destination(
@@ -513,6 +515,27 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         .collect();
     assert_eq!(again, (25..=30).collect::<Vec<_>>(), "replayed in order");
 
+    // A bounded replay: 27..=28 again, then on from where delivery was
+    // (31 and what comes after, not 29..=30 again).
+    let (status, body) = json_request(
+        http::Method::POST,
+        &c.admin_url("/api/v1/destinations/strict/replay"),
+        Some(&serde_json::json!({ "from_seq": 27, "to_seq": 28 })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("27 and 28 again", Duration::from_secs(30), strict_done(38)).await;
+    post_n(format!("http://{}/in", c.ingest), 30, 31).await;
+    wait_until("the next new one", Duration::from_secs(30), strict_done(39)).await;
+    let bounded: Vec<u64> = arrivals(&t.strict)
+        .into_iter()
+        .filter(|x| x.ok)
+        .skip(36)
+        .map(|x| x.seq)
+        .collect();
+    assert_eq!(bounded, [27, 28, 31], "the range, then past it");
+
     // Any relay lists the fleet's log.
     let list = get(&c.admin_url("/api/v1/messages?after_seq=25&limit=3")).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.text());
@@ -524,16 +547,16 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [26, 27, 28], "{}", list.json);
-    // And streams it: events 29 and 30 after seq 28, then one posted later.
+    // And streams it: events 29 to 31 after seq 28, then one posted later.
     let mut sse = tokio::net::TcpStream::connect(c.admin).await.unwrap();
     let request = "GET /api/v1/stream?after_seq=28 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(&mut sse, request.as_bytes())
         .await
         .unwrap();
     let mut seen = String::new();
-    read_until(&mut sse, &mut seen, "id: 30\n").await;
-    post_n(format!("http://{}/in", c.ingest), 30, 31).await;
     read_until(&mut sse, &mut seen, "id: 31\n").await;
+    post_n(format!("http://{}/in", c.ingest), 31, 32).await;
+    read_until(&mut sse, &mut seen, "id: 32\n").await;
     assert!(
         !seen.contains("id: 28\n") && seen.contains("id: 29\nevent: message"),
         "{seen}"
@@ -551,7 +574,7 @@ async fn any_relay_sees_and_changes_the_same_state_and_a_new_relay_resumes_where
         "newest first, below 31: {html}"
     );
     assert!(!html.contains("/ui/messages/31\""), "{html}");
-    let none = get(&c.admin_url("/api/v1/messages?after_seq=31")).await;
+    let none = get(&c.admin_url("/api/v1/messages?after_seq=32")).await;
     assert_eq!(none.json, serde_json::json!([]), "nothing after the head");
     c.assert_no_panics("after the run");
 }

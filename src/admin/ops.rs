@@ -317,52 +317,36 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
     let store = match &admin.backend {
         Backend::Sled(store) => store,
         Backend::Fleet(fleet) => {
-            if bounded {
-                return Err(ApiError::NotInFleet);
-            }
-            // Paused first, until nothing is in flight anywhere: a strict
-            // destination must never have the old run's delivery beside the
-            // replay's. Then the consumer starts again at the range, and a
-            // new epoch gives every message of it a fresh run of attempts.
-            let before = admin.backend.state(&d.name).await?;
-            let ours = admin
-                .backend
-                .update_state(&d.name, |st| st.paused = true)
-                .await?;
-            c.wake();
-            let drain = d.timeout + std::time::Duration::from_secs(5);
-            if !fleet
-                .wait_idle(&d.name, drain)
-                .await
-                .map_err(StoreError::from)?
-            {
-                tracing::warn!(destination = %d.name, "deliveries still in flight after the destination's timeout; replaying anyway");
-            }
+            // A bounded replay ends where delivery really was: past one
+            // still in progress, that one's resume point.
+            let st = admin.backend.state(&d.name).await?;
+            let (floor, _) = fleet.position(&d.name).await.map_err(StoreError::from)?;
+            let resume = st.replay_end.map_or(floor, |e| e.resume.max(floor));
+            let end = Some(ReplayEnd { to, resume }).filter(|e| bounded && e.to < e.resume);
             let in_flight = match d.ordering {
                 crate::config::DeliveryOrder::Strict => 1,
                 crate::config::DeliveryOrder::Unordered => d.max_in_flight,
             };
-            // On failure the destination stays paused (and says so), not
-            // at some half-moved cursor.
+            // Paused until nothing is in flight anywhere (a strict
+            // destination must never have the old run's delivery beside the
+            // replay's), then the consumer starts at the range, and a new
+            // epoch gives every message of it a fresh run of attempts.
+            let drain = d.timeout + std::time::Duration::from_secs(5);
             fleet
-                .rewind(&d.name, plan.from, in_flight)
+                .move_consumer(
+                    &d.name,
+                    (plan.from, in_flight, drain),
+                    |_| true,
+                    |st| {
+                        st.blocked_on = None;
+                        st.replay_end = end;
+                        st.retry_epoch = st.retry_epoch.wrapping_add(1);
+                    },
+                )
                 .await
                 .map_err(StoreError::from)?;
-            admin
-                .backend
-                .update_state(&d.name, |st| {
-                    // An operator's pause or resume meanwhile (a resume
-                    // raises the epoch) is theirs to keep.
-                    if st.paused && st.retry_epoch == ours.retry_epoch {
-                        st.paused = before.paused;
-                    }
-                    st.blocked_on = None;
-                    st.replay_end = None;
-                    st.retry_epoch = st.retry_epoch.wrapping_add(1);
-                })
-                .await?;
             c.wake();
-            tracing::info!(destination = %d.name, cursor = cursor.0, "replay requested by operator");
+            tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = end.map(|e| e.to.0), "replay requested by operator");
             return Ok(cursor);
         }
     };

@@ -110,6 +110,37 @@ impl Worker {
             self.generation = self.shutdown.child_token();
         }
         self.epoch = Some(state.retry_epoch);
+        if let (Some(end), false) = (state.replay_end, stopped) {
+            // A bounded replay whose end the fleet's cursor reached: the
+            // consumer goes back to where delivery was before it (one relay
+            // does it; the others find the end gone).
+            let (floor, _) = self
+                .fleet
+                .position(&lane.dest.name)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            if floor >= end.to {
+                let drain = lane.dest.timeout + Duration::from_secs(5);
+                let moved = self
+                    .fleet
+                    .move_consumer(
+                        &lane.dest.name,
+                        (end.resume.next(), self.max_in_flight, drain),
+                        |st| st.replay_end == Some(end) && !st.paused,
+                        |st| {
+                            if st.replay_end == Some(end) {
+                                st.replay_end = None;
+                            }
+                        },
+                    )
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+                if moved {
+                    tracing::info!(destination = %lane.dest.name, to = end.to.0, cursor = end.resume.0, "bounded replay finished; delivery resumes where it was");
+                }
+                return Ok(());
+            }
+        }
         if stopped {
             // Woken by the bucket's watch; the timer covers a change made
             // while the watch was being set up again.
@@ -177,11 +208,14 @@ impl Task {
         let seq = d.seq;
         let outcome = self.deliver(&d).await;
         let settled = match outcome {
-            Ok(Finished::Done) => d.done().await,
+            // Past a bounded replay's end: not now. The replay's end moves
+            // the consumer past it (it was delivered before the replay).
+            Ok(None) => d.release(Some(STORE_ERROR_BACKOFF)).await,
+            Ok(Some(Finished::Done)) => d.done().await,
             // Blocked: held by nobody until an operator resumes; released
             // at once otherwise (shutdown, pause, a new epoch), so another
             // relay can take it up.
-            Ok(Finished::Blocked | Finished::Interrupted) => d.release(None).await,
+            Ok(Some(Finished::Blocked | Finished::Interrupted)) => d.release(None).await,
             Err(e) => {
                 tracing::error!(destination = %name, seq = seq.0, error = %e, "delivery failed; the message is handed out again");
                 d.release(Some(STORE_ERROR_BACKOFF)).await
@@ -194,17 +228,20 @@ impl Task {
     }
 
     /// Delivers one message, telling JetStream it is in progress while its
-    /// attempts and retries last.
-    async fn deliver(&self, d: &Delivery) -> Result<Finished, DeliveryError> {
+    /// attempts and retries last; `None`: not to be delivered yet.
+    async fn deliver(&self, d: &Delivery) -> Result<Option<Finished>, DeliveryError> {
         let lane = &self.lane;
         let msg = d.message().map_err(crate::store::StoreError::from)?;
         if !lane.dest.sources.contains(&msg.source) {
-            return Ok(Finished::Done);
+            return Ok(Some(Finished::Done));
         }
         // Pulled just before a pause or a block took effect.
         let state = lane.backend.state(&lane.dest.name).await?;
         if state.paused || state.blocked_on.is_some() || state.retry_epoch != self.epoch {
-            return Ok(Finished::Interrupted);
+            return Ok(Some(Finished::Interrupted));
+        }
+        if state.replay_end.is_some_and(|end| d.seq > end.to) {
+            return Ok(None);
         }
         // A first hand-out has no attempts here to take up; a later one
         // (a relay died, a release) reads them.
@@ -229,7 +266,7 @@ impl Task {
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                r = &mut delivery => return r,
+                r = &mut delivery => return r.map(Some),
                 _ = tick.tick() => {
                     // A progress ack is a publish the client buffers: it
                     // says nothing while disconnected, hence the check.

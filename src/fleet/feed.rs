@@ -176,6 +176,48 @@ impl Fleet {
         }
     }
 
+    /// Moves `dest`'s consumer to start at `start` with no delivery of it in
+    /// flight anywhere: if `claim` accepts the state, pauses the destination,
+    /// waits up to `drain` for what is in flight, recreates the consumer,
+    /// then restores the pause as it was (unless an operator's resume came
+    /// meanwhile) and applies `finish`. Whether `claim` accepted.
+    pub async fn move_consumer(
+        &self,
+        dest: &DestinationName,
+        (start, max_in_flight, drain): (Seq, usize, Duration),
+        claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
+        finish: impl Fn(&mut crate::store::DestinationState) + Sync,
+    ) -> Result<bool, FleetError> {
+        let mut claimed = None;
+        let ours = self
+            .update_state(dest, |st| {
+                claimed = None;
+                if claim(st) {
+                    claimed = Some(st.paused);
+                    st.paused = true;
+                }
+            })
+            .await?;
+        let Some(was_paused) = claimed else {
+            return Ok(false);
+        };
+        if !self.wait_idle(dest, drain).await? {
+            tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; moving its consumer anyway");
+        }
+        // On failure the destination stays paused (and says so), not at
+        // some half-moved cursor.
+        self.rewind(dest, start, max_in_flight).await?;
+        self.update_state(dest, |st| {
+            // An operator's resume meanwhile raised the epoch: theirs to keep.
+            if st.paused && st.retry_epoch == ours.retry_epoch {
+                st.paused = was_paused;
+            }
+            finish(st);
+        })
+        .await?;
+        Ok(true)
+    }
+
     /// Waits up to `deadline` until no relay holds a message of `dest`;
     /// whether that happened.
     pub async fn wait_idle(
