@@ -801,3 +801,64 @@ async fn retention_deletes_only_what_every_destination_finished() {
         a.tail(20)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_answers_503_and_drops_nothing_stored() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let paused = Receiver::ok().await;
+    let config = fleet_relay(tmp.path(), "a", &cluster, ("small", &[]), |c| {
+        c.storage("max_disk_bytes", "64KiB")
+            .source(Source::new("s", "/s"))
+            .destination(Dest::new("d", &paused.url("/d")).sources(["s"]))
+    });
+    let a = relay(&config).start().await;
+    let r = call(
+        http::Method::POST,
+        &a.admin_url("/api/v1/destinations/d/pause"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (http, url) = (client(), format!("http://{}/s", a.ingest));
+    let body = "x".repeat(1024);
+    let mut stored = 0;
+    let refused = loop {
+        let r = post(&http, &url, &[], body.clone()).await.unwrap();
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        stored += 1;
+        assert!(stored < 200, "64 KiB never filled");
+    };
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    let reason = refused.text();
+    assert!(
+        reason.contains("max_disk_bytes"),
+        "the budget's reason: {reason}"
+    );
+    assert!(stored > 10, "{stored} stored before the stream was full");
+    let r = call(
+        http::Method::POST,
+        &a.admin_url("/api/v1/destinations/d/resume"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    wait_until(
+        "every stored webhook delivered",
+        Duration::from_secs(20),
+        || paused.count() >= stored,
+    )
+    .await;
+    let seqs: Vec<u64> = arrivals(&paused).iter().map(|x| x.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored as u64).collect::<Vec<_>>(),
+        "all of them, in order"
+    );
+}
