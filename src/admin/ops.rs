@@ -318,9 +318,10 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
         Backend::Sled(store) => store,
         Backend::Fleet(fleet) => {
             // A bounded replay ends where delivery really was: past one
-            // still in progress, that one's resume point.
+            // still in progress, that one's resume point. (A consumer lost
+            // mid-move: where the range starts.)
             let st = admin.backend.state(&d.name).await?;
-            let (floor, _) = fleet.position(&d.name).await.map_err(StoreError::from)?;
+            let floor = fleet.position(&d.name).await.map_or(cursor, |(f, _)| f);
             let resume = st.replay_end.map_or(floor, |e| e.resume.max(floor));
             let end = Some(ReplayEnd { to, resume }).filter(|e| bounded && e.to < e.resume);
             let in_flight = match d.ordering {
@@ -329,21 +330,29 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
             };
             // Paused until nothing is in flight anywhere (a strict
             // destination must never have the old run's delivery beside the
-            // replay's), then the consumer starts at the range, and a new
-            // epoch gives every message of it a fresh run of attempts.
-            let drain = d.timeout + std::time::Duration::from_secs(5);
-            fleet
-                .move_consumer(
-                    &d.name,
-                    (plan.from, in_flight, drain),
-                    |_| true,
-                    |st| {
-                        st.blocked_on = None;
-                        st.replay_end = end;
-                        st.retry_epoch = st.retry_epoch.wrapping_add(1);
-                    },
-                )
+            // replay's: an attempt already sent ends within `timeout`), then
+            // the consumer starts at the range, and a new epoch gives every
+            // message of it a fresh run of attempts. In a task of its own: a
+            // client that stops waiting must not leave it half done.
+            let drain = d.timeout + std::time::Duration::from_secs(1);
+            let (fleet, name, from) = (fleet.clone(), d.name.clone(), plan.from);
+            let moving = tokio::spawn(async move {
+                fleet
+                    .move_consumer(
+                        &name,
+                        (from, in_flight, drain),
+                        |_| true,
+                        |st| {
+                            st.blocked_on = None;
+                            st.replay_end = end;
+                            st.retry_epoch = st.retry_epoch.wrapping_add(1);
+                        },
+                    )
+                    .await
+            });
+            moving
                 .await
+                .map_err(StoreError::from)?
                 .map_err(StoreError::from)?;
             c.wake();
             tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = end.map(|e| e.to.0), "replay requested by operator");

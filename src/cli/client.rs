@@ -24,6 +24,9 @@ use serde_json::Value;
 
 use crate::config::AdminAccess;
 
+/// How long an admin call may take (a fleet replay's drain included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Why a client command failed; [`ClientError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -177,7 +180,9 @@ impl AdminClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
+        // A fleet's replay waits for in-flight deliveries (up to the
+        // destination's timeout) before it answers.
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
             .await
             .map_err(|_| self.unreachable("timed out".into()))?
             .map_err(|e| self.unreachable(root_cause(&e)))?;

@@ -23,6 +23,9 @@ use crate::fleet::{Delivery, Feed, Fleet};
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// Messages one pull asks for at most.
 const PULL_BATCH: usize = 256;
+/// How long a message given back after a pause or a new epoch waits before
+/// it is handed out again.
+const RELEASE_DELAY: Duration = Duration::from_millis(200);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -64,6 +67,11 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
             tokio::select! {
                 _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
                 _ = w.shutdown.cancelled() => {}
+            }
+            // The consumer may be gone (a replay's move cut short): open it
+            // again, created where the replay said if need be.
+            if let Ok(feed) = w.fleet.feed(&name, w.max_in_flight, w.from_now).await {
+                w.feed = Arc::new(feed);
             }
         }
     }
@@ -120,7 +128,9 @@ impl Worker {
                 .await
                 .map_err(crate::store::StoreError::from)?;
             if floor >= end.to {
-                let drain = lane.dest.timeout + Duration::from_secs(5);
+                // Nothing up to the end is in flight, and what is past it
+                // is only ever held back: no drain.
+                let drain = Duration::ZERO;
                 let moved = self
                     .fleet
                     .move_consumer(
@@ -166,18 +176,11 @@ impl Worker {
         // fleet-wide, and hands this same request the next message as soon
         // as one is acked (no new request per message).
         let store_err = crate::store::StoreError::from;
-        let mut pull = match self.feed.pull(room.max(PULL_BATCH), PULL_WAIT).await {
-            Ok(pull) => pull,
-            Err(e) => {
-                // The consumer may be gone (a replay's move cut short):
-                // open it again, created where the replay said if need be.
-                let (name, max, from_now) = (&lane.dest.name, self.max_in_flight, self.from_now);
-                if let Ok(feed) = self.fleet.feed(name, max, from_now).await {
-                    self.feed = Arc::new(feed);
-                }
-                return Err(store_err(e).into());
-            }
-        };
+        let mut pull = self
+            .feed
+            .pull(room.max(PULL_BATCH), PULL_WAIT)
+            .await
+            .map_err(store_err)?;
         while let Some(d) = pull.next().await.map_err(store_err)? {
             let task = Task {
                 lane: lane.clone(),
@@ -185,6 +188,7 @@ impl Worker {
                 feed: self.feed.clone(),
                 epoch: state.retry_epoch,
                 interrupt: self.generation.clone(),
+                shutdown: self.shutdown.clone(),
             };
             self.tasks.spawn(task.run(d));
             while self.tasks.try_join_next().is_some() {}
@@ -200,6 +204,8 @@ struct Task {
     feed: Arc<Feed>,
     epoch: u64,
     interrupt: CancellationToken,
+    /// The worker's end (a reload or the process's).
+    shutdown: CancellationToken,
 }
 
 impl Task {
@@ -212,10 +218,13 @@ impl Task {
             // the consumer past it (it was delivered before the replay).
             Ok(None) => d.release(Some(STORE_ERROR_BACKOFF)).await,
             Ok(Some(Finished::Done)) => d.done().await,
-            // Blocked: held by nobody until an operator resumes; released
-            // at once otherwise (shutdown, pause, a new epoch), so another
-            // relay can take it up.
-            Ok(Some(Finished::Blocked | Finished::Interrupted)) => d.release(None).await,
+            // Blocked: held by nobody until an operator resumes.
+            // At shutdown at once, to another relay; after a pause, a block
+            // or a new epoch not straight back into this relay's open pull.
+            Ok(Some(Finished::Blocked | Finished::Interrupted)) => {
+                let delay = (!self.shutdown.is_cancelled()).then_some(RELEASE_DELAY);
+                d.release(delay).await
+            }
             Err(e) => {
                 tracing::error!(destination = %name, seq = seq.0, error = %e, "delivery failed; the message is handed out again");
                 d.release(Some(STORE_ERROR_BACKOFF)).await

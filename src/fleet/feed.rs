@@ -32,7 +32,7 @@ pub struct Delivery {
 }
 
 /// The durable consumer's name for a destination.
-fn consumer_name(stream: &str, dest: &DestinationName) -> String {
+pub(super) fn consumer_name(stream: &str, dest: &DestinationName) -> String {
     format!("{stream}_{dest}")
 }
 

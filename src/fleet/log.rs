@@ -87,6 +87,16 @@ impl Fleet {
             .map_err(|e| FleetError::js("message decode", e))
     }
 
+    /// The oldest seq still in the stream (past the newest when empty).
+    pub async fn first_seq(&self) -> Result<Seq, FleetError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| FleetError::js("stream info", e))?;
+        Ok(Seq(info.state.first_sequence))
+    }
+
     /// The newest seq in the stream (0 when empty).
     pub async fn head(&self) -> Result<Seq, FleetError> {
         let info = self
@@ -112,17 +122,28 @@ impl Fleet {
         // relay's destinations: during a rolling config change another
         // relay's may still owe messages. A configured one not created yet
         // (its worker is starting) holds everything back until next round.
+        // A consumer of a destination no longer configured anywhere (no
+        // relay pulls from it) holds nothing back, or it would hold the
+        // stream forever.
         let mut floor = u64::MAX;
-        let mut seen = 0;
+        let mut configured = 0;
         let mut consumers = self.stream.consumers();
         while let Some(info) = consumers.next().await {
             let info = info.map_err(|e| FleetError::js("consumer list", e))?;
-            if info.config.durable_name.is_some() {
+            let Some(durable) = &info.config.durable_name else {
+                continue;
+            };
+            let ours = dests
+                .iter()
+                .any(|d| *durable == super::feed::consumer_name(self.stream_name(), d));
+            if ours {
+                configured += 1;
+            }
+            if ours || info.num_waiting > 0 || info.num_ack_pending > 0 {
                 floor = floor.min(info.ack_floor.stream_sequence);
-                seen += 1;
             }
         }
-        if seen < dests.len() {
+        if configured < dests.len() {
             return Ok(0);
         }
         let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);

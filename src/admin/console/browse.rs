@@ -234,6 +234,9 @@ async fn fleet_search(
             .map_err(fleet_err)?;
         ceiling = ceiling.min(hi);
     }
+    // Nothing below the stream's first message: no empty chunks to read.
+    let first = fleet.first_seq().await.map_err(fleet_err)?;
+    floor = floor.max(Seq(first.0.saturating_sub(1)));
     let floor_cursor = match &want.dest {
         Some(d) => fleet.position(&d.name).await.map_err(fleet_err)?.0,
         None => Seq(0),
@@ -266,7 +269,11 @@ async fn fleet_search(
         page.examined += span;
         for (seq, m) in found.iter().rev().filter(|(seq, _)| *seq < hi) {
             if let (Some(d), Some(status)) = (&want.dest, want.status) {
-                let dead = admin.backend.dead_letter(&d.name, *seq).await?.is_some();
+                // A dead letter is finished (at or below the cursor): only
+                // then, and only for a status it decides, is the bucket asked.
+                let dead = floor_cursor >= *seq
+                    && matches!(status, "dead" | "delivered")
+                    && admin.backend.dead_letter(&d.name, *seq).await?.is_some();
                 let skipped =
                     !d.rules.is_empty() && d.rules.decide(*seq, m) == crate::route::Decision::Skip;
                 let word = if dead {
