@@ -275,7 +275,7 @@ async fn fleet_retention(
     retention: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    // No point checking more often than things can age out.
+    // A retention under a minute ages things out sooner: checked as often.
     let mut tick = tokio::time::interval(FLEET_RETENTION_EVERY.min(retention));
     loop {
         tokio::select! {
