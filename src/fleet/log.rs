@@ -89,22 +89,22 @@ impl Fleet {
 
     /// The oldest seq still in the stream (past the newest when empty).
     pub async fn first_seq(&self) -> Result<Seq, FleetError> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| FleetError::js("stream info", e))?;
-        Ok(Seq(info.state.first_sequence))
+        Ok(Seq(self.stream_state().await?.first_sequence))
     }
 
     /// The newest seq in the stream (0 when empty).
     pub async fn head(&self) -> Result<Seq, FleetError> {
+        Ok(Seq(self.stream_state().await?.last_sequence))
+    }
+
+    /// The stream's counts and bounds as JetStream reports them now.
+    async fn stream_state(&self) -> Result<async_nats::jetstream::stream::State, FleetError> {
         let info = self
             .stream
             .get_info()
             .await
             .map_err(|e| FleetError::js("stream info", e))?;
-        Ok(Seq(info.state.last_sequence))
+        Ok(info.state)
     }
 }
 
@@ -149,13 +149,7 @@ impl Fleet {
         let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);
         let young = self.seq_at_time(cutoff).await?;
         let keep_from = floor.saturating_add(1).min(young.0);
-        let first = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| FleetError::js("stream info", e))?
-            .state
-            .first_sequence;
+        let first = self.first_seq().await?.0;
         if keep_from <= first {
             return Ok(0);
         }
