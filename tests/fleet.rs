@@ -173,6 +173,21 @@ async fn acked_at_least(ledger: &Arc<Mutex<Ledger>>, n: usize, what: &str) {
     .await;
 }
 
+/// POSTs an admin action until it is answered 200: a relay on a JetStream
+/// that is still electing its leaders answers 503 for a moment.
+async fn admin_post_ok(relay: &RelayProcess, path: &str) {
+    let url = relay.admin_url(path);
+    wait_for(path, Duration::from_secs(30), || async {
+        let r = call(http::Method::POST, &url).await;
+        match r.status {
+            StatusCode::OK => Some(()),
+            StatusCode::SERVICE_UNAVAILABLE => None,
+            other => panic!("{path}: {other} {}", r.text()),
+        }
+    })
+    .await;
+}
+
 /// Reads an event stream into `seen` until it holds `want`.
 async fn read_until(sse: &mut tokio::net::TcpStream, seen: &mut String, want: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -746,12 +761,7 @@ async fn retention_deletes_only_what_every_destination_finished() {
             .destination(Dest::new("slow", &slow.url("/s")).sources(["s"]))
     });
     let a = relay(&config).start().await;
-    let paused = call(
-        http::Method::POST,
-        &a.admin_url("/api/v1/destinations/slow/pause"),
-    )
-    .await;
-    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text());
+    admin_post_ok(&a, "/api/v1/destinations/slow/pause").await;
     let http = client();
     for n in 0..5 {
         let url = format!("http://{}/s", a.ingest);
@@ -814,12 +824,7 @@ async fn a_full_stream_answers_503_and_drops_nothing_stored() {
             .destination(Dest::new("d", &paused.url("/d")).sources(["s"]))
     });
     let a = relay(&config).start().await;
-    let r = call(
-        http::Method::POST,
-        &a.admin_url("/api/v1/destinations/d/pause"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    admin_post_ok(&a, "/api/v1/destinations/d/pause").await;
     let (http, url) = (client(), format!("http://{}/s", a.ingest));
     let body = "x".repeat(1024);
     let mut stored = 0;

@@ -317,13 +317,6 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
     let store = match &admin.backend {
         Backend::Sled(store) => store,
         Backend::Fleet(fleet) => {
-            // A bounded replay ends where delivery really was: past one
-            // still in progress, that one's resume point. (A consumer lost
-            // mid-move: where the range starts.)
-            let st = admin.backend.state(&d.name).await?;
-            let floor = fleet.position(&d.name).await.map_or(cursor, |(f, _)| f);
-            let resume = st.replay_end.map_or(floor, |e| e.resume.max(floor));
-            let end = Some(ReplayEnd { to, resume }).filter(|e| bounded && e.to < e.resume);
             let in_flight = match d.ordering {
                 crate::config::DeliveryOrder::Strict => 1,
                 crate::config::DeliveryOrder::Unordered => d.max_in_flight,
@@ -342,7 +335,13 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
                         &name,
                         (from, in_flight, drain),
                         |_| true,
-                        |st| {
+                        |st, floor| {
+                            // A bounded replay ends where delivery really
+                            // was once drained: past one still in progress,
+                            // that one's resume point.
+                            let resume = st.replay_end.map_or(floor, |e| e.resume.max(floor));
+                            let end = Some(ReplayEnd { to, resume })
+                                .filter(|e| bounded && e.to < e.resume);
                             st.blocked_on = None;
                             st.replay_end = end;
                             st.retry_epoch = st.retry_epoch.wrapping_add(1);
@@ -355,7 +354,7 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
                 .map_err(StoreError::from)?
                 .map_err(StoreError::from)?;
             c.wake();
-            tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = end.map(|e| e.to.0), "replay requested by operator");
+            tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = bounded.then_some(to.0), "replay requested by operator");
             return Ok(cursor);
         }
     };

@@ -137,7 +137,7 @@ impl Worker {
                         &lane.dest.name,
                         (end.resume.next(), self.max_in_flight, drain),
                         |st| st.replay_end == Some(end) && !st.paused,
-                        |st| {
+                        |st, _| {
                             if st.replay_end == Some(end) {
                                 st.replay_end = None;
                             }

@@ -180,13 +180,14 @@ impl Fleet {
     /// flight anywhere: if `claim` accepts the state, pauses the destination,
     /// waits up to `drain` for what is in flight, recreates the consumer,
     /// then restores the pause as it was (unless an operator's resume came
-    /// meanwhile) and applies `finish`. Whether `claim` accepted.
+    /// meanwhile) and applies `finish`, given the cursor the consumer had
+    /// once drained. Whether `claim` accepted.
     pub async fn move_consumer(
         &self,
         dest: &DestinationName,
         (start, max_in_flight, drain): (Seq, usize, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
-        finish: impl Fn(&mut crate::store::DestinationState) + Sync,
+        finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
     ) -> Result<bool, FleetError> {
         let mut claimed = None;
         let ours = self
@@ -204,6 +205,12 @@ impl Fleet {
         if !self.wait_idle(dest, drain).await? {
             tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; moving its consumer anyway");
         }
+        // Where delivery stood once nothing was in flight (a consumer lost
+        // mid-move: just before `start`), for `finish`.
+        let floor = match self.position(dest).await {
+            Ok((floor, _)) => floor,
+            Err(_) => Seq(start.0.saturating_sub(1)),
+        };
         // On failure the destination stays paused (and says so), not at
         // some half-moved cursor.
         self.rewind(dest, start, max_in_flight).await?;
@@ -212,7 +219,7 @@ impl Fleet {
             if st.paused && st.retry_epoch == ours.retry_epoch {
                 st.paused = was_paused;
             }
-            finish(st);
+            finish(st, floor);
         })
         .await?;
         Ok(true)
