@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::delivery::Control;
 use crate::model::{DestinationName, Seq, SourceName};
 use crate::store::{Appender, NewMessage};
@@ -244,10 +245,12 @@ pub fn is_about(
 }
 
 /// Watches the destinations' health and the disk budget, and reports changes:
-/// failing for [`FAILING_AFTER`], recovered, over budget, back under it.
+/// failing for [`FAILING_AFTER`], recovered, over budget, back under it. In a
+/// fleet the health is the fleet's, and of the relays that see a destination
+/// fail or recover, the one that marks it so in the fleet's bucket reports it.
 pub fn spawn_watcher(
     events: Events,
-    controls: Vec<(DestinationName, Arc<Control>)>,
+    (controls, backend): (Vec<(DestinationName, Arc<Control>)>, Backend),
     disk: Arc<crate::store::DiskGuard>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -263,24 +266,70 @@ pub fn spawn_watcher(
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            let seen: Vec<Health> = controls
-                .iter()
-                .map(|(name, c)| {
-                    let last = c.last_attempt();
-                    Health {
-                        name: name.clone(),
-                        failing_since_ms: c.failing_since_ms(),
-                        last_error: last.as_ref().and_then(|a| a.error.clone()),
-                        last_status: last.and_then(|a| a.status),
-                    }
-                })
-                .collect();
+            let seen = match &backend {
+                Backend::Sled(_) => controls.iter().map(|(name, c)| local_health(name, c)).collect(),
+                Backend::Fleet(fleet) => fleet_health(fleet, &controls, &mut watch).await,
+            };
             let over = disk.refusing();
             for (kind, about, details) in watch.step(crate::time::now_ms(), &seen, over) {
+                if let (Backend::Fleet(fleet), Some(dest)) = (&backend, &about) {
+                    if matches!(kind, Kind::DestinationFailing | Kind::DestinationRecovered) {
+                        let failing = kind == Kind::DestinationFailing;
+                        match fleet.flip_reported(dest, failing).await {
+                            Ok(true) => {}
+                            // Another relay reported it.
+                            Ok(false) => continue,
+                            Err(e) => {
+                                tracing::warn!(destination = %dest, error = %e, "cannot mark a destination's health as reported");
+                                continue;
+                            }
+                        }
+                    }
+                }
                 events.emit(kind, about.as_ref(), details);
             }
         }
     });
+}
+
+/// What this relay's own attempts at `name` showed.
+fn local_health(name: &DestinationName, c: &Control) -> Health {
+    let last = c.last_attempt();
+    Health {
+        name: name.clone(),
+        failing_since_ms: c.failing_since_ms(),
+        last_error: last.as_ref().and_then(|a| a.error.clone()),
+        last_status: last.and_then(|a| a.status),
+    }
+}
+
+/// What every relay's attempts showed, each destination's report state
+/// taken from the fleet (a destination whose health cannot be read is left
+/// out this round).
+async fn fleet_health(
+    fleet: &crate::fleet::Fleet,
+    controls: &[(DestinationName, Arc<Control>)],
+    watch: &mut Watch,
+) -> Vec<Health> {
+    let mut seen = Vec::with_capacity(controls.len());
+    for (name, _) in controls {
+        let h = match fleet.health(name).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(destination = %name, error = %e, "cannot read the destination's health");
+                continue;
+            }
+        };
+        watch.failing.insert(name.clone(), h.reported_failing);
+        let last = h.last_attempt.map(|(_, a)| a);
+        seen.push(Health {
+            name: name.clone(),
+            failing_since_ms: h.failing_since_ms,
+            last_error: last.as_ref().and_then(|a| a.error.clone()),
+            last_status: last.and_then(|a| a.status),
+        });
+    }
+    seen
 }
 
 /// One destination's health as the watcher sees it.

@@ -196,7 +196,7 @@ impl Generation {
         }
         events::spawn_watcher(
             events.clone(),
-            controls.clone(),
+            (controls.clone(), backend.clone()),
             disk.clone(),
             &tracker,
             token.clone(),

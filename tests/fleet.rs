@@ -867,3 +867,115 @@ async fn a_full_stream_answers_503_and_drops_nothing_stored() {
         "all of them, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_relay_shows_the_fleets_health_and_one_reports_it() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let app = Receiver::scripted(Arc::new(move |_| {
+        let status = if flag.load(SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await;
+    let ops = Receiver::ok().await;
+    let config = |name: &str| {
+        fleet_relay(tmp.path(), name, &cluster, ("health", &[]), |c| {
+            c.source(Source::new("s", "/s"))
+                .destination(
+                    Dest::new("d", &app.url("/hook"))
+                        .sources(["s"])
+                        .retry(Retry::every("300ms", "300ms").attempts(10_000)),
+                )
+                .destination(Dest::new("ops", &ops.url("/ops")).sources(["hookrelay"]))
+        })
+    };
+    let a = relay(&config("a")).start().await;
+    let b = relay(&config("b")).start().await;
+    let r = post(&client(), &format!("http://{}/s", a.ingest), &[], "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    // (After each relay's relay.started.)
+    let seq = r.json["seq"].as_u64().expect("the stored seq");
+
+    // Whichever relay makes the attempts, both tell the same story.
+    let views = || async {
+        let va = get(&a.admin_url("/api/v1/destinations/d")).await.json;
+        let vb = get(&b.admin_url("/api/v1/destinations/d")).await.json;
+        (va, vb)
+    };
+    let (va, vb) = wait_for(
+        "d failing, seen alike from a and b",
+        Duration::from_secs(30),
+        || async {
+            let (va, vb) = views().await;
+            let same = va["failing_since"] == vb["failing_since"]
+                && va["last_attempt"]["seq"] == vb["last_attempt"]["seq"];
+            (va["state"] == "failing" && vb["state"] == "failing" && same).then_some((va, vb))
+        },
+    )
+    .await;
+    assert!(va["failing_since"].is_string(), "{va}");
+    assert_eq!(vb["last_attempt"]["status"], 500, "{vb}");
+    assert_eq!(vb["last_attempt"]["seq"], seq, "{vb}");
+    assert_eq!(vb["in_flight"], 1, "the message is held somewhere: {vb}");
+    assert_eq!(vb["retrying"], true, "{vb}");
+    // Each console lists the attempts, wherever they were made.
+    for relay in [&a, &b] {
+        let page = get(&relay.admin_url("/ui/destinations/d")).await;
+        let html = page.text();
+        let at = html.find("id=\"attempts\"").expect("the attempts section");
+        let section = &html[at..];
+        assert!(!section.contains("None recorded."), "{section}");
+        assert!(section.contains(&format!("/ui/messages/{seq}\"")), "{section}");
+        assert!(section.contains("500"), "{section}");
+    }
+
+    // Failing for a minute: one relay of the two reports it.
+    let events = |kind: &'static str| {
+        let ops = &ops;
+        move || {
+            ops.all()
+                .iter()
+                .filter(|(r, _)| String::from_utf8_lossy(&r.body).contains(kind))
+                .count()
+        }
+    };
+    let failing = events("\"destination.failing\"");
+    wait_until(
+        "destination.failing, after a minute",
+        Duration::from_secs(90),
+        || failing() >= 1,
+    )
+    .await;
+    up.store(true, SeqCst);
+    let recovered = events("\"destination.recovered\"");
+    wait_until("destination.recovered", Duration::from_secs(30), || {
+        recovered() >= 1
+    })
+    .await;
+    // Both watchers looked at least once since (they look every 5 s).
+    assert_eq!(failing(), 1, "reported once for the fleet");
+    let (va, vb) = wait_for(
+        "d active again, from both",
+        Duration::from_secs(10),
+        || async {
+            let (va, vb) = views().await;
+            (va["state"] == "active" && vb["state"] == "active").then_some((va, vb))
+        },
+    )
+    .await;
+    assert_eq!(va["last_success_at"], vb["last_success_at"]);
+    assert!(vb["failing_since"].is_null(), "{vb}");
+    assert_eq!(vb["last_attempt"]["status"], 200, "{vb}");
+    assert_eq!(recovered(), 1, "reported once for the fleet");
+    a.assert_no_panics("after the run");
+    b.assert_no_panics("after the run");
+}

@@ -3,7 +3,6 @@
 //! message's age). Reads the store on the blocking pool; bounded per call.
 
 use crate::config::DestinationConfig;
-use crate::delivery::Control;
 use crate::model::{Seq, SourceName};
 use crate::store::{DestinationState, Store, StoreError};
 
@@ -68,13 +67,13 @@ pub async fn pending(
 }
 
 /// The state word: `paused` and `blocked` come from the store, `failing`
-/// from the worker (its last attempt failed), else `active`.
-pub fn state_word(st: &DestinationState, c: &Control) -> &'static str {
+/// from the attempts (the last one failed), else `active`.
+pub fn state_word(st: &DestinationState, failing: bool) -> &'static str {
     if st.paused {
         "paused"
     } else if st.blocked_on.is_some() {
         "blocked"
-    } else if c.failing_since_ms().is_some() {
+    } else if failing {
         "failing"
     } else {
         "active"

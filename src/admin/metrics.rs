@@ -122,7 +122,7 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
         s.deliveries.push((name.clone(), "skipped", c.skipped()));
         let now = crate::time::now_ms();
         let state = admin.backend.state(&d.name).await.unwrap_or_default();
-        let (lag, oldest, dead_letters) = match &admin.backend {
+        let (lag, oldest, dead_letters, failing) = match &admin.backend {
             Backend::Sled(store) => {
                 let cursor = store.cursors().get(&d.name).unwrap_or_default();
                 let pending = super::health::pending(store, d, cursor, head).await;
@@ -130,12 +130,20 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
                     Ok(p) => (p.lag, p.oldest_received_ms),
                     Err(_) => (head.0.saturating_sub(cursor.0), None),
                 };
-                (lag, oldest, store.dead_letters().count(&d.name) as u64)
+                let failing = c.failing_since_ms().is_some();
+                (
+                    lag,
+                    oldest,
+                    store.dead_letters().count(&d.name) as u64,
+                    failing,
+                )
             }
-            // A scrape reads the consumer, not the dead letters (a scan of keys).
+            // A scrape reads the consumer and the fleet's health, not the
+            // dead letters (a scan of keys).
             Backend::Fleet(fleet) => {
                 let lag = fleet.position(&d.name).await.map_or(0, |(_, lag)| lag);
-                (lag, None, 0)
+                let health = fleet.health(&d.name).await.unwrap_or_default();
+                (lag, None, 0, health.failing_since_ms.is_some())
             }
         };
         s.destinations.push(DestRow {
@@ -144,7 +152,7 @@ async fn snapshot(admin: &Admin, storage_bytes: u64) -> Snapshot {
             in_flight: c.in_flight() as u64,
             dead_letters,
             oldest_pending_seconds: oldest.map_or(0, |at| now.saturating_sub(at) / 1000),
-            state: super::health::state_word(&state, c),
+            state: super::health::state_word(&state, failing),
         });
     }
     s.storage_bytes = storage_bytes;

@@ -116,37 +116,50 @@ pub(super) async fn describe(
 ) -> Result<DestinationView, ApiError> {
     let head = *admin.head.borrow();
     let st = admin.backend.state(&d.name).await?;
-    let (cursor, pending, dead_letters) = match &admin.backend {
+    let (cursor, pending, dead_letters, seen) = match &admin.backend {
         Backend::Sled(store) => {
             let cursor = store.cursors().get(&d.name)?;
             let pending = health::pending(store, d, cursor, head).await?;
-            (cursor, pending, store.dead_letters().count(&d.name))
+            let seen = Seen {
+                health: c.health(),
+                in_flight: c.in_flight(),
+                retrying: c.activity() == Activity::Retrying,
+            };
+            (cursor, pending, store.dead_letters().count(&d.name), seen)
         }
         Backend::Fleet(fleet) => {
             // The consumer's own figures: its lag counts every message
             // after its ack floor, routed here or not.
-            let (cursor, lag) = fleet.position(&d.name).await.map_err(StoreError::from)?;
+            let figures = fleet.figures(&d.name).await.map_err(StoreError::from)?;
             let dead = fleet
                 .dead_letters(&d.name)
                 .await
                 .map_err(StoreError::from)?
                 .len();
             let pending = health::Pending {
-                lag,
+                lag: figures.lag,
                 oldest_received_ms: None,
             };
-            (cursor, pending, dead)
+            // What every relay's attempts showed, not this one's.
+            let health = fleet.health(&d.name).await.map_err(StoreError::from)?;
+            let seen = Seen {
+                retrying: health.failing_since_ms.is_some() && figures.in_flight > 0,
+                health,
+                in_flight: figures.in_flight,
+            };
+            (figures.cursor, pending, dead, seen)
         }
     };
     let now = crate::time::now_ms();
+    let h = &seen.health;
     Ok(DestinationView {
         name: d.name.clone(),
         url: display_url(&d.url),
         sources: d.sources.clone(),
         ordering: d.ordering.as_str(),
-        state: health::state_word(&st, c),
-        failing_since: c.failing_since_ms().map(crate::time::rfc3339),
-        last_success_at: c.last_success_ms().map(crate::time::rfc3339),
+        state: health::state_word(&st, h.failing_since_ms.is_some()),
+        failing_since: h.failing_since_ms.map(crate::time::rfc3339),
+        last_success_at: h.last_success_ms.map(crate::time::rfc3339),
         blocked_on: st.blocked_on.map(|s| s.0),
         cursor: cursor.0,
         head: head.0,
@@ -154,16 +167,23 @@ pub(super) async fn describe(
         oldest_pending_age_seconds: pending
             .oldest_received_ms
             .map(|at| now.saturating_sub(at) / 1000),
-        in_flight: c.in_flight(),
-        retrying: c.activity() == Activity::Retrying,
+        in_flight: seen.in_flight,
+        retrying: seen.retrying,
         dead_letters,
-        last_attempt: c.last_attempt().map(|a| LastAttemptView {
+        last_attempt: h.last_attempt.as_ref().map(|(seq, a)| LastAttemptView {
             at: crate::time::rfc3339(a.at_ms),
-            seq: a.seq,
+            seq: seq.0,
             status: a.status,
-            error: a.error,
+            error: a.error.clone(),
         }),
     })
+}
+
+/// What the attempts showed: this relay's, or with a fleet every relay's.
+struct Seen {
+    health: crate::store::codec::FleetHealth,
+    in_flight: usize,
+    retrying: bool,
 }
 
 /// Every destination's view, in config order.

@@ -26,6 +26,8 @@ const PULL_BATCH: usize = 256;
 /// How long a message given back after a pause or a new epoch waits before
 /// it is handed out again.
 const RELEASE_DELAY: Duration = Duration::from_millis(200);
+/// How often this relay shares what its attempts showed (when it made any).
+const SHARE_HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -50,6 +52,13 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
         }
     };
     tracing::debug!(destination = %name, max_in_flight, "fleet worker started");
+    // Stopped after the deliveries are, so it shares what they recorded last.
+    let stop_sharing = CancellationToken::new();
+    let sharing = tokio::spawn(share_health(
+        fleet.clone(),
+        lane.clone(),
+        stop_sharing.clone(),
+    ));
     let mut w = Worker {
         lane,
         fleet,
@@ -77,7 +86,38 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
     }
     w.generation.cancel();
     while w.tasks.join_next().await.is_some() {}
+    stop_sharing.cancel();
+    let _ = sharing.await;
     tracing::debug!(destination = %name, "fleet worker stopped");
+}
+
+/// Folds this relay's view of the destination's health (failing since,
+/// last success, last attempt) into the fleet's, at most every
+/// [`SHARE_HEALTH_EVERY`] and only after new attempts, until `stop` (and
+/// once more then).
+async fn share_health(fleet: Arc<Fleet>, lane: Arc<Lane>, stop: CancellationToken) {
+    let name = &lane.dest.name;
+    let mut shared = 0;
+    let mut tick = tokio::time::interval(SHARE_HEALTH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.cancelled() => true,
+        };
+        let recorded = lane.control.recorded();
+        if recorded != shared {
+            match fleet.share_health(name, &lane.control.health()).await {
+                Ok(()) => shared = recorded,
+                Err(e) => {
+                    tracing::warn!(destination = %name, error = %e, "cannot share the destination's health")
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 struct Worker {

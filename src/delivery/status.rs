@@ -50,6 +50,9 @@ pub struct Control {
     /// Wall-clock ms of the first failed attempt since the last success
     /// (0: the last attempt succeeded, or none failed since start).
     failing_since_ms: AtomicU64,
+    /// Attempts recorded since start: tells a fleet's health sharing
+    /// whether there is anything new to share.
+    recorded: AtomicU64,
     /// Duration of every attempt (`hookrelay_delivery_duration_seconds`).
     pub duration: crate::telemetry::Seconds,
     /// Dead letters an operator asked to deliver once more, out of order.
@@ -163,6 +166,31 @@ impl Control {
         };
         if let Ok(mut g) = self.last_attempt.lock() {
             *g = Some(attempt);
+        }
+        self.recorded.fetch_add(1, Ordering::Release);
+    }
+
+    /// Attempts recorded since start.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    /// This relay's view of the destination's health, as a fleet shares it.
+    pub fn health(&self) -> crate::store::codec::FleetHealth {
+        let last_attempt = self.last_attempt().map(|a| {
+            let attempt = crate::store::Attempt {
+                at_ms: a.at_ms,
+                status: a.status,
+                latency_ms: 0,
+                error: a.error,
+            };
+            (crate::model::Seq(a.seq), attempt)
+        });
+        crate::store::codec::FleetHealth {
+            failing_since_ms: self.failing_since_ms(),
+            last_success_ms: self.last_success_ms(),
+            last_attempt,
+            reported_failing: false,
         }
     }
 

@@ -256,12 +256,29 @@ impl Fleet {
     /// The destination's cursor (its consumer's ack floor) and its lag
     /// (messages not yet finished, routed to it or not).
     pub async fn position(&self, dest: &DestinationName) -> Result<(Seq, u64), FleetError> {
-        let info = self.consumer_info(dest).await?;
-        Ok((
-            Seq(info.ack_floor.stream_sequence),
-            info.num_pending + info.num_ack_pending as u64,
-        ))
+        self.figures(dest).await.map(|f| (f.cursor, f.lag))
     }
+
+    /// [`Fleet::position`] and the deliveries out across the fleet.
+    pub async fn figures(&self, dest: &DestinationName) -> Result<Figures, FleetError> {
+        let info = self.consumer_info(dest).await?;
+        Ok(Figures {
+            cursor: Seq(info.ack_floor.stream_sequence),
+            lag: info.num_pending + info.num_ack_pending as u64,
+            in_flight: info.num_ack_pending,
+        })
+    }
+}
+
+/// A destination's consumer in figures, the same from every relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// The ack floor.
+    pub cursor: Seq,
+    /// Messages not finished yet, routed to the destination or not.
+    pub lag: u64,
+    /// Messages handed to a relay and not finished yet.
+    pub in_flight: usize,
 }
 
 impl Feed {

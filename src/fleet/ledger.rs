@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 
 use super::{Fleet, FleetError};
 use crate::model::{DestinationName, Seq};
-use crate::store::codec::{self, AttemptHistory};
+use crate::store::codec::{self, AttemptHistory, FleetHealth};
 use crate::store::{Attempt, DeadLetter, DestinationState, Latest, RetryRun};
 
 /// Compare-and-set rounds before a write gives up (each loses only to
@@ -20,6 +20,9 @@ use crate::store::{Attempt, DeadLetter, DestinationState, Latest, RetryRun};
 const CAS_ROUNDS: usize = 16;
 /// The pause after a lost compare-and-set, times the round.
 const CAS_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+/// How many of the history bucket's latest writes (every destination's)
+/// a destination page's list of recent attempts looks through.
+const RECENT_WINDOW: u64 = 2_000;
 /// Attempts a message's history keeps (the latest ones; the count goes on).
 const KEPT_ATTEMPTS: usize = 64;
 
@@ -27,6 +30,10 @@ type Bucket = async_nats::jetstream::kv::Store;
 
 fn state_key(dest: &DestinationName) -> String {
     format!("state.{dest}")
+}
+
+fn health_key(dest: &DestinationName) -> String {
+    format!("health.{dest}")
 }
 
 fn attempts_key(dest: &DestinationName, seq: Seq) -> String {
@@ -160,6 +167,64 @@ impl Fleet {
         .await?;
         self.states.note(dest, revision, &st);
         Ok(st)
+    }
+
+    /// The destination's health as the fleet saw it (the default until a
+    /// relay shared an attempt).
+    pub async fn health(&self, dest: &DestinationName) -> Result<FleetHealth, FleetError> {
+        match entry(&self.bucket, &health_key(dest)).await? {
+            None => Ok(FleetHealth::default()),
+            Some((bytes, _)) => {
+                codec::decode_health(&bytes).map_err(|e| FleetError::js("health decode", e))
+            }
+        }
+    }
+
+    /// Folds this relay's view of the destination's health into the fleet's.
+    /// (A key of its own, outside the `state.*` watch: sharing health wakes
+    /// no worker.)
+    pub async fn share_health(
+        &self,
+        dest: &DestinationName,
+        local: &FleetHealth,
+    ) -> Result<(), FleetError> {
+        let key = health_key(dest);
+        modify(
+            (&self.bucket, &key),
+            codec::decode_health,
+            codec::encode_health,
+            |old| {
+                let mut h = old.unwrap_or_default();
+                h.merge(local);
+                h
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Marks `destination.failing` as sent (`failing`) or `recovered` as
+    /// sent; whether this call changed it, so that of the relays that see
+    /// the same change, one sends the event.
+    pub async fn flip_reported(
+        &self,
+        dest: &DestinationName,
+        failing: bool,
+    ) -> Result<bool, FleetError> {
+        let mut flipped = false;
+        modify(
+            (&self.bucket, &health_key(dest)),
+            codec::decode_health,
+            codec::encode_health,
+            |old| {
+                let mut h = old.unwrap_or_default();
+                flipped = h.reported_failing != failing;
+                h.reported_failing = failing;
+                h
+            },
+        )
+        .await?;
+        Ok(flipped)
     }
 
     /// Where the destination's consumer starts if it has to be created
@@ -355,6 +420,77 @@ impl Fleet {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// Up to `limit` of the latest attempts at `dest`, as sled's
+    /// `recent` lists them (highest seq first, a message's latest attempt
+    /// before its earlier ones), among the messages whose history was
+    /// written in the bucket's last [`RECENT_WINDOW`] writes: a bounded
+    /// read of the bucket's tail, whatever its size.
+    pub async fn recent_attempts(
+        &self,
+        dest: &DestinationName,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Attempt)>, FleetError> {
+        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        let info = self
+            .records
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| FleetError::js("attempt list", e))?;
+        let last = info.state.last_sequence;
+        if last == 0 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let subject_prefix = format!("{}att.{dest}.", self.records.prefix);
+        let consumer = self
+            .records
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: format!("{subject_prefix}*"),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: last.saturating_sub(RECENT_WINDOW).max(1),
+                },
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| FleetError::js("attempt list", e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| FleetError::js("attempt list", e))?;
+        // Each message's latest history (a later write holds every attempt
+        // of an earlier one, or the newest 64).
+        let mut latest: BTreeMap<Seq, Vec<Attempt>> = BTreeMap::new();
+        while let Some(m) = super::next_read(&mut messages, "attempt list").await? {
+            let m = m.map_err(|e| FleetError::js("attempt list", e))?;
+            let seq = m
+                .subject
+                .strip_prefix(subject_prefix.as_str())
+                .and_then(|s| s.parse().ok())
+                .map(Seq);
+            if let (Some(seq), false) = (seq, m.payload.is_empty()) {
+                let h = codec::decode_history(&m.payload)
+                    .map_err(|e| FleetError::js("attempts decode", e))?;
+                latest.insert(seq, h.attempts);
+            }
+            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .rev()
+            .flat_map(|(seq, attempts)| attempts.into_iter().rev().map(move |a| (seq, a)))
+            .take(limit)
+            .collect())
     }
 
     /// Names of destinations whose state another relay (or this one) changes,

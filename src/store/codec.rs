@@ -414,6 +414,52 @@ pub struct AttemptHistory {
     pub earlier: u32,
 }
 
+/// A destination's health as the whole fleet sees it (`health.<dest>` in
+/// the fleet's state bucket): each relay merges in what its own attempts
+/// showed, so every relay's admin API tells the same story.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetHealth {
+    /// The first failed attempt after the last success, if the latest failed.
+    pub failing_since_ms: Option<u64>,
+    pub last_success_ms: Option<u64>,
+    /// The latest attempt anywhere, and the seq it was for.
+    pub last_attempt: Option<(Seq, Attempt)>,
+    /// Whether `destination.failing` went out (and `recovered` has not yet):
+    /// the one relay that flips it sends the event.
+    pub reported_failing: bool,
+}
+
+impl FleetHealth {
+    /// Folds in one relay's view (its figures since it started).
+    pub fn merge(&mut self, local: &FleetHealth) {
+        self.last_success_ms = self.last_success_ms.max(local.last_success_ms);
+        let newer = match (&self.last_attempt, &local.last_attempt) {
+            (Some((_, a)), Some((_, b))) => b.at_ms >= a.at_ms,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if newer {
+            self.last_attempt = local.last_attempt.clone();
+        }
+        let succeeded_last = match &self.last_attempt {
+            Some((_, a)) => a.error.is_none(),
+            None => true,
+        };
+        self.failing_since_ms = if succeeded_last {
+            None
+        } else {
+            // The earliest failure either side saw after the last success.
+            let after = |t: &u64| self.last_success_ms.is_none_or(|s| *t > s);
+            [self.failing_since_ms, local.failing_since_ms]
+                .into_iter()
+                .flatten()
+                .filter(after)
+                .min()
+                .or(self.last_attempt.as_ref().map(|(_, a)| a.at_ms))
+        };
+    }
+}
+
 /// A message given up on for one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -551,6 +597,7 @@ macro_rules! record_codec {
 record_codec!(DeadLetter, encode_dead_letter, decode_dead_letter);
 record_codec!(DedupEntry, encode_dedup, decode_dedup);
 record_codec!(AttemptHistory, encode_history, decode_history);
+record_codec!(FleetHealth, encode_health, decode_health);
 
 /// Reads a big-endian seq value (cursors, meta).
 pub fn decode_seq(v: &[u8]) -> Result<Seq, CodecError> {
@@ -815,5 +862,56 @@ mod tests {
             decode_log_value(&[2, 0]),
             Err(CodecError::UnknownVersion(2))
         ));
+    }
+
+    fn attempt(at_ms: u64, ok: bool) -> (Seq, Attempt) {
+        let error = (!ok).then(|| "HTTP 500".to_owned());
+        let status = Some(if ok { 200 } else { 500 });
+        (
+            Seq(at_ms),
+            Attempt {
+                at_ms,
+                status,
+                latency_ms: 1,
+                error,
+            },
+        )
+    }
+
+    fn seen(
+        last: (Seq, Attempt),
+        failing_since_ms: Option<u64>,
+        last_success_ms: Option<u64>,
+    ) -> FleetHealth {
+        FleetHealth {
+            failing_since_ms,
+            last_success_ms,
+            last_attempt: Some(last),
+            reported_failing: false,
+        }
+    }
+
+    #[test]
+    fn fleet_health_is_failing_from_the_first_failure_after_the_last_success_anywhere() {
+        // Relay a failed from t=10; relay b succeeded at 20, then failed at 30.
+        let mut h = FleetHealth::default();
+        h.merge(&seen(attempt(12, false), Some(10), None));
+        assert_eq!(h.failing_since_ms, Some(10));
+        h.merge(&seen(attempt(30, false), Some(30), Some(20)));
+        assert_eq!(
+            (h.failing_since_ms, h.last_success_ms),
+            (Some(30), Some(20))
+        );
+        // Relay a's stale view (older attempt) changes nothing.
+        h.merge(&seen(attempt(12, false), Some(10), None));
+        assert_eq!(h.failing_since_ms, Some(30));
+        assert_eq!(h.last_attempt.as_ref().map(|(s, _)| *s), Some(Seq(30)));
+        // A success anywhere later ends it; the flag is left to the watcher.
+        h.reported_failing = true;
+        h.merge(&seen(attempt(40, true), None, Some(40)));
+        assert_eq!((h.failing_since_ms, h.last_success_ms), (None, Some(40)));
+        assert!(h.reported_failing);
+        let back = decode_health(&encode_health(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
     }
 }

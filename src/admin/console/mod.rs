@@ -35,6 +35,7 @@ use maud::Markup;
 
 use super::api::{parse_seq, ApiError};
 use super::{ops, Admin, AdminBody};
+use crate::backend::Backend;
 use crate::model::Seq;
 use pages::{Ctx, DestRow};
 
@@ -462,14 +463,16 @@ async fn destination(
     let entry = ops::find_destination(admin, name)?;
     let row = dest_row(admin, &entry).await?;
     let dest = entry.0.name.clone();
-    // The fleet keeps no index of recent attempts: its page lists none.
-    let attempts = match admin.backend.sled() {
-        Some(store) => {
+    let attempts = match &admin.backend {
+        Backend::Sled(store) => {
             store
                 .blocking(move |s| s.attempts().recent(&dest, DEST_ROWS))
                 .await?
         }
-        None => Vec::new(),
+        Backend::Fleet(fleet) => fleet
+            .recent_attempts(&dest, DEST_ROWS)
+            .await
+            .map_err(crate::store::StoreError::from)?,
     };
     // One more than shown says whether there is a next page.
     let mut dead = ops::dead_letters(admin, name, dl_after, DEST_ROWS + 1).await?;
