@@ -934,7 +934,10 @@ async fn every_relay_shows_the_fleets_health_and_one_reports_it() {
         let at = html.find("id=\"attempts\"").expect("the attempts section");
         let section = &html[at..];
         assert!(!section.contains("None recorded."), "{section}");
-        assert!(section.contains(&format!("/ui/messages/{seq}\"")), "{section}");
+        assert!(
+            section.contains(&format!("/ui/messages/{seq}\"")),
+            "{section}"
+        );
         assert!(section.contains("500"), "{section}");
     }
 
@@ -976,6 +979,95 @@ async fn every_relay_shows_the_fleets_health_and_one_reports_it() {
     assert!(vb["failing_since"].is_null(), "{vb}");
     assert_eq!(vb["last_attempt"]["status"], 200, "{vb}");
     assert_eq!(recovered(), 1, "reported once for the fleet");
+    a.assert_no_panics("after the run");
+    b.assert_no_panics("after the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_reply_reaches_the_provider_whichever_relay_delivers() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The app answers each message with what it said; it refuses "fail".
+    let app = Receiver::replying(
+        listener,
+        Arc::new(|r: &Received| {
+            let status = if r.text().contains("fail") {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            let headers = vec![("content-type", "text/plain".to_string())];
+            (status, headers, Duration::ZERO)
+        }),
+        Arc::new(|r: &Received| format!("you said {}", r.text()).into()),
+    );
+    // Each relay's copy of `app` has its own path: the app sees which
+    // relay delivered each message.
+    let config = |name: &str| {
+        let reply = Toml::table([
+            ("destination", "app"),
+            ("timeout", "10s"),
+            ("content_type", "text/plain"),
+            ("body", "fallback"),
+        ]);
+        fleet_relay(tmp.path(), name, &cluster, ("replies", &[]), |c| {
+            c.source(Source::new("s", "/s").set("reply", reply))
+                .destination(
+                    Dest::new("app", &app.url(&format!("/{name}")))
+                        .sources(["s"])
+                        .set("ordering", "unordered")
+                        .set("max_in_flight", 8)
+                        .retry(Retry::every("50ms", "50ms").attempts(2)),
+                )
+        })
+    };
+    let a = relay(&config("a")).start().await;
+    let b = relay(&config("b")).start().await;
+    let http = client();
+    for n in 0..24 {
+        // Not every other one: JetStream may hand messages out to the
+        // relays' pulls in turn, which would match one sender per relay.
+        let to = if n % 3 == 0 { &b } else { &a };
+        let said = format!("hello {n}");
+        let r = post(&http, &format!("http://{}/s", to.ingest), &[], said.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.text(), format!("you said {said}"), "message {n}");
+        let kind = r.headers.get("content-type").and_then(|v| v.to_str().ok());
+        assert_eq!(kind, Some("text/plain"), "message {n}");
+    }
+    // A failed first attempt answers with the fallback, wherever it ran.
+    for to in [&a, &b] {
+        let r = post(&http, &format!("http://{}/s", to.ingest), &[], "fail")
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "fallback");
+    }
+    // (How many crossed relays: JetStream hands a message to whichever
+    // relay's pull waits first, not necessarily the one that took it in.)
+    let crossed = app
+        .all()
+        .iter()
+        .filter(|(r, _)| {
+            let n: usize = r.text().trim_start_matches("hello ").parse().unwrap_or(0);
+            let took = if n % 3 == 0 { "/b" } else { "/a" };
+            r.text().starts_with("hello") && r.path != took
+        })
+        .count();
+    assert!(
+        crossed > 0,
+        "some answers crossed from one relay to the other"
+    );
+    let answered: usize = app
+        .all()
+        .iter()
+        .filter(|(r, _)| r.text().starts_with("hello"))
+        .count();
+    assert_eq!(answered, 24, "each message delivered once");
     a.assert_no_panics("after the run");
     b.assert_no_panics("after the run");
 }

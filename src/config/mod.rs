@@ -33,7 +33,7 @@ use serde::Deserialize;
 pub use crate::keys::{Ed25519PublicKey, RsaPublicKey, TlsIdentity, WhsecKey};
 use crate::model::{DestinationName, SourceName};
 
-pub use reply::MAX_REPLY_BYTES;
+pub use reply::{MAX_REPLY_BYTES, MAX_TIMEOUT as MAX_REPLY_TIMEOUT};
 pub use scheme::VerifySpec;
 pub use secret::Secret;
 

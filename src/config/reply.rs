@@ -18,7 +18,7 @@ use crate::model::DestinationName;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest `timeout`: an answer later than this is no provider's answer,
 /// and the connection is held open meanwhile.
-const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest fallback body (the app's own answer is bounded the same way).
 pub const MAX_REPLY_BYTES: usize = 1 << 20;
 

@@ -52,16 +52,6 @@ pub(super) fn validate(
         .collect();
     let destinations = destinations(&mut cx, &raw.destination, &known);
     super::reply::check(&mut cx, &raw.source, &sources, &destinations);
-    if matches!(storage.backend, Backend::Nats(_)) {
-        // The relay that takes the webhook would have to deliver it, while
-        // in a fleet any relay's pull may get it first.
-        for (i, s) in raw.source.iter().enumerate() {
-            if let Some(reply) = &s.get_ref().reply {
-                let msg = "sync replies are not available with backend = \"nats\" yet";
-                cx.at(reply, &format!("source[{i}].reply"), msg);
-            }
-        }
-    }
     // Port 0 picks a free port for each; a wildcard address takes the port
     // on every address.
     let (s, a) = (server.listen, admin.listen);

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::lane::{Finished, Lane};
+use super::reply::AppAnswer;
 use super::{DeliveryError, STORE_ERROR_BACKOFF};
 use crate::config::DeliveryOrder;
 use crate::fleet::{Delivery, Feed, Fleet};
@@ -59,6 +60,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
         lane.clone(),
         stop_sharing.clone(),
     ));
+    let answers = tokio::spawn(pass_answers(fleet.clone(), lane.clone(), shutdown.clone()));
     let mut w = Worker {
         lane,
         fleet,
@@ -88,6 +90,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
     while w.tasks.join_next().await.is_some() {}
     stop_sharing.cancel();
     let _ = sharing.await;
+    let _ = answers.await;
     tracing::debug!(destination = %name, "fleet worker stopped");
 }
 
@@ -120,6 +123,61 @@ async fn share_health(fleet: Arc<Fleet>, lane: Arc<Lane>, stop: CancellationToke
     }
 }
 
+/// Passes the answers other relays (or this one) made for providers
+/// waiting on this relay to them, until `shutdown`; then every provider
+/// still waiting on the destination gets the fallback.
+async fn pass_answers(fleet: Arc<Fleet>, lane: Arc<Lane>, shutdown: CancellationToken) {
+    use futures_util::StreamExt;
+    let name = &lane.dest.name;
+    let replies = &lane.control.replies;
+    while !shutdown.is_cancelled() {
+        match fleet.answers(name).await {
+            Ok(answers) => {
+                tokio::pin!(answers);
+                loop {
+                    tokio::select! {
+                        next = answers.next() => match next {
+                            Some((seq, answer)) => replies.answer(seq, answer.map(app_answer)),
+                            None => break,
+                        },
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(destination = %name, error = %e, "cannot hear sync replies");
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    replies.close();
+}
+
+/// An answer as it crossed the fleet, for the provider.
+fn app_answer(a: crate::fleet::Answer) -> AppAnswer {
+    let header = |v: Option<String>| v.and_then(|v| http::HeaderValue::try_from(v).ok());
+    AppAnswer {
+        status: http::StatusCode::from_u16(a.status).unwrap_or(http::StatusCode::OK),
+        content_type: header(a.content_type),
+        content_encoding: header(a.content_encoding),
+        body: a.body,
+    }
+}
+
+/// A destination's answer, to cross the fleet.
+fn fleet_answer(a: AppAnswer) -> crate::fleet::Answer {
+    let text = |v: Option<http::HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_owned));
+    crate::fleet::Answer {
+        status: a.status.as_u16(),
+        content_type: text(a.content_type),
+        content_encoding: text(a.content_encoding),
+        body: a.body,
+    }
+}
+
 struct Worker {
     lane: Arc<Lane>,
     fleet: Arc<Fleet>,
@@ -141,6 +199,9 @@ impl Worker {
     async fn step(&mut self) -> Result<(), DeliveryError> {
         let lane = self.lane.clone();
         while self.tasks.try_join_next().is_some() {}
+        // A sync reply's message is not started ahead of the others here:
+        // the consumer hands it out at once to whichever relay pulls.
+        while lane.control.replies.next_start().is_some() {}
         // A strict destination's redelivery waits for this relay's message
         // in flight (as with sled, never two at once here).
         let strict = self.max_in_flight == 1;
@@ -281,6 +342,23 @@ impl Task {
     async fn deliver(&self, d: &Delivery) -> Result<Option<Finished>, DeliveryError> {
         let lane = &self.lane;
         let msg = d.message().map_err(crate::store::StoreError::from)?;
+        // A provider waits on this destination's answer at the relay that
+        // took the message in (maybe this one): it goes there. Dropped
+        // unanswered (not delivered now), it tells that relay at once. (Not
+        // for a message older than any provider waits: a replay's.)
+        let age = crate::time::now_ms().saturating_sub(msg.received_at_ms);
+        let waited = age <= crate::config::MAX_REPLY_TIMEOUT.as_millis() as u64;
+        let reply_to = d.reply_to(&self.fleet, &lane.dest.name).filter(|_| waited);
+        let waiter = reply_to.map(|to| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<AppAnswer>();
+            let fleet = self.fleet.clone();
+            let seq = d.seq;
+            tokio::spawn(async move {
+                let answer = rx.await.ok().map(fleet_answer);
+                fleet.send_answer(&to, seq, answer.as_ref()).await;
+            });
+            tx
+        });
         if !lane.dest.sources.contains(&msg.source) {
             return Ok(Some(Finished::Done));
         }
@@ -298,14 +376,21 @@ impl Task {
         // lose its hold on the message: its retries stop rather than run
         // beside another relay's.
         let interrupt = self.interrupt.child_token();
+        // Epoch 0: no replay or resume ever gave this destination a second
+        // run, so a first hand-out has no history to count.
+        let first = d.handed_out == 1 && self.epoch == 0;
         let delivery = async {
-            // Epoch 0: no replay or resume ever gave this destination a
-            // second run, so a first hand-out has no history to count.
-            if d.handed_out == 1 && self.epoch == 0 {
-                lane.deliver_first(d.seq, &msg, self.epoch, &interrupt)
-                    .await
-            } else {
-                lane.deliver(d.seq, &msg, self.epoch, &interrupt).await
+            match waiter {
+                Some(w) => {
+                    let how = (self.epoch, first);
+                    lane.deliver_answering(d.seq, &msg, how, w, &interrupt)
+                        .await
+                }
+                None if first => {
+                    lane.deliver_first(d.seq, &msg, self.epoch, &interrupt)
+                        .await
+                }
+                None => lane.deliver(d.seq, &msg, self.epoch, &interrupt).await,
             }
         };
         tokio::pin!(delivery);

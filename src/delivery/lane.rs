@@ -193,7 +193,23 @@ impl Lane {
         epoch: u64,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
-        self.deliver_as(seq, msg, (epoch, false), interrupt).await
+        self.deliver_as(seq, msg, (epoch, false), None, interrupt)
+            .await
+    }
+
+    /// [`Lane::deliver`] (or [`Lane::deliver_first`] if `first`) whose first
+    /// attempt's answer goes to `waiter` (a fleet: to the relay where the
+    /// provider waits) rather than to a provider waiting on this relay.
+    pub async fn deliver_answering(
+        &self,
+        seq: Seq,
+        msg: &Message,
+        (epoch, first): (u64, bool),
+        waiter: super::reply::Waiter,
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, DeliveryError> {
+        self.deliver_as(seq, msg, (epoch, first), Some(waiter), interrupt)
+            .await
     }
 
     /// [`Lane::deliver`] of a message known never to have been attempted
@@ -205,7 +221,8 @@ impl Lane {
         epoch: u64,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
-        self.deliver_as(seq, msg, (epoch, true), interrupt).await
+        self.deliver_as(seq, msg, (epoch, true), None, interrupt)
+            .await
     }
 
     async fn deliver_as(
@@ -213,12 +230,13 @@ impl Lane {
         seq: Seq,
         msg: &Message,
         (epoch, first): (u64, bool),
+        waiter: Option<super::reply::Waiter>,
         interrupt: &CancellationToken,
     ) -> Result<Finished, DeliveryError> {
         // A provider waiting on this message's answer (sync replies) gets
         // this delivery's first attempt's; dropped unanswered, it sends the
         // fallback (a skip, a failure, a stored run's wait).
-        let mut waiter = self.control.replies.take(seq);
+        let mut waiter = waiter.or_else(|| self.control.replies.take(seq));
         // Routing, with the rules in force now (a replay uses today's rules).
         let shaped = match self.route(seq, msg) {
             Ok(shaped) => shaped,

@@ -5,7 +5,9 @@
 //! once. The lane takes the waiter when it makes the message's attempt and
 //! hands it the answer. A waiter dropped unanswered means "use the
 //! fallback": a routing skip, an attempt that failed, a paused or stopped
-//! destination.
+//! destination. In a fleet the relay that delivers may be another one: its
+//! answer comes back over NATS ([`SyncReplies::answer`]) and no worker
+//! starts anything here.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,11 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use crate::model::Seq;
+
+/// How long an answer that came before its waiter is kept.
+const EARLY_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Answers kept for waiters not registered yet, at most.
+const EARLY_MAX: usize = 4096;
 
 /// A destination's 2xx answer to a sync reply's attempt, as the provider gets it.
 #[derive(Debug)]
@@ -44,6 +51,9 @@ pub struct SyncReplies {
 #[derive(Default)]
 struct Inner {
     waiters: HashMap<Seq, Waiter>,
+    /// Answers that came before their waiter (a fleet: another relay
+    /// delivered before the publish ack reached this one); `None`: no answer.
+    early: HashMap<Seq, (Option<AppAnswer>, std::time::Instant)>,
     starts: VecDeque<Seq>,
     /// The worker stopped (reload, shutdown): nothing will answer.
     closed: bool,
@@ -60,8 +70,40 @@ impl SyncReplies {
         if inner.closed || waiter.is_closed() {
             return;
         }
+        if let Some((answer, _)) = inner.early.remove(&seq) {
+            if let Some(answer) = answer {
+                let _ = waiter.send(answer);
+            }
+            return;
+        }
         if inner.waiters.insert(seq, waiter).is_none() {
             self.waiting.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The answer to `seq` made elsewhere (a fleet: by the relay that
+    /// delivered it), or `None` for none; kept a while if its provider is
+    /// not registered yet.
+    pub fn answer(&self, seq: Seq, answer: Option<AppAnswer>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Some(waiter) = inner.waiters.remove(&seq) {
+            self.waiting.fetch_sub(1, Ordering::Release);
+            if let Some(answer) = answer {
+                let _ = waiter.send(answer);
+            }
+            return;
+        }
+        if inner.closed {
+            return;
+        }
+        let now = std::time::Instant::now();
+        inner
+            .early
+            .retain(|_, (_, at)| now.duration_since(*at) < EARLY_KEPT);
+        if inner.early.len() < EARLY_MAX {
+            inner.early.insert(seq, (answer, now));
         }
     }
 
@@ -112,6 +154,7 @@ impl SyncReplies {
         if let Ok(mut inner) = self.inner.lock() {
             inner.closed = true;
             inner.starts.clear();
+            inner.early.clear();
             let n = inner.waiters.len();
             inner.waiters.clear();
             self.waiting.fetch_sub(n, Ordering::Release);
@@ -161,5 +204,37 @@ mod tests {
         ));
         r.start(Seq(2));
         assert_eq!(r.next_start(), None);
+    }
+
+    fn answer(body: &'static str) -> AppAnswer {
+        AppAnswer {
+            status: http::StatusCode::OK,
+            content_type: None,
+            content_encoding: None,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn an_answer_made_elsewhere_reaches_its_waiter_whichever_comes_first() {
+        let r = SyncReplies::default();
+        let (tx, mut rx) = oneshot::channel();
+        r.register(Seq(1), tx);
+        r.answer(Seq(1), Some(answer("late")));
+        assert_eq!(rx.try_recv().expect("answered").body, "late");
+        // Before its waiter: kept until it comes.
+        r.answer(Seq(2), Some(answer("early")));
+        let (tx, mut rx) = oneshot::channel();
+        r.register(Seq(2), tx);
+        assert_eq!(rx.try_recv().expect("answered").body, "early");
+        // "No answer" first: the waiter is dropped (the fallback) at once.
+        r.answer(Seq(3), None);
+        let (tx, mut rx) = oneshot::channel();
+        r.register(Seq(3), tx);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert_eq!(r.waiting.load(Ordering::Acquire), 0);
     }
 }

@@ -338,6 +338,13 @@ impl Pull {
 
 impl Delivery {
     /// The stored message; an undecodable one is an error for its seq.
+    /// Where the answer to `dest`'s first attempt goes, if a provider waits.
+    pub fn reply_to(&self, fleet: &Fleet, dest: &DestinationName) -> Option<super::ReplyTo> {
+        let headers = self.msg.headers.as_ref()?;
+        let value = headers.get(super::replies::REPLY_HEADER)?;
+        fleet.reply_to(Some(value.as_str()), dest)
+    }
+
     pub fn message(&self) -> Result<Message, FleetError> {
         decode_message(&self.msg.payload).map_err(|e| FleetError::js("message decode", e))
     }

@@ -28,7 +28,13 @@ pub enum Published {
 
 impl Fleet {
     /// Publishes one webhook and waits for JetStream's acknowledgement.
-    pub async fn publish(&self, mut msg: NewMessage) -> Result<Published, FleetError> {
+    /// With `reply_from`, a provider waits on that destination's answer:
+    /// the message names this relay as where it goes.
+    pub async fn publish(
+        &self,
+        mut msg: NewMessage,
+        reply_from: Option<&crate::model::DestinationName>,
+    ) -> Result<Published, FleetError> {
         let now = crate::time::now_ms();
         let id = MessageId::generate(now);
         let key = msg.dedup.take().map(|(k, _)| k);
@@ -48,6 +54,12 @@ impl Fleet {
         let mut publish = PublishMessage::build().payload(bytes.into());
         if let Some(msg_id) = msg_id {
             publish = publish.message_id(msg_id);
+        }
+        if let Some(dest) = reply_from {
+            publish = publish.header(
+                super::replies::REPLY_HEADER,
+                self.reply_header(dest).as_str(),
+            );
         }
         let ack = async {
             self.js

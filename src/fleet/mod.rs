@@ -13,11 +13,13 @@
 //!
 //! - `log`: publishing (the inbound `200` waits for JetStream's ack) and reads by seq;
 //! - `ledger`: the bucket (state, attempts, dead letters);
-//! - `feed`: a destination's durable consumer.
+//! - `feed`: a destination's durable consumer;
+//! - `replies`: sync replies, answered by whichever relay delivers.
 
 mod feed;
 mod ledger;
 mod log;
+mod replies;
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use crate::config::{NatsAuth, NatsConfig, StorageConfig};
 
 pub use feed::{Delivery, Feed};
 pub use log::Published;
+pub use replies::{Answer, ReplyTo};
 
 /// How long the fleet remembers an idempotency key at least (JetStream's
 /// default); a source's longer `dedup_window` raises it.
@@ -93,6 +96,8 @@ pub struct Fleet {
     ack_wait: Duration,
     /// Each destination's state as the bucket's watch last reported it.
     states: ledger::StateCopies,
+    /// This process among the fleet's relays (where sync replies come back to).
+    relay_id: String,
 }
 
 impl Fleet {
@@ -169,6 +174,13 @@ impl Fleet {
         let bucket = open_bucket(&js, &state, cfg.replicas, Duration::ZERO).await?;
         let history = format!("{}-history", cfg.stream);
         let records = open_bucket(&js, &history, cfg.replicas, storage.retention).await?;
+        // A NUID: unique per process, and a single subject token.
+        let relay_id = client
+            .new_inbox()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         Ok(Fleet {
             client,
             js,
@@ -179,6 +191,7 @@ impl Fleet {
             subject,
             ack_wait: cfg.ack_wait,
             states: ledger::StateCopies::default(),
+            relay_id,
         })
     }
 

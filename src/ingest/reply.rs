@@ -32,10 +32,13 @@ impl SyncRoute {
         let control = self.control.clone();
         let staged = Arc::new(OnceLock::new());
         let seq = staged.clone();
-        let hook = OnStaged(Box::new(move |s| {
-            let _ = seq.set(s);
-            control.replies.register(s, tx);
-        }));
+        let hook = OnStaged {
+            from: self.config.destination.clone(),
+            hook: Box::new(move |s| {
+                let _ = seq.set(s);
+                control.replies.register(s, tx);
+            }),
+        };
         let claim = Claim {
             rx: Some(rx),
             control: self.control.clone(),

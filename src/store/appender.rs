@@ -58,8 +58,14 @@ pub struct NewMessage {
     pub on_staged: Option<OnStaged>,
 }
 
-/// A hook called with a new message's seq when the appender assigns it.
-pub struct OnStaged(pub Box<dyn FnOnce(Seq) + Send>);
+/// A provider waiting on `from`'s answer (a sync reply): `hook` is called
+/// with the new message's seq once it is stored, before any worker of this
+/// relay can see it. (In a fleet another relay may deliver it first; its
+/// answer is kept until the hook has run.)
+pub struct OnStaged {
+    pub from: crate::model::DestinationName,
+    pub hook: Box<dyn FnOnce(Seq) + Send>,
+}
 
 impl std::fmt::Debug for OnStaged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,8 +115,16 @@ impl Appender {
             To::Sled(tx) => tx,
             To::Fleet(fleet) => {
                 use crate::fleet::{FleetError, Published};
-                return match fleet.publish(msg).await {
-                    Ok(Published::Stored { seq, id }) => Ok(AppendOutcome::Stored { seq, id }),
+                let mut msg = msg;
+                let on_staged = msg.on_staged.take();
+                let reply_from = on_staged.as_ref().map(|o| &o.from);
+                return match fleet.publish(msg, reply_from).await {
+                    Ok(Published::Stored { seq, id }) => {
+                        if let Some(staged) = on_staged {
+                            (staged.hook)(seq);
+                        }
+                        Ok(AppendOutcome::Stored { seq, id })
+                    }
                     Ok(Published::Duplicate { seq, id }) => {
                         Ok(AppendOutcome::Duplicate { seq, id })
                     }
@@ -345,8 +359,8 @@ async fn apply(
         }
     }
     // Written, not yet visible: the head moves after the sync.
-    for (OnStaged(hook), seq) in hooks {
-        hook(seq);
+    for (staged, seq) in hooks {
+        (staged.hook)(seq);
     }
     store.commit_stats().batch_size.observe(count);
     applied.send(Applied { last, replies });
