@@ -1071,3 +1071,75 @@ async fn a_sync_reply_reaches_the_provider_whichever_relay_delivers() {
     a.assert_no_panics("after the run");
     b.assert_no_panics("after the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replays_asked_of_two_relays_at_once_run_in_turn_and_leave_delivery_running() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    // "slow" holds its delivery long enough for both replays to wait on it.
+    let app = Receiver::scripted(Arc::new(|r: &Received| {
+        let wait = if r.text().contains("slow") {
+            Duration::from_millis(1500)
+        } else {
+            Duration::ZERO
+        };
+        (StatusCode::OK, vec![], wait)
+    }))
+    .await;
+    let config = |name: &str| {
+        fleet_relay(tmp.path(), name, &cluster, ("moves", &[]), |c| {
+            c.source(Source::new("s", "/s")).destination(
+                Dest::new("d", &app.url("/hook"))
+                    .sources(["s"])
+                    .set("timeout", "3s"),
+            )
+        })
+    };
+    let a = relay(&config("a")).start().await;
+    let b = relay(&config("b")).start().await;
+    let http = client();
+    let send = |to: &RelayProcess, body: &str| {
+        let (http, url, body) = (
+            http.clone(),
+            format!("http://{}/s", to.ingest),
+            body.to_owned(),
+        );
+        async move {
+            let r = post(&http, &url, &[], body).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        }
+    };
+    for n in 0..4 {
+        send(&a, &format!("{{\"n\":{n}}}")).await;
+    }
+    wait_until("four delivered", Duration::from_secs(20), || {
+        app.count() >= 4
+    })
+    .await;
+    send(&b, "slow").await;
+    wait_until("slow in flight", Duration::from_secs(20), || {
+        app.count() >= 5
+    })
+    .await;
+    let replay = |to: &RelayProcess, from: u64| {
+        let url = to.admin_url("/api/v1/destinations/d/replay");
+        async move {
+            let body = serde_json::json!({ "from_seq": from });
+            json_request(http::Method::POST, &url, Some(&body), None).await
+        }
+    };
+    let (ra, rb) = tokio::join!(replay(&a, 2), replay(&b, 4));
+    assert_eq!(ra.0, StatusCode::OK, "{}", ra.1);
+    assert_eq!(rb.0, StatusCode::OK, "{}", rb.1);
+    // Neither move took the other's pause for the operator's.
+    let view = get(&b.admin_url("/api/v1/destinations/d")).await.json;
+    assert_eq!(view["state"], "active", "{view}");
+    send(&a, "after").await;
+    wait_until("the next new one", Duration::from_secs(20), || {
+        app.all().iter().any(|(r, _)| r.text() == "after")
+    })
+    .await;
+    a.assert_no_panics("after the run");
+    b.assert_no_panics("after the run");
+}

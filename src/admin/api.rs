@@ -37,6 +37,9 @@ pub enum ApiError {
     /// Not served with `backend = "nats"` yet.
     #[error("not available with storage.backend = \"nats\" yet")]
     NotInFleet,
+    /// Another change of the same thing is under way (a fleet's replay).
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 impl ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotInFleet => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             // JetStream without a leader for a moment (a node lost): try again.
             ApiError::Store(crate::store::StoreError::Fleet(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

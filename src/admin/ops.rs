@@ -186,6 +186,10 @@ struct Seen {
     retrying: bool,
 }
 
+/// How long a fleet replay waits for another move of the destination to
+/// end, beyond that move's drain.
+const MOVE_QUEUE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every destination's view, in config order.
 pub(super) async fn describe_all(admin: &Admin) -> Result<Vec<DestinationView>, ApiError> {
     let all = admin.destinations();
@@ -353,7 +357,9 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
                 fleet
                     .move_consumer(
                         &name,
-                        (from, in_flight, drain),
+                        // Another replay's move (or a bounded one's end)
+                        // is waited for: it lasts at most its drain.
+                        (from, in_flight, drain, drain + MOVE_QUEUE),
                         |_| true,
                         |st, floor| {
                             // A bounded replay ends where delivery really
@@ -369,10 +375,15 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
                     )
                     .await
             });
-            moving
+            let moved = moving
                 .await
                 .map_err(StoreError::from)?
                 .map_err(StoreError::from)?;
+            if moved == crate::fleet::Moved::Busy {
+                return Err(ApiError::Conflict(
+                    "another replay of this destination is under way; try again once it is done",
+                ));
+            }
             c.wake();
             tracing::info!(destination = %d.name, cursor = cursor.0, to_seq = bounded.then_some(to.0), "replay requested by operator");
             return Ok(cursor);

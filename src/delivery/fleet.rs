@@ -16,7 +16,7 @@ use super::lane::{Finished, Lane};
 use super::reply::AppAnswer;
 use super::{DeliveryError, STORE_ERROR_BACKOFF};
 use crate::config::DeliveryOrder;
-use crate::fleet::{Delivery, Feed, Fleet};
+use crate::fleet::{Delivery, Feed, Fleet, Moved};
 
 /// How long one pull waits for a message. Each pull runs to its end (one
 /// abandoned would leave a message handed to nobody until `ack_wait`), so
@@ -29,6 +29,8 @@ const PULL_BATCH: usize = 256;
 const RELEASE_DELAY: Duration = Duration::from_millis(200);
 /// How often this relay shares what its attempts showed (when it made any).
 const SHARE_HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How soon a bounded replay's end is tried again while another move runs.
+const MOVE_BUSY_RECHECK: Duration = Duration::from_millis(500);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -236,7 +238,8 @@ impl Worker {
                     .fleet
                     .move_consumer(
                         &lane.dest.name,
-                        (end.resume.next(), self.max_in_flight, drain),
+                        // An operator's replay under way: next step.
+                        (end.resume.next(), self.max_in_flight, drain, Duration::ZERO),
                         |st| st.replay_end == Some(end) && !st.paused,
                         |st, _| {
                             if st.replay_end == Some(end) {
@@ -246,8 +249,20 @@ impl Worker {
                     )
                     .await
                     .map_err(crate::store::StoreError::from)?;
-                if moved {
-                    tracing::info!(destination = %lane.dest.name, to = end.to.0, cursor = end.resume.0, "bounded replay finished; delivery resumes where it was");
+                match moved {
+                    Moved::Done => {
+                        tracing::info!(destination = %lane.dest.name, to = end.to.0, cursor = end.resume.0, "bounded replay finished; delivery resumes where it was");
+                    }
+                    Moved::Refused => {}
+                    // Another move's marker (its pause comes next, or its
+                    // relay died and the marker lapses): look again shortly.
+                    Moved::Busy => {
+                        tokio::select! {
+                            _ = lane.control.changed.notified() => {}
+                            _ = tokio::time::sleep(MOVE_BUSY_RECHECK) => {}
+                            _ = self.shutdown.cancelled() => {}
+                        }
+                    }
                 }
                 return Ok(());
             }

@@ -177,18 +177,39 @@ impl Fleet {
     }
 
     /// Moves `dest`'s consumer to start at `start` with no delivery of it in
-    /// flight anywhere: if `claim` accepts the state, pauses the destination,
-    /// waits up to `drain` for what is in flight, recreates the consumer,
-    /// then restores the pause as it was (unless an operator's resume came
-    /// meanwhile) and applies `finish`, given the cursor the consumer had
-    /// once drained. Whether `claim` accepted.
+    /// flight anywhere: takes the destination's move marker (one move at a
+    /// time fleet-wide; waits up to `queue` for another to end), and if
+    /// `claim` accepts the state, pauses the destination, waits up to
+    /// `drain` for what is in flight, recreates the consumer, then restores
+    /// the pause as it was (unless an operator's resume came meanwhile) and
+    /// applies `finish`, given the cursor the consumer had once drained.
     pub async fn move_consumer(
+        &self,
+        dest: &DestinationName,
+        (start, max_in_flight, drain, queue): (Seq, usize, Duration, Duration),
+        claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
+        finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
+    ) -> Result<Moved, FleetError> {
+        // A move lasts its drain and the consumer's recreation; a marker
+        // older than that is a relay's that died mid-move.
+        let hold = drain + MOVE_MARGIN;
+        let Some(marker) = self.take_move_marker(dest, hold, queue).await? else {
+            return Ok(Moved::Busy);
+        };
+        let moved = self
+            .move_marked(dest, (start, max_in_flight, drain), claim, finish)
+            .await;
+        self.drop_move_marker(dest, marker).await;
+        moved
+    }
+
+    async fn move_marked(
         &self,
         dest: &DestinationName,
         (start, max_in_flight, drain): (Seq, usize, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
         finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
-    ) -> Result<bool, FleetError> {
+    ) -> Result<Moved, FleetError> {
         let mut claimed = None;
         let ours = self
             .update_state(dest, |st| {
@@ -200,7 +221,7 @@ impl Fleet {
             })
             .await?;
         let Some(was_paused) = claimed else {
-            return Ok(false);
+            return Ok(Moved::Refused);
         };
         if !self.wait_idle(dest, drain).await? {
             tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; moving its consumer anyway");
@@ -222,7 +243,7 @@ impl Fleet {
             finish(st, floor);
         })
         .await?;
-        Ok(true)
+        Ok(Moved::Done)
     }
 
     /// Waits up to `deadline` until no relay holds a message of `dest`;
@@ -268,6 +289,21 @@ impl Fleet {
             in_flight: info.num_ack_pending,
         })
     }
+}
+
+/// How long past its drain a move's marker is honoured.
+const MOVE_MARGIN: Duration = Duration::from_secs(30);
+/// How often a move waiting for another's marker looks again.
+pub(super) const MOVE_POLL: Duration = Duration::from_millis(100);
+
+/// What [`Fleet::move_consumer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    Done,
+    /// `claim` refused the destination's state.
+    Refused,
+    /// Another move of the destination is under way.
+    Busy,
 }
 
 /// A destination's consumer in figures, the same from every relay.

@@ -227,6 +227,58 @@ impl Fleet {
         Ok(flipped)
     }
 
+    /// Takes `move.<dest>` for `hold` (a value of its deadline, Unix ms),
+    /// waiting up to `queue` for another holder's to go or lapse; its
+    /// revision, or `None` if still held.
+    pub(super) async fn take_move_marker(
+        &self,
+        dest: &DestinationName,
+        hold: std::time::Duration,
+        queue: std::time::Duration,
+    ) -> Result<Option<u64>, FleetError> {
+        let key = format!("move.{dest}");
+        let until = tokio::time::Instant::now() + queue;
+        loop {
+            let deadline = crate::time::now_ms().saturating_add(hold.as_millis() as u64);
+            let value = Bytes::copy_from_slice(&deadline.to_be_bytes());
+            match self.bucket.create(&key, value.clone()).await {
+                Ok(revision) => return Ok(Some(revision)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(FleetError::js("move marker", e)),
+            }
+            if let Some((held, revision)) = entry(&self.bucket, &key).await? {
+                let lapsed = codec::decode_seq(&held)
+                    .map(|d| d.0 < crate::time::now_ms())
+                    .unwrap_or(true);
+                if lapsed {
+                    // Its relay died mid-move: taken over (unless another
+                    // relay took it over first).
+                    if let Ok(revision) = self.bucket.update(&key, value, revision).await {
+                        tracing::warn!(destination = %dest, "a replay left unfinished by another relay is taken over");
+                        return Ok(Some(revision));
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(super::feed::MOVE_POLL).await;
+        }
+    }
+
+    /// Lets the next move of `dest` go (unless the marker was taken over).
+    pub(super) async fn drop_move_marker(&self, dest: &DestinationName, revision: u64) {
+        let key = format!("move.{dest}");
+        let dropped = self
+            .bucket
+            .delete_expect_revision(&key, Some(revision))
+            .await;
+        if let Err(e) = dropped {
+            // Lapses after its hold.
+            tracing::debug!(destination = %dest, error = %e, "cannot drop the move marker");
+        }
+    }
+
     /// Where the destination's consumer starts if it has to be created
     /// again: the start of the last replay, if there was one.
     pub(super) async fn replay_start(

@@ -27,7 +27,7 @@ use async_nats::jetstream;
 
 use crate::config::{NatsAuth, NatsConfig, StorageConfig};
 
-pub use feed::{Delivery, Feed};
+pub use feed::{Delivery, Feed, Moved};
 pub use log::Published;
 pub use replies::{Answer, ReplyTo};
 
