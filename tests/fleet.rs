@@ -1143,3 +1143,105 @@ async fn two_replays_asked_of_two_relays_at_once_run_in_turn_and_leave_delivery_
     a.assert_no_panics("after the run");
     b.assert_no_panics("after the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destinations_consumer_is_handed_only_its_sources_and_a_rolling_change_loses_nothing() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let both = Receiver::ok().await;
+    let only2 = Receiver::ok().await;
+    // Relay a still has the old config (`both` fed by s1 only); b, started
+    // last, the new one (s1 and s2).
+    let config = |name: &str, sources: &[&str]| {
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        fleet_relay(tmp.path(), name, &cluster, ("sources", &[]), |c| {
+            c.source(Source::new("s1", "/s1"))
+                .source(Source::new("s2", "/s2"))
+                .destination(Dest::new("both", &both.url("/hook")).sources(sources))
+                .destination(
+                    Dest::new("only2", &only2.url("/hook"))
+                        .sources(["s2"])
+                        .set("ordering", "unordered"),
+                )
+        })
+    };
+    let a = relay(&config("a", &["s1"])).start().await;
+    let b = relay(&config("b", &["s1", "s2"])).start().await;
+    let http = client();
+    let send = |to: &RelayProcess, source: &str, n: usize| {
+        let url = format!("http://{}/{source}", to.ingest);
+        let http = http.clone();
+        async move {
+            let r = post(&http, &url, &[], format!("{{\"n\":{n}}}"))
+                .await
+                .unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json["seq"].as_u64().expect("a seq")
+        }
+    };
+    // Whichever relay pulls them, s2's messages reach `both`: a does not
+    // drop them for its older list.
+    let mut s2_seqs = Vec::new();
+    for n in 0..6 {
+        send(&a, "s1", n).await;
+        s2_seqs.push(send(&a, "s2", n).await);
+    }
+    wait_until("all twelve at both", Duration::from_secs(20), || {
+        both.count() >= 12
+    })
+    .await;
+    wait_until("six at only2", Duration::from_secs(20), || {
+        only2.count() >= 6
+    })
+    .await;
+
+    // A destination's lag counts its own sources' messages only.
+    admin_post_ok(&a, "/api/v1/destinations/both/pause").await;
+    admin_post_ok(&a, "/api/v1/destinations/only2/pause").await;
+    let last_s1 = {
+        let mut last = 0;
+        for n in 0..3 {
+            last = send(&b, "s1", n).await;
+        }
+        last
+    };
+    let lag = |dest: &'static str| {
+        let url = a.admin_url(&format!("/api/v1/destinations/{dest}"));
+        async move { get(&url).await.json["lag"].as_u64() }
+    };
+    wait_for("both's lag of 3", Duration::from_secs(10), || async {
+        (lag("both").await == Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(lag("only2").await, Some(0), "only2 is owed none of s1's");
+    admin_post_ok(&a, "/api/v1/destinations/both/resume").await;
+    admin_post_ok(&a, "/api/v1/destinations/only2/resume").await;
+
+    // A bounded replay ending on another source's message ends: only2
+    // gets its range again, then what comes next, and nothing more.
+    let (status, body) = json_request(
+        http::Method::POST,
+        &b.admin_url("/api/v1/destinations/only2/replay"),
+        Some(&serde_json::json!({ "from_seq": s2_seqs[3], "to_seq": last_s1 })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("s2's last three again", Duration::from_secs(20), || {
+        only2.count() >= 9
+    })
+    .await;
+    let next = send(&b, "s2", 99).await;
+    wait_until("the next s2 message", Duration::from_secs(20), || {
+        only2.count() >= 10
+    })
+    .await;
+    let seqs: Vec<u64> = arrivals(&only2).into_iter().map(|x| x.seq).collect();
+    let mut want = s2_seqs.clone();
+    want.extend_from_slice(&s2_seqs[3..]);
+    want.push(next);
+    assert_eq!(seqs, want, "the range again, then on");
+    a.assert_no_panics("after the run");
+    b.assert_no_panics("after the run");
+}

@@ -66,6 +66,16 @@ impl Admin {
         self.backend.sled().ok_or(api::ApiError::NotInFleet)
     }
 
+    /// The log's head now: in a fleet read from the stream (another relay
+    /// may have stored more since this one's copy last followed it).
+    async fn head_now(&self) -> Seq {
+        let copy = *self.head.borrow();
+        match &self.backend {
+            Backend::Sled(_) => copy,
+            Backend::Fleet(fleet) => fleet.head().await.map_or(copy, |h| h.max(copy)),
+        }
+    }
+
     /// Collects the handles of every stage.
     pub fn new(
         config: &Config,

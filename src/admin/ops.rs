@@ -114,7 +114,7 @@ pub(super) async fn describe(
     admin: &Admin,
     (d, c): &(DestinationConfig, std::sync::Arc<crate::delivery::Control>),
 ) -> Result<DestinationView, ApiError> {
-    let head = *admin.head.borrow();
+    let head = admin.head_now().await;
     let st = admin.backend.state(&d.name).await?;
     let (cursor, pending, dead_letters, seen) = match &admin.backend {
         Backend::Sled(store) => {
@@ -281,7 +281,7 @@ pub(super) async fn plan_replay(
             ))
         }
     };
-    let head = *admin.head.borrow();
+    let head = admin.head_now().await;
     if from.0 > head.0.saturating_add(1) {
         return Err(ApiError::BadRequest(format!(
             "from_seq {} is beyond the log head {} (at most head + 1)",
@@ -341,10 +341,7 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
     let store = match &admin.backend {
         Backend::Sled(store) => store,
         Backend::Fleet(fleet) => {
-            let in_flight = match d.ordering {
-                crate::config::DeliveryOrder::Strict => 1,
-                crate::config::DeliveryOrder::Unordered => d.max_in_flight,
-            };
+            let shape = crate::delivery::fleet_shape(d);
             // Paused until nothing is in flight anywhere (a strict
             // destination must never have the old run's delivery beside the
             // replay's: an attempt already sent ends within `timeout`), then
@@ -359,7 +356,7 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
                         &name,
                         // Another replay's move (or a bounded one's end)
                         // is waited for: it lasts at most its drain.
-                        (from, in_flight, drain, drain + MOVE_QUEUE),
+                        (from, &shape, drain, drain + MOVE_QUEUE),
                         |_| true,
                         |st, floor| {
                             // A bounded replay ends where delivery really

@@ -16,7 +16,8 @@ use super::lane::{Finished, Lane};
 use super::reply::AppAnswer;
 use super::{DeliveryError, STORE_ERROR_BACKOFF};
 use crate::config::DeliveryOrder;
-use crate::fleet::{Delivery, Feed, Fleet, Moved};
+use crate::config::DestinationConfig;
+use crate::fleet::{Delivery, Feed, Fleet, Moved, Shape};
 
 /// How long one pull waits for a message. Each pull runs to its end (one
 /// abandoned would leave a message handed to nobody until `ack_wait`), so
@@ -34,16 +35,26 @@ const MOVE_BUSY_RECHECK: Duration = Duration::from_millis(500);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
+/// What `dest`'s consumer is made of: at most one message out fleet-wide
+/// for a strict destination, `max_in_flight` otherwise; its sources' messages.
+pub fn shape(dest: &DestinationConfig) -> Shape {
+    Shape {
+        max_in_flight: match dest.ordering {
+            DeliveryOrder::Strict => 1,
+            DeliveryOrder::Unordered => dest.max_in_flight.max(1),
+        },
+        sources: dest.sources.clone(),
+    }
+}
+
 /// Runs one destination's fleet worker until `shutdown`, then releases
 /// what it holds (another relay takes it up at once) and returns.
 pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken, from_now: bool) {
     let name = lane.dest.name.clone();
-    let max_in_flight = match lane.dest.ordering {
-        DeliveryOrder::Strict => 1,
-        DeliveryOrder::Unordered => lane.dest.max_in_flight.max(1),
-    };
+    let shape = shape(&lane.dest);
+    let max_in_flight = shape.max_in_flight;
     let feed = loop {
-        match fleet.feed(&name, max_in_flight, from_now).await {
+        match fleet.feed(&name, &shape, from_now).await {
             Ok(feed) => break Arc::new(feed),
             Err(e) => {
                 tracing::error!(destination = %name, error = %e, "cannot open the destination's consumer");
@@ -71,6 +82,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
         epoch: None,
         shutdown,
         max_in_flight,
+        shape,
         from_now,
         tasks: JoinSet::new(),
     };
@@ -83,7 +95,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
             }
             // The consumer may be gone (a replay's move cut short): open it
             // again, created where the replay said if need be.
-            if let Ok(feed) = w.fleet.feed(&name, w.max_in_flight, w.from_now).await {
+            if let Ok(feed) = w.fleet.feed(&name, &w.shape, w.from_now).await {
                 w.feed = Arc::new(feed);
             }
         }
@@ -191,6 +203,7 @@ struct Worker {
     epoch: Option<u64>,
     shutdown: CancellationToken,
     max_in_flight: usize,
+    shape: Shape,
     /// Whether the consumer, if ever made here, starts at the stream's end.
     from_now: bool,
     tasks: JoinSet<()>,
@@ -225,12 +238,12 @@ impl Worker {
             // A bounded replay whose end the fleet's cursor reached: the
             // consumer goes back to where delivery was before it (one relay
             // does it; the others find the end gone).
-            let (floor, _) = self
+            let reached = self
                 .fleet
-                .position(&lane.dest.name)
+                .finished_up_to(&lane.dest.name, &self.shape.sources, end.to)
                 .await
                 .map_err(crate::store::StoreError::from)?;
-            if floor >= end.to {
+            if reached {
                 // Nothing up to the end is in flight, and what is past it
                 // is only ever held back: no drain.
                 let drain = Duration::ZERO;
@@ -239,7 +252,7 @@ impl Worker {
                     .move_consumer(
                         &lane.dest.name,
                         // An operator's replay under way: next step.
-                        (end.resume.next(), self.max_in_flight, drain, Duration::ZERO),
+                        (end.resume.next(), &self.shape, drain, Duration::ZERO),
                         |st| st.replay_end == Some(end) && !st.paused,
                         |st, _| {
                             if st.replay_end == Some(end) {
@@ -374,9 +387,9 @@ impl Task {
             });
             tx
         });
-        if !lane.dest.sources.contains(&msg.source) {
-            return Ok(Some(Finished::Done));
-        }
+        // Not checked against this relay's `sources`: the consumer hands
+        // out only its sources' messages, and during a rolling config
+        // change the fleet's newest list is the one to follow.
         // Pulled just before a pause or a block took effect.
         let state = lane.backend.state(&lane.dest.name).await?;
         if state.paused || state.blocked_on.is_some() || state.retry_epoch != self.epoch {

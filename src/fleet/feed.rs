@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 
@@ -37,20 +38,35 @@ pub(super) fn consumer_name(stream: &str, dest: &DestinationName) -> String {
 }
 
 impl Fleet {
+    /// The subjects of a destination's sources, sorted (as compared with a
+    /// consumer's).
+    fn filter_subjects(&self, shape: &Shape) -> Vec<String> {
+        let mut subjects: Vec<String> = shape
+            .sources
+            .iter()
+            .map(|s| self.source_subject(s))
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        subjects
+    }
+
     /// A destination's durable consumer: explicit acks, never given up on
-    /// (retries are the relay's), `max_in_flight` out at once fleet-wide.
+    /// (retries are the relay's), `max_in_flight` out at once fleet-wide,
+    /// handed only its sources' messages.
     fn consumer_config(
         &self,
         dest: &DestinationName,
-        max_in_flight: usize,
+        shape: &Shape,
         deliver_policy: DeliverPolicy,
     ) -> pull::Config {
         pull::Config {
             durable_name: Some(consumer_name(self.stream_name(), dest)),
             description: Some(format!("hookrelay destination {dest}")),
+            filter_subjects: self.filter_subjects(shape),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            max_ack_pending: i64::try_from(max_in_flight.max(1)).unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(shape.max_in_flight.max(1)).unwrap_or(i64::MAX),
             deliver_policy,
             max_deliver: -1,
             ..Default::default()
@@ -63,7 +79,7 @@ impl Fleet {
     pub async fn feed(
         &self,
         dest: &DestinationName,
-        max_in_flight: usize,
+        shape: &Shape,
         from_now: bool,
     ) -> Result<Feed, FleetError> {
         let name = consumer_name(self.stream_name(), dest);
@@ -77,14 +93,21 @@ impl Fleet {
             None if from_now => DeliverPolicy::New,
             None => DeliverPolicy::All,
         };
-        let config = self.consumer_config(dest, max_in_flight, start);
+        let config = self.consumer_config(dest, shape, start);
         let consumer = match self.stream.get_consumer::<pull::Config>(&name).await {
             Ok(c) => {
                 let c: consumer::Consumer<pull::Config> = c;
-                if c.cached_info().config.max_ack_pending != config.max_ack_pending
-                    || c.cached_info().config.ack_wait != config.ack_wait
+                let now = &c.cached_info().config;
+                let mut filters = now.filter_subjects.clone();
+                filters.extend(now.filter_subject.split_whitespace().map(str::to_owned));
+                filters.sort();
+                if now.max_ack_pending != config.max_ack_pending
+                    || now.ack_wait != config.ack_wait
+                    || filters != config.filter_subjects
                 {
-                    // Ordering or max_in_flight changed: the cursor stays.
+                    // Ordering, max_in_flight or sources changed: the
+                    // cursor stays. (A rolling config change: the last
+                    // relay to start with its new config sets them.)
                     let update = pull::Config {
                         deliver_policy: c.cached_info().config.deliver_policy,
                         ..config
@@ -121,7 +144,7 @@ impl Fleet {
         &self,
         dest: &DestinationName,
         seq: Seq,
-        max_in_flight: usize,
+        shape: &Shape,
     ) -> Result<(), FleetError> {
         let name = consumer_name(self.stream_name(), dest);
         self.set_replay_start(dest, seq).await?;
@@ -129,7 +152,7 @@ impl Fleet {
         let start = DeliverPolicy::ByStartSequence {
             start_sequence: seq.0.max(1),
         };
-        let config = self.consumer_config(dest, max_in_flight, start);
+        let config = self.consumer_config(dest, shape, start);
         let mut tries = 0;
         loop {
             match self.stream.create_consumer(config.clone()).await {
@@ -186,7 +209,7 @@ impl Fleet {
     pub async fn move_consumer(
         &self,
         dest: &DestinationName,
-        (start, max_in_flight, drain, queue): (Seq, usize, Duration, Duration),
+        (start, shape, drain, queue): (Seq, &Shape, Duration, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
         finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
     ) -> Result<Moved, FleetError> {
@@ -197,7 +220,7 @@ impl Fleet {
             return Ok(Moved::Busy);
         };
         let moved = self
-            .move_marked(dest, (start, max_in_flight, drain), claim, finish)
+            .move_marked(dest, (start, shape, drain), claim, finish)
             .await;
         self.drop_move_marker(dest, marker).await;
         moved
@@ -206,7 +229,7 @@ impl Fleet {
     async fn move_marked(
         &self,
         dest: &DestinationName,
-        (start, max_in_flight, drain): (Seq, usize, Duration),
+        (start, shape, drain): (Seq, &Shape, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
         finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
     ) -> Result<Moved, FleetError> {
@@ -234,7 +257,7 @@ impl Fleet {
         };
         // On failure the destination stays paused (and says so), not at
         // some half-moved cursor.
-        self.rewind(dest, start, max_in_flight).await?;
+        self.rewind(dest, start, shape).await?;
         self.update_state(dest, |st| {
             // An operator's resume meanwhile raised the epoch: theirs to keep.
             if st.paused && st.retry_epoch == ours.retry_epoch {
@@ -265,6 +288,38 @@ impl Fleet {
         }
     }
 
+    /// Whether `dest` finished every message of `sources` up to `to`: none
+    /// is left between its ack floor and `to` (its floor stops at its last
+    /// finished message, which may be well below `to` when other sources'
+    /// messages follow).
+    pub async fn finished_up_to(
+        &self,
+        dest: &DestinationName,
+        sources: &[crate::model::SourceName],
+        to: Seq,
+    ) -> Result<bool, FleetError> {
+        let (floor, _) = self.position(dest).await?;
+        if floor >= to {
+            return Ok(true);
+        }
+        for source in sources {
+            let next = self
+                .stream
+                .raw_message_builder()
+                .sequence(floor.0 + 1)
+                .next_by_subject(self.source_subject(source))
+                .send()
+                .await;
+            match next {
+                Ok(m) if m.sequence <= to.0 => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(FleetError::js("next message", e)),
+            }
+        }
+        Ok(true)
+    }
+
     /// The destination's consumer as JetStream reports it now.
     async fn consumer_info(&self, dest: &DestinationName) -> Result<consumer::Info, FleetError> {
         let name = consumer_name(self.stream_name(), dest);
@@ -289,6 +344,15 @@ impl Fleet {
             in_flight: info.num_ack_pending,
         })
     }
+}
+
+/// What a destination's consumer is made of, besides where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// Handed out at once fleet-wide: 1 for a strict destination.
+    pub max_in_flight: usize,
+    /// The only messages it is handed.
+    pub sources: Vec<crate::model::SourceName>,
 }
 
 /// How long past its drain a move's marker is honoured.

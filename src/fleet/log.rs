@@ -1,4 +1,6 @@
-//! The fleet's log: one stream, one subject. A message is published with its
+//! The fleet's log: one stream, a subject per source (`S.log.<source>`, so
+//! each destination's consumer is handed only its sources' messages). A
+//! message is published with its
 //! idempotency key as `Nats-Msg-Id` and counts as stored once JetStream
 //! acknowledges it (stored on a majority of `replicas`).
 
@@ -39,6 +41,7 @@ impl Fleet {
         let id = MessageId::generate(now);
         let key = msg.dedup.take().map(|(k, _)| k);
         let msg_id = key.as_ref().map(|k| format!("{}:{k}", msg.source));
+        let subject = self.source_subject(&msg.source);
         let record = Message {
             id: id.clone(),
             source: msg.source,
@@ -61,12 +64,7 @@ impl Fleet {
                 self.reply_header(dest).as_str(),
             );
         }
-        let ack = async {
-            self.js
-                .send_publish(self.subject.clone(), publish)
-                .await?
-                .await
-        };
+        let ack = async { self.js.send_publish(subject, publish).await?.await };
         let ack = ack.await.map_err(|e| match e.kind() {
             // The stream's `max_bytes` with `discard = new`: JetStream's
             // "maximum bytes exceeded" (error code 10047 family).
@@ -121,6 +119,11 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// The subject `source`'s messages are stored under.
+    pub(super) fn source_subject(&self, source: &crate::model::SourceName) -> String {
+        format!("{}.{source}", self.subject)
+    }
+
     /// Deletes the messages every destination has finished (its consumer's
     /// ack floor passed them) that are also older than `retention`, as sled's
     /// retention does; what any destination still owes stays, whatever its
@@ -137,6 +140,10 @@ impl Fleet {
         // A consumer of a destination no longer configured anywhere (no
         // relay pulls from it) holds nothing back, or it would hold the
         // stream forever.
+        // Read first: whatever is stored after the consumers are looked at
+        // is at or above it, so kept.
+        let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);
+        let young = self.seq_at_time(cutoff).await?;
         let mut floor = u64::MAX;
         let mut configured = 0;
         let mut consumers = self.stream.consumers();
@@ -151,15 +158,18 @@ impl Fleet {
             if ours {
                 configured += 1;
             }
-            if ours || info.num_waiting > 0 || info.num_ack_pending > 0 {
+            // A consumer with nothing pending owes nothing (its floor stops
+            // at its sources' last message, maybe far below the head);
+            // anything of its sources stored after this look is at or
+            // above `young`, which is kept.
+            let owes = info.num_pending > 0 || info.num_ack_pending > 0;
+            if owes && (ours || info.num_waiting > 0 || info.num_ack_pending > 0) {
                 floor = floor.min(info.ack_floor.stream_sequence);
             }
         }
         if configured < dests.len() {
             return Ok(0);
         }
-        let cutoff = crate::time::now_ms().saturating_sub(retention.as_millis() as u64);
-        let young = self.seq_at_time(cutoff).await?;
         let keep_from = floor.saturating_add(1).min(young.0);
         let first = self.first_seq().await?.0;
         if keep_from <= first {

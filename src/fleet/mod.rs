@@ -7,8 +7,8 @@
 //!
 //! | JetStream object              | holds                                            |
 //! |-------------------------------|--------------------------------------------------|
-//! | stream `S`, subject `S.log`   | every message, its [`Message`] record as payload; `Nats-Msg-Id` = source ‖ `:` ‖ idempotency key |
-//! | consumer `S_<dest>`           | a destination's cursor (its ack floor); `max_ack_pending` 1 for strict |
+//! | stream `S`, subjects `S.log.<source>` | every message, its [`Message`] record as payload; `Nats-Msg-Id` = source ‖ `:` ‖ idempotency key |
+//! | consumer `S_<dest>`           | a destination's cursor (its ack floor), filtered to its sources; `max_ack_pending` 1 for strict |
 //! | KV bucket `S-state`           | `state.<dest>`, `att.<dest>.<seq>`, `dead.<dest>.<seq>` (codec records) |
 //!
 //! - `log`: publishing (the inbound `200` waits for JetStream's ack) and reads by seq;
@@ -27,7 +27,7 @@ use async_nats::jetstream;
 
 use crate::config::{NatsAuth, NatsConfig, StorageConfig};
 
-pub use feed::{Delivery, Feed, Moved};
+pub use feed::{Delivery, Feed, Moved, Shape};
 pub use log::Published;
 pub use replies::{Answer, ReplyTo};
 
@@ -91,6 +91,7 @@ pub struct Fleet {
     /// `<stream>-history`: attempts and dead letters, expiring after `retention`.
     records: jetstream::kv::Store,
     cfg: NatsConfig,
+    /// `S.log`: a message goes to `S.log.<source>`.
     subject: String,
     /// How long a delivery may go without a sign of life before another relay takes it over.
     ack_wait: Duration,
@@ -128,7 +129,7 @@ impl Fleet {
         let subject = format!("{}.log", cfg.stream);
         let config = jetstream::stream::Config {
             name: cfg.stream.to_string(),
-            subjects: vec![subject.clone()],
+            subjects: vec![format!("{subject}.>")],
             storage: jetstream::stream::StorageType::File,
             retention: jetstream::stream::RetentionPolicy::Limits,
             // No age limit: JetStream cannot tell which messages every
@@ -150,7 +151,8 @@ impl Fleet {
                     .await
                     .map_err(|e| FleetError::js("stream info", e))?;
                 let c = &info.config;
-                let differs = c.num_replicas != config.num_replicas
+                let differs = c.subjects != config.subjects
+                    || c.num_replicas != config.num_replicas
                     || c.duplicate_window != config.duplicate_window
                     || c.max_age != config.max_age
                     || c.max_bytes != config.max_bytes
