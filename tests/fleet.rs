@@ -1245,3 +1245,101 @@ async fn a_destinations_consumer_is_handed_only_its_sources_and_a_rolling_change
     a.assert_no_panics("after the run");
     b.assert_no_panics("after the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_destinations_dead_letters_are_redelivered_with_nothing_else_in_flight_anywhere() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let down = Arc::new(AtomicBool::new(true));
+    // Which relay (its own path) sent the head, as it arrives.
+    let head_from = Arc::new(Mutex::new(None::<String>));
+    let (flag, seen) = (down.clone(), head_from.clone());
+    // Every answer takes a while, so two requests at once would overlap
+    // long enough to be seen.
+    let app = Arc::new(
+        Receiver::scripted(Arc::new(move |r: &Received| {
+            if r.text().contains("head") {
+                *seen.lock().unwrap() = Some(r.path.clone());
+                return (StatusCode::OK, vec![], Duration::from_secs(3));
+            }
+            let status = if flag.load(SeqCst) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            (status, vec![], Duration::from_millis(200))
+        }))
+        .await,
+    );
+    let config = |name: &str| {
+        fleet_relay(tmp.path(), name, &cluster, ("alone", &[]), |c| {
+            c.source(Source::new("s", "/s")).destination(
+                Dest::new("d", &app.url(&format!("/{name}")))
+                    .sources(["s"])
+                    .set("timeout", "5s")
+                    .retry(Retry::every("50ms", "50ms").attempts(2)),
+            )
+        })
+    };
+    let a = relay(&config("a")).start().await;
+    let b = relay(&config("b")).start().await;
+    let http = client();
+    for body in ["dead-1", "dead-2"] {
+        let r = post(&http, &format!("http://{}/s", a.ingest), &[], body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let list_url = a.admin_url("/api/v1/destinations/d/dead-letters");
+    wait_for("two dead letters", Duration::from_secs(30), || async {
+        let list = get(&list_url).await.json;
+        (list.as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    down.store(false, SeqCst);
+    let r = post(&http, &format!("http://{}/s", a.ingest), &[], "head")
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let holder = wait_for("the head in flight", Duration::from_secs(10), || async {
+        head_from.lock().unwrap().clone()
+    })
+    .await;
+    // Asked of the relay that does not hold the head.
+    let other = if holder == "/a" { &b } else { &a };
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (most, done, app) = (most.clone(), done.clone(), app.clone());
+        tokio::spawn(async move {
+            while !done.load(SeqCst) {
+                let now = app.arrivals().saturating_sub(app.count());
+                most.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let url = other.admin_url("/api/v1/destinations/d/dead-letters/redeliver");
+    let r = call(http::Method::POST, &url).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    wait_for("no dead letters left", Duration::from_secs(30), || async {
+        let list = get(&list_url).await.json;
+        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    })
+    .await;
+    wait_until("the head answered", Duration::from_secs(10), || {
+        app.all().iter().any(|(r, _)| r.text() == "head")
+    })
+    .await;
+    done.store(true, SeqCst);
+    sampler.await.unwrap();
+    assert_eq!(most.load(SeqCst), 1, "one request at a time, fleet-wide");
+    let view = get(&a.admin_url("/api/v1/destinations/d")).await.json;
+    assert_eq!(
+        view["state"], "active",
+        "the pause was only for the redelivery: {view}"
+    );
+    a.assert_no_panics("after the run");
+    b.assert_no_panics("after the run");
+}

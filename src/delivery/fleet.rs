@@ -17,7 +17,7 @@ use super::reply::AppAnswer;
 use super::{DeliveryError, STORE_ERROR_BACKOFF};
 use crate::config::DeliveryOrder;
 use crate::config::DestinationConfig;
-use crate::fleet::{Delivery, Feed, Fleet, Moved, Shape};
+use crate::fleet::{Delivery, Feed, Fleet, Moved, Shape, Stopping};
 
 /// How long one pull waits for a message. Each pull runs to its end (one
 /// abandoned would leave a message handed to nobody until `ack_wait`), so
@@ -218,10 +218,14 @@ impl Worker {
         // the consumer hands it out at once to whichever relay pulls.
         while lane.control.replies.next_start().is_some() {}
         // A strict destination's redelivery waits for this relay's message
-        // in flight (as with sled, never two at once here).
+        // in flight, then stops the destination fleet-wide while it runs
+        // (as with sled, never two deliveries at once).
         let strict = self.max_in_flight == 1;
         if !strict || self.tasks.is_empty() {
             if let Some(seq) = lane.control.next_redelivery() {
+                if strict {
+                    return self.redeliver_alone(seq).await;
+                }
                 return lane.redeliver(seq, &self.shutdown).await;
             }
         }
@@ -323,6 +327,55 @@ impl Worker {
             while self.tasks.try_join_next().is_some() {}
         }
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Redelivers `first` and every other queued dead letter of a strict
+    /// destination with nothing else of it in flight anywhere: the fleet's
+    /// deliveries of it pause meanwhile (for up to its `timeout` + 1 s while
+    /// what is in flight ends), as a replay's do.
+    async fn redeliver_alone(&mut self, first: crate::model::Seq) -> Result<(), DeliveryError> {
+        let lane = self.lane.clone();
+        let mut seqs = vec![first];
+        while let Some(seq) = lane.control.next_redelivery() {
+            seqs.push(seq);
+        }
+        let name = &lane.dest.name;
+        let drain = lane.dest.timeout + Duration::from_secs(1);
+        let stopped = self
+            .fleet
+            .stop(name, (drain, Duration::ZERO), |_| true)
+            .await
+            .map_err(crate::store::StoreError::from);
+        let stop = match stopped {
+            Ok(Stopping::Stopped(stop)) => stop,
+            other => {
+                // Another relay's replay or redelivery: after it.
+                lane.control.request_redeliveries(seqs);
+                tokio::select! {
+                    _ = tokio::time::sleep(MOVE_BUSY_RECHECK) => {}
+                    _ = self.shutdown.cancelled() => {}
+                }
+                other?;
+                return Ok(());
+            }
+        };
+        let mut result = Ok(());
+        let mut left = seqs.into_iter();
+        for seq in left.by_ref() {
+            result = lane.redeliver(seq, &self.shutdown).await;
+            if result.is_err() || self.shutdown.is_cancelled() {
+                break;
+            }
+        }
+        // What is left goes next time (a failure, a shutdown).
+        lane.control.request_redeliveries(left);
+        self.fleet
+            .restart(name, stop, |_| {})
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        result
     }
 }
 

@@ -199,42 +199,25 @@ impl Fleet {
         }
     }
 
-    /// Moves `dest`'s consumer to start at `start` with no delivery of it in
-    /// flight anywhere: takes the destination's move marker (one move at a
-    /// time fleet-wide; waits up to `queue` for another to end), and if
-    /// `claim` accepts the state, pauses the destination, waits up to
-    /// `drain` for what is in flight, recreates the consumer, then restores
-    /// the pause as it was (unless an operator's resume came meanwhile) and
-    /// applies `finish`, given the cursor the consumer had once drained.
-    pub async fn move_consumer(
+    /// Stops `dest` fleet-wide for this relay to act alone on it: takes the
+    /// destination's marker (one such act at a time fleet-wide; waits up to
+    /// `queue` for another to end), and if `claim` accepts the state,
+    /// pauses the destination and waits up to `drain` for what is in flight
+    /// anywhere to end. [`Fleet::restart`] ends it.
+    pub async fn stop(
         &self,
         dest: &DestinationName,
-        (start, shape, drain, queue): (Seq, &Shape, Duration, Duration),
+        (drain, queue): (Duration, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
-        finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
-    ) -> Result<Moved, FleetError> {
-        // A move lasts its drain and the consumer's recreation; a marker
-        // older than that is a relay's that died mid-move.
+    ) -> Result<Stopping, FleetError> {
+        // An act lasts its drain and a little more; a marker older than
+        // that is a relay's that died in the middle.
         let hold = drain + MOVE_MARGIN;
         let Some(marker) = self.take_move_marker(dest, hold, queue).await? else {
-            return Ok(Moved::Busy);
+            return Ok(Stopping::Busy);
         };
-        let moved = self
-            .move_marked(dest, (start, shape, drain), claim, finish)
-            .await;
-        self.drop_move_marker(dest, marker).await;
-        moved
-    }
-
-    async fn move_marked(
-        &self,
-        dest: &DestinationName,
-        (start, shape, drain): (Seq, &Shape, Duration),
-        claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
-        finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
-    ) -> Result<Moved, FleetError> {
         let mut claimed = None;
-        let ours = self
+        let paused = self
             .update_state(dest, |st| {
                 claimed = None;
                 if claim(st) {
@@ -242,30 +225,90 @@ impl Fleet {
                     st.paused = true;
                 }
             })
-            .await?;
-        let Some(was_paused) = claimed else {
-            return Ok(Moved::Refused);
+            .await;
+        let ours = match paused {
+            Ok(st) => st,
+            Err(e) => {
+                self.drop_move_marker(dest, marker).await;
+                return Err(e);
+            }
         };
-        if !self.wait_idle(dest, drain).await? {
-            tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; moving its consumer anyway");
+        let Some(was_paused) = claimed else {
+            self.drop_move_marker(dest, marker).await;
+            return Ok(Stopping::Refused);
+        };
+        let stop = Stop {
+            marker,
+            was_paused,
+            epoch: ours.retry_epoch,
+        };
+        match self.wait_idle(dest, drain).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; going on anyway");
+            }
+            Err(e) => {
+                self.abandon(dest, stop).await;
+                return Err(e);
+            }
         }
+        Ok(Stopping::Stopped(stop))
+    }
+
+    /// Ends a [`Fleet::stop`]: restores the pause as it was (unless an
+    /// operator's resume came meanwhile), applies `finish` and lets the
+    /// next act go.
+    pub async fn restart(
+        &self,
+        dest: &DestinationName,
+        stop: Stop,
+        finish: impl Fn(&mut crate::store::DestinationState) + Sync,
+    ) -> Result<(), FleetError> {
+        let restored = self
+            .update_state(dest, |st| {
+                // An operator's resume meanwhile raised the epoch: theirs to keep.
+                if st.paused && st.retry_epoch == stop.epoch {
+                    st.paused = stop.was_paused;
+                }
+                finish(st);
+            })
+            .await;
+        self.drop_move_marker(dest, stop.marker).await;
+        restored.map(drop)
+    }
+
+    /// Ends a [`Fleet::stop`] that failed half way: the destination stays
+    /// paused (and says so), not in some half-done state.
+    pub async fn abandon(&self, dest: &DestinationName, stop: Stop) {
+        self.drop_move_marker(dest, stop.marker).await;
+    }
+
+    /// Moves `dest`'s consumer to start at `start` with no delivery of it in
+    /// flight anywhere, within a [`Fleet::stop`]; `finish` is given the
+    /// cursor the consumer had once drained.
+    pub async fn move_consumer(
+        &self,
+        dest: &DestinationName,
+        (start, shape, drain, queue): (Seq, &Shape, Duration, Duration),
+        claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
+        finish: impl Fn(&mut crate::store::DestinationState, Seq) + Sync,
+    ) -> Result<Moved, FleetError> {
+        let stop = match self.stop(dest, (drain, queue), claim).await? {
+            Stopping::Stopped(stop) => stop,
+            Stopping::Refused => return Ok(Moved::Refused),
+            Stopping::Busy => return Ok(Moved::Busy),
+        };
         // Where delivery stood once nothing was in flight (a consumer lost
         // mid-move: just before `start`), for `finish`.
         let floor = match self.position(dest).await {
             Ok((floor, _)) => floor,
             Err(_) => Seq(start.0.saturating_sub(1)),
         };
-        // On failure the destination stays paused (and says so), not at
-        // some half-moved cursor.
-        self.rewind(dest, start, shape).await?;
-        self.update_state(dest, |st| {
-            // An operator's resume meanwhile raised the epoch: theirs to keep.
-            if st.paused && st.retry_epoch == ours.retry_epoch {
-                st.paused = was_paused;
-            }
-            finish(st, floor);
-        })
-        .await?;
+        if let Err(e) = self.rewind(dest, start, shape).await {
+            self.abandon(dest, stop).await;
+            return Err(e);
+        }
+        self.restart(dest, stop, |st| finish(st, floor)).await?;
         Ok(Moved::Done)
     }
 
@@ -359,6 +402,24 @@ pub struct Shape {
 const MOVE_MARGIN: Duration = Duration::from_secs(30);
 /// How often a move waiting for another's marker looks again.
 pub(super) const MOVE_POLL: Duration = Duration::from_millis(100);
+
+/// A destination held stopped by this relay ([`Fleet::stop`]).
+#[derive(Debug)]
+pub struct Stop {
+    marker: u64,
+    was_paused: bool,
+    epoch: u64,
+}
+
+/// What [`Fleet::stop`] did.
+#[derive(Debug)]
+pub enum Stopping {
+    Stopped(Stop),
+    /// `claim` refused the destination's state.
+    Refused,
+    /// Another relay acts alone on the destination.
+    Busy,
+}
 
 /// What [`Fleet::move_consumer`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use async_nats::jetstream;
 
 use crate::config::{NatsAuth, NatsConfig, StorageConfig};
 
-pub use feed::{Delivery, Feed, Moved, Shape};
+pub use feed::{Delivery, Feed, Moved, Shape, Stopping};
 pub use log::Published;
 pub use replies::{Answer, ReplyTo};
 
