@@ -91,6 +91,22 @@ fn fleet_relay(
     routes(config).write(&dir)
 }
 
+/// A receiver answering 500 until the flag is set, then 200.
+async fn down_until_up() -> (Receiver, Arc<AtomicBool>) {
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let rx = Receiver::scripted(Arc::new(move |_| {
+        let status = if flag.load(SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, vec![], Duration::ZERO)
+    }))
+    .await;
+    (rx, up)
+}
+
 /// One relay's config dir (its own ready file) on the shared cluster: a
 /// strict and an unordered destination fed by source `load`.
 fn relay_config(
@@ -599,17 +615,7 @@ async fn dead_letters_made_on_one_relay_are_listed_and_redelivered_from_another(
     let Some(bin) = nats::server() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 3);
-    let up = Arc::new(AtomicBool::new(false));
-    let flag = up.clone();
-    let rx = Receiver::scripted(Arc::new(move |_| {
-        let status = if flag.load(SeqCst) {
-            StatusCode::OK
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await;
+    let (rx, up) = down_until_up().await;
     let config = |name: &str| {
         fleet_relay(tmp.path(), name, &cluster, ("dead", &[]), |c| {
             c.source(Source::new("s", "/s")).destination(
@@ -873,17 +879,7 @@ async fn every_relay_shows_the_fleets_health_and_one_reports_it() {
     let Some(bin) = nats::server() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
-    let up = Arc::new(AtomicBool::new(false));
-    let flag = up.clone();
-    let app = Receiver::scripted(Arc::new(move |_| {
-        let status = if flag.load(SeqCst) {
-            StatusCode::OK
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        (status, vec![], Duration::ZERO)
-    }))
-    .await;
+    let (app, up) = down_until_up().await;
     let ops = Receiver::ok().await;
     let config = |name: &str| {
         fleet_relay(tmp.path(), name, &cluster, ("health", &[]), |c| {

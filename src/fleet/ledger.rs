@@ -55,6 +55,18 @@ async fn entry(bucket: &Bucket, key: &str) -> Result<Option<(Bytes, u64)>, Fleet
         .map(|e| (e.value, e.revision)))
 }
 
+/// One key's decoded value; the default when absent or deleted.
+async fn read_or_default<T: Default>(
+    bucket: &Bucket,
+    key: &str,
+    decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+) -> Result<T, FleetError> {
+    match entry(bucket, key).await? {
+        None => Ok(T::default()),
+        Some((bytes, _)) => decode(&bytes).map_err(|e| FleetError::js("record decode", e)),
+    }
+}
+
 /// Changes one key with `f` (given its decoded value, `None` if absent),
 /// retrying on a concurrent change; returns what was written and its revision.
 async fn modify<T>(
@@ -172,12 +184,7 @@ impl Fleet {
     /// The destination's health as the fleet saw it (the default until a
     /// relay shared an attempt).
     pub async fn health(&self, dest: &DestinationName) -> Result<FleetHealth, FleetError> {
-        match entry(&self.bucket, &health_key(dest)).await? {
-            None => Ok(FleetHealth::default()),
-            Some((bytes, _)) => {
-                codec::decode_health(&bytes).map_err(|e| FleetError::js("health decode", e))
-            }
-        }
+        read_or_default(&self.bucket, &health_key(dest), codec::decode_health).await
     }
 
     /// Folds this relay's view of the destination's health into the fleet's.
@@ -313,12 +320,12 @@ impl Fleet {
         dest: &DestinationName,
         seq: Seq,
     ) -> Result<AttemptHistory, FleetError> {
-        match entry(&self.records, &attempts_key(dest, seq)).await? {
-            None => Ok(AttemptHistory::default()),
-            Some((bytes, _)) => {
-                codec::decode_history(&bytes).map_err(|e| FleetError::js("attempts decode", e))
-            }
-        }
+        read_or_default(
+            &self.records,
+            &attempts_key(dest, seq),
+            codec::decode_history,
+        )
+        .await
     }
 
     /// The latest attempt of `seq` at `dest`, with its number and run.
