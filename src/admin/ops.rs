@@ -129,7 +129,7 @@ pub(super) async fn describe(
         }
         Backend::Fleet(fleet) => {
             // The consumer's own figures: its lag counts every message
-            // after its ack floor, routed here or not.
+            // after its ack floor, of the destination's sources.
             let figures = fleet.figures(&d.name).await.map_err(StoreError::from)?;
             let dead = fleet
                 .dead_letters(&d.name)

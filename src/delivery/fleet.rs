@@ -32,6 +32,8 @@ const RELEASE_DELAY: Duration = Duration::from_millis(200);
 const SHARE_HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How soon a bounded replay's end is tried again while another move runs.
 const MOVE_BUSY_RECHECK: Duration = Duration::from_millis(500);
+/// How often, at most, a relay looks whether a bounded replay's range is done.
+const REPLAY_END_LOOK: Duration = Duration::from_millis(250);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -54,7 +56,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
     let shape = shape(&lane.dest);
     let max_in_flight = shape.max_in_flight;
     let feed = loop {
-        match fleet.feed(&name, &shape, from_now).await {
+        match fleet.feed(&name, (&shape, true), from_now).await {
             Ok(feed) => break Arc::new(feed),
             Err(e) => {
                 tracing::error!(destination = %name, error = %e, "cannot open the destination's consumer");
@@ -83,6 +85,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
         shutdown,
         max_in_flight,
         shape,
+        end_looked: None,
         from_now,
         tasks: JoinSet::new(),
     };
@@ -95,7 +98,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
             }
             // The consumer may be gone (a replay's move cut short): open it
             // again, created where the replay said if need be.
-            if let Ok(feed) = w.fleet.feed(&name, &w.shape, w.from_now).await {
+            if let Ok(feed) = w.fleet.feed(&name, (&w.shape, false), w.from_now).await {
                 w.feed = Arc::new(feed);
             }
         }
@@ -157,6 +160,11 @@ async fn pass_answers(fleet: Arc<Fleet>, lane: Arc<Lane>, shutdown: Cancellation
                         _ = shutdown.cancelled() => break,
                     }
                 }
+                // Ended (the connection is being replaced): again shortly.
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
             Err(e) => {
                 tracing::warn!(destination = %name, error = %e, "cannot hear sync replies");
@@ -204,6 +212,8 @@ struct Worker {
     shutdown: CancellationToken,
     max_in_flight: usize,
     shape: Shape,
+    /// When a bounded replay's end was last looked for.
+    end_looked: Option<tokio::time::Instant>,
     /// Whether the consumer, if ever made here, starts at the stream's end.
     from_now: bool,
     tasks: JoinSet<()>,
@@ -230,7 +240,13 @@ impl Worker {
             }
         }
         let state = lane.backend.state(&lane.dest.name).await?;
-        let stopped = state.paused || state.blocked_on.is_some();
+        // Held: another relay (or this one) replays or redelivers alone.
+        let held = self
+            .fleet
+            .held(&lane.dest.name)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let stopped = state.paused || state.blocked_on.is_some() || held;
         if stopped || self.epoch.is_some_and(|e| e != state.retry_epoch) {
             // Deliveries in progress stop at their next wait and give their
             // message back; the next pull (after a resume) hands it out again.
@@ -238,13 +254,17 @@ impl Worker {
             self.generation = self.shutdown.child_token();
         }
         self.epoch = Some(state.retry_epoch);
-        if let (Some(end), false) = (state.replay_end, stopped) {
+        let look = self
+            .end_looked
+            .is_none_or(|t| t.elapsed() >= REPLAY_END_LOOK);
+        if let (Some(end), false, true) = (state.replay_end, stopped, look) {
             // A bounded replay whose end the fleet's cursor reached: the
             // consumer goes back to where delivery was before it (one relay
             // does it; the others find the end gone).
+            self.end_looked = Some(tokio::time::Instant::now());
             let reached = self
                 .fleet
-                .finished_up_to(&lane.dest.name, &self.shape.sources, end.to)
+                .finished_up_to(&lane.dest.name, end.to)
                 .await
                 .map_err(crate::store::StoreError::from)?;
             if reached {
@@ -271,8 +291,8 @@ impl Worker {
                         tracing::info!(destination = %lane.dest.name, to = end.to.0, cursor = end.resume.0, "bounded replay finished; delivery resumes where it was");
                     }
                     Moved::Refused => {}
-                    // Another move's marker (its pause comes next, or its
-                    // relay died and the marker lapses): look again shortly.
+                    // Another relay's hold (seen at the next step, or its
+                    // relay died and it lapses): look again shortly.
                     Moved::Busy => {
                         tokio::select! {
                             _ = lane.control.changed.notified() => {}
@@ -333,13 +353,13 @@ impl Worker {
 impl Worker {
     /// Redelivers `first` and every other queued dead letter of a strict
     /// destination with nothing else of it in flight anywhere: the fleet's
-    /// deliveries of it pause meanwhile (for up to its `timeout` + 1 s while
-    /// what is in flight ends), as a replay's do.
+    /// deliveries of it are held meanwhile (after up to its `timeout` + 1 s
+    /// while what is in flight ends), as during a replay's move.
     async fn redeliver_alone(&mut self, first: crate::model::Seq) -> Result<(), DeliveryError> {
         let lane = self.lane.clone();
-        let mut seqs = vec![first];
+        let mut seqs = std::collections::VecDeque::from([first]);
         while let Some(seq) = lane.control.next_redelivery() {
-            seqs.push(seq);
+            seqs.push_back(seq);
         }
         let name = &lane.dest.name;
         let drain = lane.dest.timeout + Duration::from_secs(1);
@@ -348,7 +368,7 @@ impl Worker {
             .stop(name, (drain, Duration::ZERO), |_| true)
             .await
             .map_err(crate::store::StoreError::from);
-        let stop = match stopped {
+        let mut stop = match stopped {
             Ok(Stopping::Stopped(stop)) => stop,
             other => {
                 // Another relay's replay or redelivery: after it.
@@ -362,19 +382,33 @@ impl Worker {
             }
         };
         let mut result = Ok(());
-        let mut left = seqs.into_iter();
-        for seq in left.by_ref() {
-            result = lane.redeliver(seq, &self.shutdown).await;
-            if result.is_err() || self.shutdown.is_cancelled() {
+        while let Some(seq) = seqs.front().copied() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
+            // Each attempt takes up to `timeout`: the hold is renewed for
+            // each, and one lost (lapsed, taken over) ends the run here.
+            match self.fleet.renew(name, &mut stop).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(destination = %name, "the destination's hold lapsed during redelivery; the rest waits");
+                    lane.control.request_redeliveries(seqs);
+                    return Ok(());
+                }
+                Err(e) => {
+                    result = Err(crate::store::StoreError::from(e).into());
+                    break;
+                }
+            }
+            result = lane.redeliver(seq, &self.shutdown).await;
+            if result.is_err() {
+                break;
+            }
+            seqs.pop_front();
         }
-        // What is left goes next time (a failure, a shutdown).
-        lane.control.request_redeliveries(left);
-        self.fleet
-            .restart(name, stop, |_| {})
-            .await
-            .map_err(crate::store::StoreError::from)?;
+        // What is left (a failure, a shutdown) goes next time.
+        lane.control.request_redeliveries(seqs);
+        self.fleet.abandon(name, stop).await;
         result
     }
 }
@@ -446,6 +480,10 @@ impl Task {
         // Pulled just before a pause or a block took effect.
         let state = lane.backend.state(&lane.dest.name).await?;
         if state.paused || state.blocked_on.is_some() || state.retry_epoch != self.epoch {
+            return Ok(Some(Finished::Interrupted));
+        }
+        let held = self.fleet.held(&lane.dest.name).await;
+        if held.map_err(crate::store::StoreError::from)? {
             return Ok(Some(Finished::Interrupted));
         }
         if state.replay_end.is_some_and(|end| d.seq > end.to) {

@@ -18,10 +18,13 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::model::Seq;
 
-/// How long an answer that came before its waiter is kept.
-const EARLY_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Answers kept for waiters not registered yet, at most.
-const EARLY_MAX: usize = 4096;
+/// How long an answer that came before its waiter is kept. A waiter is
+/// registered as soon as its publish is acknowledged, well before another
+/// relay's attempt can be answered; what waits longer is an answer whose
+/// provider left (after its `timeout`), kept for nothing.
+const EARLY_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Body bytes kept for waiters not registered yet, at most.
+const EARLY_MAX_BYTES: usize = 8 << 20;
 
 /// A destination's 2xx answer to a sync reply's attempt, as the provider gets it.
 #[derive(Debug)]
@@ -54,6 +57,8 @@ struct Inner {
     /// Answers that came before their waiter (a fleet: another relay
     /// delivered before the publish ack reached this one); `None`: no answer.
     early: HashMap<Seq, (Option<AppAnswer>, std::time::Instant)>,
+    /// Body bytes in `early`.
+    early_bytes: usize,
     starts: VecDeque<Seq>,
     /// The worker stopped (reload, shutdown): nothing will answer.
     closed: bool,
@@ -72,6 +77,7 @@ impl SyncReplies {
         }
         if let Some((answer, _)) = inner.early.remove(&seq) {
             if let Some(answer) = answer {
+                inner.early_bytes = inner.early_bytes.saturating_sub(answer.body.len());
                 let _ = waiter.send(answer);
             }
             return;
@@ -99,10 +105,18 @@ impl SyncReplies {
             return;
         }
         let now = std::time::Instant::now();
-        inner
-            .early
-            .retain(|_, (_, at)| now.duration_since(*at) < EARLY_KEPT);
-        if inner.early.len() < EARLY_MAX {
+        let mut freed = 0;
+        inner.early.retain(|_, (a, at)| {
+            let keep = now.duration_since(*at) < EARLY_KEPT;
+            if !keep {
+                freed += a.as_ref().map_or(0, |a| a.body.len());
+            }
+            keep
+        });
+        inner.early_bytes = inner.early_bytes.saturating_sub(freed);
+        let size = answer.as_ref().map_or(0, |a| a.body.len());
+        if inner.early_bytes.saturating_add(size) <= EARLY_MAX_BYTES {
+            inner.early_bytes += size;
             inner.early.insert(seq, (answer, now));
         }
     }
@@ -155,6 +169,7 @@ impl SyncReplies {
             inner.closed = true;
             inner.starts.clear();
             inner.early.clear();
+            inner.early_bytes = 0;
             let n = inner.waiters.len();
             inner.waiters.clear();
             self.waiting.fetch_sub(n, Ordering::Release);

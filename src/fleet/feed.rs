@@ -76,10 +76,13 @@ impl Fleet {
     /// The destination's consumer, created on first use. `from_now`: a
     /// destination added while the fleet runs receives what arrives from
     /// now on (as with sled); one there from the start receives the stream.
+    /// With `reshape`, an existing consumer takes `shape` if it differs (a
+    /// worker's start, not its reopening after an error: during a rolling
+    /// config change the last relay started sets it).
     pub async fn feed(
         &self,
         dest: &DestinationName,
-        shape: &Shape,
+        (shape, reshape): (&Shape, bool),
         from_now: bool,
     ) -> Result<Feed, FleetError> {
         let name = consumer_name(self.stream_name(), dest);
@@ -101,10 +104,10 @@ impl Fleet {
                 let mut filters = now.filter_subjects.clone();
                 filters.extend(now.filter_subject.split_whitespace().map(str::to_owned));
                 filters.sort();
-                if now.max_ack_pending != config.max_ack_pending
+                let differs = now.max_ack_pending != config.max_ack_pending
                     || now.ack_wait != config.ack_wait
-                    || filters != config.filter_subjects
-                {
+                    || filters != config.filter_subjects;
+                if reshape && differs {
                     // Ordering, max_in_flight or sources changed: the
                     // cursor stays. (A rolling config change: the last
                     // relay to start with its new config sets them.)
@@ -200,87 +203,63 @@ impl Fleet {
     }
 
     /// Stops `dest` fleet-wide for this relay to act alone on it: takes the
-    /// destination's marker (one such act at a time fleet-wide; waits up to
-    /// `queue` for another to end), and if `claim` accepts the state,
-    /// pauses the destination and waits up to `drain` for what is in flight
-    /// anywhere to end. [`Fleet::restart`] ends it.
+    /// destination's hold (`move.<dest>`: every relay's worker delivers none
+    /// of its messages while it is held; one hold at a time fleet-wide; waits
+    /// up to `queue` for another to end), and if `claim` accepts the state,
+    /// waits up to `drain` for what is in flight anywhere to end. The hold
+    /// lasts `drain` + [`MOVE_MARGIN`] unless renewed ([`Fleet::renew`]), so
+    /// a relay that dies holding it stops nothing for long. It leaves the
+    /// operator's pause alone. [`Fleet::restart`] ends it.
     pub async fn stop(
         &self,
         dest: &DestinationName,
         (drain, queue): (Duration, Duration),
         claim: impl Fn(&crate::store::DestinationState) -> bool + Sync,
     ) -> Result<Stopping, FleetError> {
-        // An act lasts its drain and a little more; a marker older than
-        // that is a relay's that died in the middle.
         let hold = drain + MOVE_MARGIN;
-        let Some(marker) = self.take_move_marker(dest, hold, queue).await? else {
+        let Some(marker) = self.take_hold(dest, hold, queue).await? else {
             return Ok(Stopping::Busy);
         };
-        let mut claimed = None;
-        let paused = self
-            .update_state(dest, |st| {
-                claimed = None;
-                if claim(st) {
-                    claimed = Some(st.paused);
-                    st.paused = true;
-                }
-            })
-            .await;
-        let ours = match paused {
+        let stop = Stop { marker, hold };
+        let state = match self.state(dest).await {
             Ok(st) => st,
-            Err(e) => {
-                self.drop_move_marker(dest, marker).await;
-                return Err(e);
-            }
-        };
-        let Some(was_paused) = claimed else {
-            self.drop_move_marker(dest, marker).await;
-            return Ok(Stopping::Refused);
-        };
-        let stop = Stop {
-            marker,
-            was_paused,
-            epoch: ours.retry_epoch,
-        };
-        match self.wait_idle(dest, drain).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; going on anyway");
-            }
             Err(e) => {
                 self.abandon(dest, stop).await;
                 return Err(e);
             }
+        };
+        if !claim(&state) {
+            self.abandon(dest, stop).await;
+            return Ok(Stopping::Refused);
+        }
+        if !self.wait_idle(dest, drain).await {
+            tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; going on anyway");
         }
         Ok(Stopping::Stopped(stop))
     }
 
-    /// Ends a [`Fleet::stop`]: restores the pause as it was (unless an
-    /// operator's resume came meanwhile), applies `finish` and lets the
-    /// next act go.
+    /// Extends a stop for another `drain` + [`MOVE_MARGIN`] from now; false
+    /// if it was lost (it lapsed and another relay took the destination).
+    pub async fn renew(&self, dest: &DestinationName, stop: &mut Stop) -> Result<bool, FleetError> {
+        self.renew_hold(dest, &mut stop.marker, stop.hold).await
+    }
+
+    /// Ends a [`Fleet::stop`]: applies `finish` to the destination's state
+    /// (before any relay delivers again), then lets it go.
     pub async fn restart(
         &self,
         dest: &DestinationName,
         stop: Stop,
         finish: impl Fn(&mut crate::store::DestinationState) + Sync,
     ) -> Result<(), FleetError> {
-        let restored = self
-            .update_state(dest, |st| {
-                // An operator's resume meanwhile raised the epoch: theirs to keep.
-                if st.paused && st.retry_epoch == stop.epoch {
-                    st.paused = stop.was_paused;
-                }
-                finish(st);
-            })
-            .await;
-        self.drop_move_marker(dest, stop.marker).await;
-        restored.map(drop)
+        let finished = self.update_state(dest, finish).await;
+        self.drop_hold(dest, stop.marker).await;
+        finished.map(drop)
     }
 
-    /// Ends a [`Fleet::stop`] that failed half way: the destination stays
-    /// paused (and says so), not in some half-done state.
+    /// Ends a [`Fleet::stop`] with no change to the destination's state.
     pub async fn abandon(&self, dest: &DestinationName, stop: Stop) {
-        self.drop_move_marker(dest, stop.marker).await;
+        self.drop_hold(dest, stop.marker).await;
     }
 
     /// Moves `dest`'s consumer to start at `start` with no delivery of it in
@@ -313,44 +292,52 @@ impl Fleet {
     }
 
     /// Waits up to `deadline` until no relay holds a message of `dest`;
-    /// whether that happened.
-    pub async fn wait_idle(
-        &self,
-        dest: &DestinationName,
-        deadline: Duration,
-    ) -> Result<bool, FleetError> {
+    /// whether that happened (a failed look, as in a leader election, is
+    /// tried again until then).
+    pub async fn wait_idle(&self, dest: &DestinationName, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            if self.consumer_info(dest).await?.num_ack_pending == 0 {
-                return Ok(true);
+            match self.consumer_info(dest).await {
+                Ok(info) if info.num_ack_pending == 0 => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(destination = %dest, error = %e, "cannot see what is in flight; looking again")
+                }
             }
             if tokio::time::Instant::now() >= until {
-                return Ok(false);
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Whether `dest` finished every message of `sources` up to `to`: none
-    /// is left between its ack floor and `to` (its floor stops at its last
-    /// finished message, which may be well below `to` when other sources'
-    /// messages follow).
+    /// Whether `dest` finished every message of its consumer's sources up
+    /// to `to`: none is left between its ack floor and `to` (the floor
+    /// stops at its last finished message, which may be well below `to`
+    /// when other sources' messages follow). The consumer's own filter
+    /// counts, not this relay's config (they differ in a rolling change).
     pub async fn finished_up_to(
         &self,
         dest: &DestinationName,
-        sources: &[crate::model::SourceName],
         to: Seq,
     ) -> Result<bool, FleetError> {
-        let (floor, _) = self.position(dest).await?;
-        if floor >= to {
+        let info = self.consumer_info(dest).await?;
+        let floor = info.ack_floor.stream_sequence;
+        if floor >= to.0 {
             return Ok(true);
         }
-        for source in sources {
+        let c = &info.config;
+        let subjects = c
+            .filter_subjects
+            .iter()
+            .map(String::as_str)
+            .chain(c.filter_subject.split_whitespace());
+        for subject in subjects {
             let next = self
                 .stream
                 .raw_message_builder()
-                .sequence(floor.0 + 1)
-                .next_by_subject(self.source_subject(source))
+                .sequence(floor + 1)
+                .next_by_subject(subject.to_owned())
                 .send()
                 .await;
             match next {
@@ -373,7 +360,7 @@ impl Fleet {
     }
 
     /// The destination's cursor (its consumer's ack floor) and its lag
-    /// (messages not yet finished, routed to it or not).
+    /// (its sources' messages not yet finished).
     pub async fn position(&self, dest: &DestinationName) -> Result<(Seq, u64), FleetError> {
         self.figures(dest).await.map(|f| (f.cursor, f.lag))
     }
@@ -406,9 +393,10 @@ pub(super) const MOVE_POLL: Duration = Duration::from_millis(100);
 /// A destination held stopped by this relay ([`Fleet::stop`]).
 #[derive(Debug)]
 pub struct Stop {
+    /// The hold's revision.
     marker: u64,
-    was_paused: bool,
-    epoch: u64,
+    /// How long the hold lasts unless renewed.
+    hold: Duration,
 }
 
 /// What [`Fleet::stop`] did.
@@ -436,7 +424,7 @@ pub enum Moved {
 pub struct Figures {
     /// The ack floor.
     pub cursor: Seq,
-    /// Messages not finished yet, routed to the destination or not.
+    /// Its sources' messages not finished yet.
     pub lag: u64,
     /// Messages handed to a relay and not finished yet.
     pub in_flight: usize,
@@ -498,7 +486,6 @@ impl Pull {
 }
 
 impl Delivery {
-    /// The stored message; an undecodable one is an error for its seq.
     /// Where the answer to `dest`'s first attempt goes, if a provider waits.
     pub fn reply_to(&self, fleet: &Fleet, dest: &DestinationName) -> Option<super::ReplyTo> {
         let headers = self.msg.headers.as_ref()?;
@@ -506,6 +493,7 @@ impl Delivery {
         fleet.reply_to(Some(value.as_str()), dest)
     }
 
+    /// The stored message; an undecodable one is an error for its seq.
     pub fn message(&self) -> Result<Message, FleetError> {
         decode_message(&self.msg.payload).map_err(|e| FleetError::js("message decode", e))
     }

@@ -36,6 +36,21 @@ fn health_key(dest: &DestinationName) -> String {
     format!("health.{dest}")
 }
 
+fn hold_key(dest: &DestinationName) -> String {
+    format!("move.{dest}")
+}
+
+/// A hold's value: its deadline (Unix ms, big-endian) `hold` from now.
+fn hold_value(hold: std::time::Duration) -> Bytes {
+    let deadline = crate::time::now_ms().saturating_add(hold.as_millis() as u64);
+    Bytes::copy_from_slice(&deadline.to_be_bytes())
+}
+
+/// Whether a hold's deadline passed (an unreadable one counts as passed).
+fn lapsed(value: &[u8]) -> bool {
+    codec::decode_seq(value).map_or(true, |d| d.0 <= crate::time::now_ms())
+}
+
 fn attempts_key(dest: &DestinationName, seq: Seq) -> String {
     format!("att.{dest}.{}", seq.0)
 }
@@ -234,35 +249,36 @@ impl Fleet {
         Ok(flipped)
     }
 
-    /// Takes `move.<dest>` for `hold` (a value of its deadline, Unix ms),
-    /// waiting up to `queue` for another holder's to go or lapse; its
-    /// revision, or `None` if still held.
-    pub(super) async fn take_move_marker(
+    /// Takes `move.<dest>` (the destination's hold) for `hold` (its value:
+    /// the deadline, Unix ms), waiting up to `queue` for another holder's to
+    /// go or lapse; its revision, or `None` if still held.
+    pub(super) async fn take_hold(
         &self,
         dest: &DestinationName,
         hold: std::time::Duration,
         queue: std::time::Duration,
     ) -> Result<Option<u64>, FleetError> {
-        let key = format!("move.{dest}");
+        let key = hold_key(dest);
         let until = tokio::time::Instant::now() + queue;
         loop {
-            let deadline = crate::time::now_ms().saturating_add(hold.as_millis() as u64);
-            let value = Bytes::copy_from_slice(&deadline.to_be_bytes());
+            let value = hold_value(hold);
             match self.bucket.create(&key, value.clone()).await {
                 Ok(revision) => return Ok(Some(revision)),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(FleetError::js("move marker", e)),
+                Err(e) => return Err(FleetError::js("hold", e)),
             }
             if let Some((held, revision)) = entry(&self.bucket, &key).await? {
-                let lapsed = codec::decode_seq(&held)
-                    .map(|d| d.0 < crate::time::now_ms())
-                    .unwrap_or(true);
-                if lapsed {
-                    // Its relay died mid-move: taken over (unless another
-                    // relay took it over first).
-                    if let Ok(revision) = self.bucket.update(&key, value, revision).await {
-                        tracing::warn!(destination = %dest, "a replay left unfinished by another relay is taken over");
-                        return Ok(Some(revision));
+                if lapsed(&held) {
+                    // Its relay died while holding: taken over (unless
+                    // another relay took it over first).
+                    match self.bucket.update(&key, value, revision).await {
+                        Ok(revision) => {
+                            tracing::warn!(destination = %dest, "a hold left by another relay (a replay or redelivery it did not finish) is taken over");
+                            return Ok(Some(revision));
+                        }
+                        Err(e) => {
+                            tracing::debug!(destination = %dest, error = %e, "hold taken over by another relay first");
+                        }
                     }
                 }
             }
@@ -273,17 +289,51 @@ impl Fleet {
         }
     }
 
-    /// Lets the next move of `dest` go (unless the marker was taken over).
-    pub(super) async fn drop_move_marker(&self, dest: &DestinationName, revision: u64) {
-        let key = format!("move.{dest}");
+    /// Extends a hold taken with [`Fleet::take_hold`] by `hold` from now;
+    /// false if it was lost (it lapsed and another relay took it over).
+    pub(super) async fn renew_hold(
+        &self,
+        dest: &DestinationName,
+        revision: &mut u64,
+        hold: std::time::Duration,
+    ) -> Result<bool, FleetError> {
+        match self
+            .bucket
+            .update(hold_key(dest), hold_value(hold), *revision)
+            .await
+        {
+            Ok(r) => {
+                *revision = r;
+                Ok(true)
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(FleetError::js("hold renewal", e)),
+        }
+    }
+
+    /// Lets the destination go (unless the hold was taken over).
+    pub(super) async fn drop_hold(&self, dest: &DestinationName, revision: u64) {
         let dropped = self
             .bucket
-            .delete_expect_revision(&key, Some(revision))
+            .delete_expect_revision(hold_key(dest), Some(revision))
             .await;
         if let Err(e) = dropped {
-            // Lapses after its hold.
-            tracing::debug!(destination = %dest, error = %e, "cannot drop the move marker");
+            // It lapses after its deadline; until then replays answer 409.
+            tracing::warn!(destination = %dest, error = %e, "cannot drop the destination's hold");
         }
+    }
+
+    /// Whether a relay holds `dest` (its workers deliver nothing meanwhile):
+    /// this relay's copy while the watch runs, else the bucket.
+    pub async fn held(&self, dest: &DestinationName) -> Result<bool, FleetError> {
+        if self.connected() {
+            if let Some(until) = self.states.hold(dest) {
+                return Ok(until.is_some_and(|t| t > crate::time::now_ms()));
+            }
+        }
+        Ok(entry(&self.bucket, &hold_key(dest))
+            .await?
+            .is_some_and(|(v, _)| !lapsed(&v)))
     }
 
     /// Where the destination's consumer starts if it has to be created
@@ -564,15 +614,27 @@ impl Fleet {
         // began is corrected), then each change.
         let watch = self
             .bucket
-            .watch_with_history("state.*")
+            .watch_many_with_history(["state.*", "move.*"])
             .await
             .map_err(|e| FleetError::js("state watch", e))?;
         self.states.start();
+        // The watch gives the holds there now as it is read; a worker asking
+        // before then must not take "none seen yet" for "none".
+        self.read_holds().await?;
         let fleet = self.clone();
         Ok(watch.filter_map(move |entry| {
             let fleet = fleet.clone();
             async move {
                 let entry = entry.ok()?;
+                if let Some(held) = entry.key.strip_prefix("move.") {
+                    let dest: DestinationName = held.parse().ok()?;
+                    let until = match entry.operation {
+                        Operation::Put => Some(codec::decode_seq(&entry.value).map_or(0, |d| d.0)),
+                        Operation::Delete | Operation::Purge => None,
+                    };
+                    fleet.states.note_hold(&dest, entry.revision, until);
+                    return Some(dest);
+                }
                 let dest: DestinationName = entry.key.strip_prefix("state.")?.parse().ok()?;
                 let st = match entry.operation {
                     Operation::Put => match codec::decode_state(&entry.value) {
@@ -592,6 +654,26 @@ impl Fleet {
         }))
     }
 
+    /// Notes every hold in the bucket now.
+    async fn read_holds(&self) -> Result<(), FleetError> {
+        let mut keys = self
+            .bucket
+            .keys()
+            .await
+            .map_err(|e| FleetError::js("hold list", e))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| FleetError::js("hold list", e))?;
+            let Some(dest) = key.strip_prefix("move.").and_then(|d| d.parse().ok()) else {
+                continue;
+            };
+            if let Some((value, revision)) = entry(&self.bucket, &key).await? {
+                let until = codec::decode_seq(&value).map_or(0, |d| d.0);
+                self.states.note_hold(&dest, revision, Some(until));
+            }
+        }
+        Ok(())
+    }
+
     /// The watch of [`Fleet::state_changes`] ended: reads go to the bucket
     /// until a new one starts.
     pub fn state_watch_ended(&self) {
@@ -608,6 +690,9 @@ pub(super) struct StateCopies(std::sync::Mutex<Copies>);
 struct Copies {
     live: bool,
     seen: std::collections::HashMap<DestinationName, (u64, DestinationState)>,
+    /// Each destination's hold as last seen, by revision: its deadline
+    /// (Unix ms), or `None` once let go.
+    holds: std::collections::HashMap<DestinationName, (u64, Option<u64>)>,
 }
 
 impl StateCopies {
@@ -629,6 +714,24 @@ impl StateCopies {
         }
     }
 
+    /// `None` when the copy is not kept; else the hold's deadline, if held.
+    fn hold(&self, dest: &DestinationName) -> Option<Option<u64>> {
+        let c = self.0.lock().ok()?;
+        c.live
+            .then(|| c.holds.get(dest).and_then(|(_, until)| *until))
+    }
+
+    /// A hold taken or renewed (until its deadline) or let go (`None`) at
+    /// `revision`, unless a newer revision is already kept.
+    fn note_hold(&self, dest: &DestinationName, revision: u64, until: Option<u64>) {
+        if let Ok(mut c) = self.0.lock() {
+            let newer = c.holds.get(dest).is_none_or(|(r, _)| revision > *r);
+            if newer {
+                c.holds.insert(dest.clone(), (revision, until));
+            }
+        }
+    }
+
     fn forget(&self, dest: &DestinationName) {
         if let Ok(mut c) = self.0.lock() {
             c.seen.remove(dest);
@@ -645,6 +748,7 @@ impl StateCopies {
         if let Ok(mut c) = self.0.lock() {
             c.live = false;
             c.seen.clear();
+            c.holds.clear();
         }
     }
 }

@@ -9,10 +9,11 @@
 //! |-------------------------------|--------------------------------------------------|
 //! | stream `S`, subjects `S.log.<source>` | every message, its [`Message`] record as payload; `Nats-Msg-Id` = source ‖ `:` ‖ idempotency key |
 //! | consumer `S_<dest>`           | a destination's cursor (its ack floor), filtered to its sources; `max_ack_pending` 1 for strict |
-//! | KV bucket `S-state`           | `state.<dest>`, `att.<dest>.<seq>`, `dead.<dest>.<seq>` (codec records) |
+//! | KV bucket `S-state`           | `state.<dest>` (operator state), `health.<dest>` (the fleet's view of its attempts), `move.<dest>` (a relay's hold while it replays or redelivers alone), `start.<dest>` (the last replay's start) |
+//! | KV bucket `S-history`         | `att.<dest>.<seq>`, `dead.<dest>.<seq>` (codec records; keys older than `retention` go) |
 //!
 //! - `log`: publishing (the inbound `200` waits for JetStream's ack) and reads by seq;
-//! - `ledger`: the bucket (state, attempts, dead letters);
+//! - `ledger`: the buckets (state, health, holds, attempts, dead letters);
 //! - `feed`: a destination's durable consumer;
 //! - `replies`: sync replies, answered by whichever relay delivers.
 
