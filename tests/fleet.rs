@@ -1362,3 +1362,57 @@ async fn a_strict_destinations_dead_letters_are_redelivered_with_nothing_else_in
     a.assert_no_panics("after the run");
     b.assert_no_panics("after the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_tells_a_dead_letter_above_the_cursor_from_a_pending_message() {
+    let Some(bin) = nats::server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = nats::Cluster::start(&bin, &tmp.path().join("nats"), 1);
+    let app = Receiver::scripted(Arc::new(|r: &Received| {
+        if r.text().contains("slow") {
+            (StatusCode::OK, vec![], Duration::from_secs(8))
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, vec![], Duration::ZERO)
+        }
+    }))
+    .await;
+    let config = fleet_relay(tmp.path(), "a", &cluster, ("browse", &[]), |c| {
+        c.source(Source::new("s", "/s")).destination(
+            Dest::new("u", &app.url("/hook"))
+                .sources(["s"])
+                .set("ordering", "unordered")
+                .set("max_in_flight", 4)
+                .retry(Retry::every("10ms", "10ms").attempts(1)),
+        )
+    });
+    let a = relay(&config).start().await;
+    let http = client();
+    let mut seqs = Vec::new();
+    for body in ["slow", "bad"] {
+        let r = post(&http, &format!("http://{}/s", a.ingest), &[], body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        seqs.push(r.json["seq"].as_u64().unwrap());
+    }
+    let (slow, bad) = (seqs[0], seqs[1]);
+    let list_url = a.admin_url("/api/v1/destinations/u/dead-letters");
+    wait_for("the dead letter", Duration::from_secs(10), || async {
+        let list = get(&list_url).await.json;
+        (list.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    // `slow` is still in flight: the cursor is below both.
+    let page = |status: &str| {
+        let url = a.admin_url(&format!("/ui/messages?destination=u&status={status}"));
+        async move { get(&url).await.text() }
+    };
+    let link = |seq: u64| format!("/ui/messages/{seq}\"");
+    let dead = page("dead").await;
+    assert!(dead.contains(&link(bad)), "{dead}");
+    assert!(!dead.contains(&link(slow)), "{dead}");
+    let pending = page("pending").await;
+    assert!(pending.contains(&link(slow)), "{pending}");
+    assert!(!pending.contains(&link(bad)), "{pending}");
+    a.assert_no_panics("after the run");
+}

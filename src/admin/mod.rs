@@ -68,7 +68,7 @@ impl Admin {
 
     /// The log's head now: in a fleet read from the stream (another relay
     /// may have stored more since this one's copy last followed it).
-    async fn head_now(&self) -> Seq {
+    pub(crate) async fn head_now(&self) -> Seq {
         let copy = *self.head.borrow();
         match &self.backend {
             Backend::Sled(_) => copy,

@@ -120,7 +120,7 @@ pub async fn search(admin: &Admin, f: &Filters) -> Result<BackPage, ApiError> {
     }
     let event_type = Some(f.event_type.clone()).filter(|t| !t.is_empty());
     let needle = Some(f.body.clone().into_bytes()).filter(|b| !b.is_empty());
-    let head = *admin.head.borrow();
+    let head = admin.head_now().await;
     let mut floor = Seq(number(&f.from_seq, "from seq")?.unwrap_or(0));
     // Exclusive.
     let mut ceiling = head.next();
@@ -269,11 +269,16 @@ async fn fleet_search(
         page.examined += span;
         for (seq, m) in found.iter().rev().filter(|(seq, _)| *seq < hi) {
             if let (Some(d), Some(status)) = (&want.dest, want.status) {
-                // A dead letter is finished (at or below the cursor): only
-                // then, and only for a status it decides, is the bucket asked.
-                let dead = floor_cursor >= *seq
-                    && matches!(status, "dead" | "delivered")
-                    && admin.backend.dead_letter(&d.name, *seq).await?.is_some();
+                // The bucket is asked only for a status a dead letter
+                // decides: "delivered" only at or below the cursor; "dead"
+                // and "pending" above it too (an unordered destination's
+                // dead letter may sit above a message still in flight).
+                let ask = match status {
+                    "dead" | "pending" => true,
+                    "delivered" => floor_cursor >= *seq,
+                    _ => false,
+                };
+                let dead = ask && admin.backend.dead_letter(&d.name, *seq).await?.is_some();
                 let skipped =
                     !d.rules.is_empty() && d.rules.decide(*seq, m) == crate::route::Decision::Skip;
                 let word = if dead {

@@ -447,7 +447,7 @@ async fn overview(admin: &Admin, ctx: &Ctx) -> Result<Markup, ApiError> {
     let disk = pages::Disk {
         used,
         budget: admin.console.budget.load(Ordering::Relaxed),
-        head: *admin.head.borrow(),
+        head: admin.head_now().await,
         first,
     };
     Ok(pages::overview(ctx, &rows, &sources, &disk))
