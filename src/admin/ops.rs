@@ -342,13 +342,13 @@ pub(super) async fn apply_replay(admin: &Admin, plan: &ReplayPlan) -> Result<Seq
         Backend::Sled(store) => store,
         Backend::Fleet(fleet) => {
             let shape = crate::delivery::fleet_shape(d);
-            // Paused until nothing is in flight anywhere (a strict
+            // Held until nothing is in flight anywhere (a strict
             // destination must never have the old run's delivery beside the
-            // replay's: an attempt already sent ends within `timeout`), then
-            // the consumer starts at the range, and a new epoch gives every
-            // message of it a fresh run of attempts. In a task of its own: a
-            // client that stops waiting must not leave it half done.
-            let drain = d.timeout + std::time::Duration::from_secs(1);
+            // replay's), then the consumer starts at the range, and a new
+            // epoch gives every message of it a fresh run of attempts. In a
+            // task of its own: a client that stops waiting must not leave it
+            // half done.
+            let drain = crate::delivery::fleet_drain(d);
             let (fleet, name, from) = (fleet.clone(), d.name.clone(), plan.from);
             let moving = tokio::spawn(async move {
                 fleet

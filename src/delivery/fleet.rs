@@ -25,17 +25,27 @@ use crate::fleet::{Delivery, Feed, Fleet, Moved, Shape, Stopping};
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// Messages one pull asks for at most.
 const PULL_BATCH: usize = 256;
-/// How long a message given back after a pause or a new epoch waits before
+/// How long a message given back after a pause, a hold or a new epoch waits before
 /// it is handed out again.
 const RELEASE_DELAY: Duration = Duration::from_millis(200);
 /// How often this relay shares what its attempts showed (when it made any).
 const SHARE_HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How soon a bounded replay's end is tried again while another move runs.
 const MOVE_BUSY_RECHECK: Duration = Duration::from_millis(500);
+/// Rounds a dead letter's redelivery may fail on the relay's side (not its
+/// attempt) before it is left a dead letter.
+const REDELIVERY_TRIES: u32 = 3;
 /// How often, at most, a relay looks whether a bounded replay's range is done.
 const REPLAY_END_LOOK: Duration = Duration::from_millis(250);
 /// How often a paused or blocked destination's state is read again anyway.
 const STOPPED_RECHECK: Duration = Duration::from_secs(5);
+
+/// How long a stop of `dest` waits for what is in flight: an attempt
+/// already sent ends within `timeout`; a retry may start up to a pull's
+/// wait after the hold (a worker steps between pulls), and a little more.
+pub fn drain(dest: &DestinationConfig) -> Duration {
+    dest.timeout + PULL_WAIT + Duration::from_secs(1)
+}
 
 /// What `dest`'s consumer is made of: at most one message out fleet-wide
 /// for a strict destination, `max_in_flight` otherwise; its sources' messages.
@@ -86,6 +96,7 @@ pub async fn run(lane: Arc<Lane>, fleet: Arc<Fleet>, shutdown: CancellationToken
         max_in_flight,
         shape,
         end_looked: None,
+        redelivery_failures: std::collections::HashMap::new(),
         from_now,
         tasks: JoinSet::new(),
     };
@@ -212,6 +223,8 @@ struct Worker {
     shutdown: CancellationToken,
     max_in_flight: usize,
     shape: Shape,
+    /// Redeliveries that failed on this relay's side, by seq.
+    redelivery_failures: std::collections::HashMap<crate::model::Seq, u32>,
     /// When a bounded replay's end was last looked for.
     end_looked: Option<tokio::time::Instant>,
     /// Whether the consumer, if ever made here, starts at the stream's end.
@@ -362,7 +375,7 @@ impl Worker {
             seqs.push_back(seq);
         }
         let name = &lane.dest.name;
-        let drain = lane.dest.timeout + Duration::from_secs(1);
+        let drain = crate::delivery::fleet_drain(&lane.dest);
         let stopped = self
             .fleet
             .stop(name, (drain, Duration::ZERO), |_| true)
@@ -401,9 +414,23 @@ impl Worker {
                 }
             }
             result = lane.redeliver(seq, &self.shutdown).await;
-            if result.is_err() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
+            if let Err(e) = &result {
+                // One that keeps failing (not its attempt: the relay's own
+                // reading or writing of it) must not hold the destination
+                // round after round: after a few it stays a dead letter.
+                let failures = self.redelivery_failures.entry(seq).or_insert(0);
+                *failures += 1;
+                if *failures >= REDELIVERY_TRIES {
+                    tracing::error!(destination = %name, seq = seq.0, error = %e, "redelivery given up; the message stays a dead letter");
+                    self.redelivery_failures.remove(&seq);
+                    seqs.pop_front();
+                }
+                break;
+            }
+            self.redelivery_failures.remove(&seq);
             seqs.pop_front();
         }
         // What is left (a failure, a shutdown) goes next time.

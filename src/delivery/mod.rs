@@ -34,7 +34,7 @@ use crate::config::{DeliveryOrder, DestinationConfig};
 use crate::model::{DestinationName, Seq};
 use crate::store::{Message, Scan, StoreError};
 pub use client::{Clients, TlsSetupError};
-pub use fleet::shape as fleet_shape;
+pub use fleet::{drain as fleet_drain, shape as fleet_shape};
 use lane::{Finished, Lane};
 
 /// How long an in-flight attempt may run on after shutdown starts.

@@ -25,6 +25,8 @@ use crate::model::Seq;
 const EARLY_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Body bytes kept for waiters not registered yet, at most.
 const EARLY_MAX_BYTES: usize = 8 << 20;
+/// Answers kept for waiters not registered yet, at most.
+const EARLY_MAX: usize = 4096;
 
 /// A destination's 2xx answer to a sync reply's attempt, as the provider gets it.
 #[derive(Debug)]
@@ -115,9 +117,13 @@ impl SyncReplies {
         });
         inner.early_bytes = inner.early_bytes.saturating_sub(freed);
         let size = answer.as_ref().map_or(0, |a| a.body.len());
-        if inner.early_bytes.saturating_add(size) <= EARLY_MAX_BYTES {
+        if inner.early_bytes.saturating_add(size) <= EARLY_MAX_BYTES
+            && inner.early.len() < EARLY_MAX
+        {
             inner.early_bytes += size;
-            inner.early.insert(seq, (answer, now));
+            if let Some((Some(old), _)) = inner.early.insert(seq, (answer, now)) {
+                inner.early_bytes = inner.early_bytes.saturating_sub(old.body.len());
+            }
         }
     }
 

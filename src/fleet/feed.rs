@@ -221,19 +221,24 @@ impl Fleet {
             return Ok(Stopping::Busy);
         };
         let stop = Stop { marker, hold };
-        let state = match self.state(dest).await {
-            Ok(st) => st,
-            Err(e) => {
-                self.abandon(dest, stop).await;
-                return Err(e);
-            }
-        };
-        if !claim(&state) {
+        // Judged inside a compare-and-set (of the unchanged state), so on
+        // the bucket's latest state, not a copy that may lag.
+        let mut claimed = false;
+        let judged = self
+            .update_state(dest, |st| {
+                claimed = claim(st);
+            })
+            .await;
+        if let Err(e) = judged {
+            self.abandon(dest, stop).await;
+            return Err(e);
+        }
+        if !claimed {
             self.abandon(dest, stop).await;
             return Ok(Stopping::Refused);
         }
         if !self.wait_idle(dest, drain).await {
-            tracing::warn!(destination = %dest, "deliveries still in flight after the destination's timeout; going on anyway");
+            tracing::warn!(destination = %dest, "deliveries still in flight (or not seen) after the destination's timeout; going on anyway");
         }
         Ok(Stopping::Stopped(stop))
     }
@@ -242,6 +247,19 @@ impl Fleet {
     /// if it was lost (it lapsed and another relay took the destination).
     pub async fn renew(&self, dest: &DestinationName, stop: &mut Stop) -> Result<bool, FleetError> {
         self.renew_hold(dest, &mut stop.marker, stop.hold).await
+    }
+
+    /// Renews `stop`; an error if it was lost (then nothing of it is left
+    /// to end) or cannot be renewed (then it is let go).
+    async fn still_held(&self, dest: &DestinationName, mut stop: Stop) -> Result<Stop, FleetError> {
+        match self.renew(dest, &mut stop).await {
+            Ok(true) => Ok(stop),
+            Ok(false) => Err(FleetError::HoldLost),
+            Err(e) => {
+                self.abandon(dest, stop).await;
+                Err(e)
+            }
+        }
     }
 
     /// Ends a [`Fleet::stop`]: applies `finish` to the destination's state
@@ -283,10 +301,15 @@ impl Fleet {
             Ok((floor, _)) => floor,
             Err(_) => Seq(start.0.saturating_sub(1)),
         };
+        // Still ours (a drain through a leader election can outlast the
+        // hold): renewed before the consumer moves and before the state
+        // changes, or the move stops there.
+        let stop = self.still_held(dest, stop).await?;
         if let Err(e) = self.rewind(dest, start, shape).await {
             self.abandon(dest, stop).await;
             return Err(e);
         }
+        let stop = self.still_held(dest, stop).await?;
         self.restart(dest, stop, |st| finish(st, floor)).await?;
         Ok(Moved::Done)
     }
@@ -296,10 +319,18 @@ impl Fleet {
     /// tried again until then).
     pub async fn wait_idle(&self, dest: &DestinationName, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
+        // Two looks a little apart: a relay whose copy had not seen the hold
+        // yet may have taken a message just after the first.
+        let mut idle_since: Option<tokio::time::Instant> = None;
         loop {
             match self.consumer_info(dest).await {
-                Ok(info) if info.num_ack_pending == 0 => return true,
-                Ok(_) => {}
+                Ok(info) if info.num_ack_pending == 0 => {
+                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= IDLE_CONFIRM {
+                        return true;
+                    }
+                }
+                Ok(_) => idle_since = None,
                 Err(e) => {
                     tracing::debug!(destination = %dest, error = %e, "cannot see what is in flight; looking again")
                 }
@@ -385,9 +416,12 @@ pub struct Shape {
     pub sources: Vec<crate::model::SourceName>,
 }
 
-/// How long past its drain a move's marker is honoured.
+/// How long nothing must be in flight before a stop counts it as drained.
+const IDLE_CONFIRM: Duration = Duration::from_millis(250);
+
+/// How long past its drain a hold is honoured unless renewed.
 const MOVE_MARGIN: Duration = Duration::from_secs(30);
-/// How often a move waiting for another's marker looks again.
+/// How often a stop waiting for another relay's hold looks again.
 pub(super) const MOVE_POLL: Duration = Duration::from_millis(100);
 
 /// A destination held stopped by this relay ([`Fleet::stop`]).
@@ -415,7 +449,7 @@ pub enum Moved {
     Done,
     /// `claim` refused the destination's state.
     Refused,
-    /// Another move of the destination is under way.
+    /// Another relay holds the destination (a replay or a redelivery).
     Busy,
 }
 

@@ -1,6 +1,7 @@
-//! The fleet's state bucket: each destination's operator state, each
-//! message's attempt history and each dead letter, one key each, so every
-//! relay reads and changes the same state. Read-modify-write goes through the
+//! The fleet's buckets: each destination's operator state, health and hold
+//! (`<stream>-state`), each message's attempt history and each dead letter
+//! (`<stream>-history`), one key each, so every relay reads and changes the
+//! same state. Read-modify-write goes through the
 //! key's revision (compare-and-set), so two relays never lose each other's
 //! change.
 
@@ -311,15 +312,29 @@ impl Fleet {
         }
     }
 
-    /// Lets the destination go (unless the hold was taken over).
+    /// Lets the destination go (unless the hold was taken over), trying a
+    /// few times: a hold left behind stops the destination's deliveries on
+    /// every relay until its deadline.
     pub(super) async fn drop_hold(&self, dest: &DestinationName, revision: u64) {
-        let dropped = self
-            .bucket
-            .delete_expect_revision(hold_key(dest), Some(revision))
-            .await;
-        if let Err(e) = dropped {
-            // It lapses after its deadline; until then replays answer 409.
-            tracing::warn!(destination = %dest, error = %e, "cannot drop the destination's hold");
+        for round in 1..=3u32 {
+            let dropped = self
+                .bucket
+                .delete_expect_revision(hold_key(dest), Some(revision))
+                .await;
+            match dropped {
+                Ok(()) => return,
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::kv::DeleteErrorKind::WrongLastRevision =>
+                {
+                    // Taken over after it lapsed: not ours to drop.
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %dest, error = %e, "cannot drop the destination's hold");
+                    tokio::time::sleep(std::time::Duration::from_millis(500) * round).await;
+                }
+            }
         }
     }
 
@@ -617,10 +632,11 @@ impl Fleet {
             .watch_many_with_history(["state.*", "move.*"])
             .await
             .map_err(|e| FleetError::js("state watch", e))?;
-        self.states.start();
-        // The watch gives the holds there now as it is read; a worker asking
-        // before then must not take "none seen yet" for "none".
+        // The watch gives the holds there now only as it is read: the copy
+        // has them all before it is used (a worker must not take "none seen
+        // yet" for "none").
         self.read_holds().await?;
+        self.states.start();
         let fleet = self.clone();
         Ok(watch.filter_map(move |entry| {
             let fleet = fleet.clone();

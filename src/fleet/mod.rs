@@ -63,6 +63,9 @@ pub enum FleetError {
     /// 2.9 loses dedup and KV state across node restarts (seen in tests).
     #[error("the NATS server is {0}; the fleet needs nats-server 2.10 or newer")]
     OldServer(String),
+    /// A hold lapsed (its renewal came too late) and another relay took it.
+    #[error("the destination's hold lapsed and another relay took it over")]
+    HoldLost,
     /// The stream refused the message: `max_disk_bytes` (the stream's `max_bytes`) is reached.
     #[error("the stream is full (storage.max_disk_bytes)")]
     Full,
@@ -71,7 +74,10 @@ pub enum FleetError {
 impl FleetError {
     /// Whether trying again later may succeed (not a setup or config problem).
     pub fn is_transient(&self) -> bool {
-        matches!(self, FleetError::JetStream { .. } | FleetError::Full)
+        matches!(
+            self,
+            FleetError::JetStream { .. } | FleetError::Full | FleetError::HoldLost
+        )
     }
 
     fn js(what: &'static str, e: impl std::fmt::Display) -> FleetError {
