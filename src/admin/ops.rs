@@ -186,8 +186,8 @@ struct Seen {
     retrying: bool,
 }
 
-/// How long a fleet replay waits for another move of the destination to
-/// end, beyond that move's drain.
+/// How long a fleet replay waits for another relay's hold of the
+/// destination (a replay or a redelivery) to end, beyond its drain.
 const MOVE_QUEUE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Every destination's view, in config order.

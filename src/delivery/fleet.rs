@@ -216,7 +216,7 @@ struct Worker {
     fleet: Arc<Fleet>,
     feed: Arc<Feed>,
     /// Interrupts this relay's deliveries of the destination (a pause, a
-    /// block or a new retry epoch, seen through the fleet's bucket).
+    /// block, a hold or a new retry epoch, seen through the fleet's bucket).
     generation: CancellationToken,
     /// The retry epoch the running deliveries started in.
     epoch: Option<u64>,

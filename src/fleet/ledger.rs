@@ -503,47 +503,71 @@ impl Fleet {
         &self,
         dest: &DestinationName,
     ) -> Result<Vec<(Seq, DeadLetter)>, FleetError> {
-        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
-        let subject_prefix = format!("{}dead.{dest}.", self.records.prefix);
+        use async_nats::jetstream::consumer::DeliverPolicy;
+        let what = "dead letter list";
+        let values = self
+            .read_per_seq(
+                &format!("dead.{dest}."),
+                DeliverPolicy::LastPerSubject,
+                what,
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for (seq, bytes) in values {
+            let dead = codec::decode_dead_letter(&bytes)
+                .map_err(|e| FleetError::js("dead letter decode", e))?;
+            out.insert(seq, dead);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The values of the history bucket's keys `<prefix><seq>` from
+    /// `deliver` on, in the order written, read through one ordered consumer
+    /// (a removed key's marker, with no value, left out).
+    async fn read_per_seq(
+        &self,
+        prefix: &str,
+        deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+        what: &'static str,
+    ) -> Result<Vec<(Seq, Bytes)>, FleetError> {
+        use async_nats::jetstream::consumer::{push, ReplayPolicy};
+        let subject_prefix = format!("{}{prefix}", self.records.prefix);
         let consumer = self
             .records
             .stream
             .create_consumer(push::OrderedConfig {
                 deliver_subject: self.client.new_inbox(),
                 filter_subject: format!("{subject_prefix}*"),
-                deliver_policy: DeliverPolicy::LastPerSubject,
+                deliver_policy,
                 replay_policy: ReplayPolicy::Instant,
                 ..Default::default()
             })
             .await
-            .map_err(|e| FleetError::js("dead letter list", e))?;
-        let mut out = BTreeMap::new();
+            .map_err(|e| FleetError::js(what, e))?;
+        let mut out = Vec::new();
         if consumer.cached_info().num_pending == 0 {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| FleetError::js("dead letter list", e))?;
-        while let Some(m) = super::next_read(&mut messages, "dead letter list").await? {
-            let m = m.map_err(|e| FleetError::js("dead letter list", e))?;
+            .map_err(|e| FleetError::js(what, e))?;
+        while let Some(m) = super::next_read(&mut messages, what).await? {
+            let m = m.map_err(|e| FleetError::js(what, e))?;
             let seq = m
                 .subject
                 .strip_prefix(subject_prefix.as_str())
                 .and_then(|s| s.parse().ok())
                 .map(Seq);
-            // A removed dead letter leaves a purge marker: no payload.
             if let (Some(seq), false) = (seq, m.payload.is_empty()) {
-                let dead = codec::decode_dead_letter(&m.payload)
-                    .map_err(|e| FleetError::js("dead letter decode", e))?;
-                out.insert(seq, dead);
+                out.push((seq, m.payload.clone()));
             }
             let pending = m.info().map(|i| i.pending).unwrap_or(0);
             if pending == 0 {
                 break;
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 
     /// Up to `limit` of the latest attempts at `dest`, as sled's
@@ -556,7 +580,7 @@ impl Fleet {
         dest: &DestinationName,
         limit: usize,
     ) -> Result<Vec<(Seq, Attempt)>, FleetError> {
-        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        use async_nats::jetstream::consumer::DeliverPolicy;
         let info = self
             .records
             .stream
@@ -567,47 +591,19 @@ impl Fleet {
         if last == 0 || limit == 0 {
             return Ok(Vec::new());
         }
-        let subject_prefix = format!("{}att.{dest}.", self.records.prefix);
-        let consumer = self
-            .records
-            .stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                filter_subject: format!("{subject_prefix}*"),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: last.saturating_sub(RECENT_WINDOW).max(1),
-                },
-                replay_policy: ReplayPolicy::Instant,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| FleetError::js("attempt list", e))?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(Vec::new());
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| FleetError::js("attempt list", e))?;
+        let from = DeliverPolicy::ByStartSequence {
+            start_sequence: last.saturating_sub(RECENT_WINDOW).max(1),
+        };
+        let values = self
+            .read_per_seq(&format!("att.{dest}."), from, "attempt list")
+            .await?;
         // Each message's latest history (a later write holds every attempt
         // of an earlier one, or the newest 64).
         let mut latest: BTreeMap<Seq, Vec<Attempt>> = BTreeMap::new();
-        while let Some(m) = super::next_read(&mut messages, "attempt list").await? {
-            let m = m.map_err(|e| FleetError::js("attempt list", e))?;
-            let seq = m
-                .subject
-                .strip_prefix(subject_prefix.as_str())
-                .and_then(|s| s.parse().ok())
-                .map(Seq);
-            if let (Some(seq), false) = (seq, m.payload.is_empty()) {
-                let h = codec::decode_history(&m.payload)
-                    .map_err(|e| FleetError::js("attempts decode", e))?;
-                latest.insert(seq, h.attempts);
-            }
-            let pending = m.info().map(|i| i.pending).unwrap_or(0);
-            if pending == 0 {
-                break;
-            }
+        for (seq, bytes) in values {
+            let h =
+                codec::decode_history(&bytes).map_err(|e| FleetError::js("attempts decode", e))?;
+            latest.insert(seq, h.attempts);
         }
         Ok(latest
             .into_iter()
