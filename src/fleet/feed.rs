@@ -101,8 +101,7 @@ impl Fleet {
             Ok(c) => {
                 let c: consumer::Consumer<pull::Config> = c;
                 let now = &c.cached_info().config;
-                let mut filters = now.filter_subjects.clone();
-                filters.extend(now.filter_subject.split_whitespace().map(str::to_owned));
+                let mut filters = filters_of(now);
                 filters.sort();
                 let differs = now.max_ack_pending != config.max_ack_pending
                     || now.ack_wait != config.ack_wait
@@ -357,18 +356,12 @@ impl Fleet {
         if floor >= to.0 {
             return Ok(true);
         }
-        let c = &info.config;
-        let subjects = c
-            .filter_subjects
-            .iter()
-            .map(String::as_str)
-            .chain(c.filter_subject.split_whitespace());
-        for subject in subjects {
+        for subject in filters_of(&info.config) {
             let next = self
                 .stream
                 .raw_message_builder()
                 .sequence(floor + 1)
-                .next_by_subject(subject.to_owned())
+                .next_by_subject(subject)
                 .send()
                 .await;
             match next {
@@ -405,6 +398,14 @@ impl Fleet {
             in_flight: info.num_ack_pending,
         })
     }
+}
+
+/// The subjects a consumer is filtered to (JetStream keeps one in
+/// `filter_subject`, several in `filter_subjects`).
+fn filters_of(config: &consumer::Config) -> Vec<String> {
+    let mut filters = config.filter_subjects.clone();
+    filters.extend(config.filter_subject.split_whitespace().map(str::to_owned));
+    filters
 }
 
 /// What a destination's consumer is made of, besides where it starts.
