@@ -85,9 +85,13 @@ fn fleet_relay(
         ("stream", Toml::Str(stream.into())),
     ];
     nats.extend(nats_keys.iter().cloned());
+    // The stream reserves its `max_disk_bytes` on every replica's server
+    // (JetStream's limit is 75% of the disk free at its start): the default
+    // 10 GiB would make the tests depend on the machine's free disk.
     let config = RelayConfig::new()
         .storage("backend", "nats")
-        .storage("nats", Toml::table(nats));
+        .storage("nats", Toml::table(nats))
+        .storage("max_disk_bytes", "256MiB");
     routes(config).write(&dir)
 }
 
